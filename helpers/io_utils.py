@@ -1,0 +1,174 @@
+"""JSONL input and output: clear errors (file, line, field) and atomic writes.
+
+Every stage reads with :func:`read_jsonl` and writes with :func:`write_jsonl` /
+:func:`atomic_path`, so a bad line names its file and line, and a killed run never leaves a
+half-written file that looks whole.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterable, Iterator
+
+
+class InputError(ValueError):
+    """Bad input: the message names the file, the line (1-based) and the field."""
+
+    def __init__(self, path, line, field, problem):
+        self.path, self.line, self.field = str(path), line, field
+        where = f"{path}" + (f", line {line}" if line is not None else "")
+        what = f", field {field!r}" if field else ""
+        super().__init__(f"{where}{what}: {problem}")
+
+
+def read_jsonl(path) -> list[dict]:
+    """Read a JSONL file; every line must be one JSON object. Blank lines are skipped."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, None, None, "file does not exist")
+    rows = []
+    try:
+        with open(path, encoding="utf-8") as f:
+            for i, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise InputError(path, i, None, f"not valid JSON ({e.msg} at column {e.colno})") from None
+                if not isinstance(obj, dict):
+                    raise InputError(path, i, None, f"expected a JSON object, got {type(obj).__name__}")
+                obj["__line__"] = i
+                rows.append(obj)
+    except UnicodeDecodeError as e:
+        raise InputError(path, None, None, f"not UTF-8 ({e.reason} at byte {e.start})") from None
+    if not rows:
+        raise InputError(path, None, None, "file is empty")
+    return rows
+
+
+def strip_line(row: dict) -> dict:
+    return {k: v for k, v in row.items() if k != "__line__"}
+
+
+def dumps(row: dict) -> str:
+    return json.dumps(strip_line(row), ensure_ascii=False, allow_nan=False)
+
+
+@contextlib.contextmanager
+def atomic_path(path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success rename it onto ``path``.
+
+    On an exception the temporary file is removed and ``path`` is left as it was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_jsonl(path, rows: Iterable[dict]) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            for r in rows:
+                f.write(dumps(r) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def write_json(path, obj, indent=2) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(obj, f, ensure_ascii=False, indent=indent, allow_nan=False)
+            f.write("\n")
+
+
+def check_writable(path) -> None:
+    """Fail early (before hours of work) when the output folder cannot be written."""
+    parent = Path(path).parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=parent)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        raise InputError(path, None, None, f"output path is not writable ({e.strerror})") from None
+
+
+def _need(row, path, field, kind):
+    if field not in row:
+        raise InputError(path, row.get("__line__"), field, "missing")
+    v = row[field]
+    if kind == "str" and not isinstance(v, str):
+        raise InputError(path, row.get("__line__"), field, f"expected a string, got {type(v).__name__}")
+    if kind == "strlist":
+        if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+            raise InputError(path, row.get("__line__"), field,
+                             f"expected a list of strings, got {json.dumps(v)[:60]}")
+    if kind == "floatlist":
+        if not isinstance(v, list) or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
+            raise InputError(path, row.get("__line__"), field, "expected a list of numbers")
+        if not all(math.isfinite(x) for x in v):
+            raise InputError(path, row.get("__line__"), field, "contains NaN or infinity")
+    return v
+
+
+def validate_queries(rows: list[dict], path, need_neg=False, need_scores=False, corpus_ids=None) -> None:
+    """Check the query contract of DESIGN.md section 3 (ids, pos/neg aligned, scores finite)."""
+    seen = set()
+    for r in rows:
+        line = r.get("__line__")
+        qid = _need(r, path, "query_id", "str")
+        if qid in seen:
+            raise InputError(path, line, "query_id", f"duplicate query id {qid!r}")
+        seen.add(qid)
+        _need(r, path, "query", "str")
+        pos = _need(r, path, "pos", "strlist")
+        if not pos:
+            raise InputError(path, line, "pos", "empty: every query needs at least one positive")
+        pos_ids = _need(r, path, "pos_ids", "strlist")
+        if len(pos_ids) != len(pos):
+            raise InputError(path, line, "pos_ids", f"{len(pos_ids)} ids for {len(pos)} positives")
+        fields = [("pos", "pos_ids")]
+        if need_neg:
+            neg = _need(r, path, "neg", "strlist")
+            neg_ids = _need(r, path, "neg_ids", "strlist")
+            if len(neg_ids) != len(neg):
+                raise InputError(path, line, "neg_ids", f"{len(neg_ids)} ids for {len(neg)} negatives")
+            fields.append(("neg", "neg_ids"))
+        if need_scores:
+            for texts, scores in (("pos", "pos_scores"), ("neg", "neg_scores")):
+                s = _need(r, path, scores, "floatlist")
+                if len(s) != len(r[texts]):
+                    raise InputError(path, line, scores, f"{len(s)} scores for {len(r[texts])} {texts} texts")
+        if corpus_ids is not None:
+            for _, ids_field in fields:
+                for pid in r[ids_field]:
+                    if pid not in corpus_ids:
+                        raise InputError(path, line, ids_field, f"id {pid!r} is not in the corpus")
+
+
+def load_corpus(path) -> tuple[list[str], list[str]]:
+    """Read corpus.jsonl -> (ids, texts); ids unique strings."""
+    rows = read_jsonl(path)
+    ids, texts, seen = [], [], set()
+    for r in rows:
+        i = _need(r, path, "id", "str")
+        t = _need(r, path, "text", "str")
+        if i in seen:
+            raise InputError(path, r["__line__"], "id", f"duplicate corpus id {i!r}")
+        seen.add(i)
+        ids.append(i)
+        texts.append(t)
+    return ids, texts

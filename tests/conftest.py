@@ -1,0 +1,20 @@
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("EEDI_SHARED_DIR", REPO.parent / "shared"))
+
+
+@pytest.fixture
+def shared_dir():
+    if not SHARED.is_dir():
+        pytest.skip(f"../shared not found at {SHARED}: the real Eedi sample and FlagEmbedding "
+                    "fixtures are only on the project machines")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def repo_root():
+    return REPO
