@@ -1,0 +1,165 @@
+"""Contrastive and distillation losses of the embedder (FlagEmbedding's AbsEmbedderModel semantics).
+
+Layout, stated once: ``q`` is [B, D] (one query per group), ``p`` is [B * G, D] with query i's group
+at rows ``i*G .. i*G+G-1`` and its positive first. Scores are ``q @ p.T / temperature`` on the
+(already normalised) embeddings, so the in-batch score matrix is [B, B * G] and query i's target
+column is ``i * G``.
+
+- InfoNCE: cross-entropy over every passage of the batch (and of every device when
+  ``negatives_cross_device``) with target ``i * G``.
+- ``kl_div``: -mean_i sum_j softmax(teacher_i / teacher_temperature)_j * log_softmax(student_i)_j
+  over query i's own group (a cross-entropy against soft targets), ADDED to InfoNCE, as
+  FlagEmbedding does.
+- ``m3_kd_loss``: FlagEmbedding's BGE-M3 distillation over the in-batch matrix, used ALONE (no
+  InfoNCE added, as FlagEmbedding): for each group position j, cross-entropy towards column
+  ``i*G+j`` with the columns of earlier positions masked out, weighted by the teacher's
+  probability of j.
+- No teacher scores: InfoNCE only (hard negatives, the earlier rounds).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+
+KD_LOSS_TYPES = ("kl_div", "m3_kd_loss")
+
+
+def check_finite(t: torch.Tensor, what: str) -> None:
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{what} contains NaN or infinity")
+
+
+def group_size_of(q: torch.Tensor, p: torch.Tensor) -> int:
+    if q.dim() != 2 or p.dim() != 2 or q.shape[1] != p.shape[1]:
+        raise ValueError(f"embeddings must be [B, D] and [B*G, D]; got q {tuple(q.shape)}, "
+                         f"p {tuple(p.shape)}")
+    if q.shape[0] == 0 or p.shape[0] % q.shape[0] != 0:
+        raise ValueError(f"{p.shape[0]} passages are not a whole number of groups for "
+                         f"{q.shape[0]} queries")
+    return p.shape[0] // q.shape[0]
+
+
+def similarity(q: torch.Tensor, p: torch.Tensor, temperature: float) -> torch.Tensor:
+    """[B, B*G] = q @ p.T / temperature."""
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    return q @ p.transpose(0, 1) / temperature
+
+
+def own_group(scores: torch.Tensor, group_size: int) -> torch.Tensor:
+    """[B, B*G] in-batch scores -> [B, G]: query i's scores for its own group."""
+    B = scores.shape[0]
+    if scores.shape[1] < B * group_size:
+        raise ValueError(f"scores {tuple(scores.shape)} too narrow for {B} groups of {group_size}")
+    cols = torch.arange(B, device=scores.device).unsqueeze(1) * group_size + \
+        torch.arange(group_size, device=scores.device).unsqueeze(0)
+    return scores.gather(1, cols)
+
+
+def infonce(scores: torch.Tensor, group_size: int) -> torch.Tensor:
+    """Cross-entropy over all passages in the batch; query i's positive is column i*G."""
+    targets = torch.arange(scores.shape[0], device=scores.device) * group_size
+    return F.cross_entropy(scores, targets)
+
+
+def teacher_targets(teacher_scores, batch_size: int, group_size: int,
+                    teacher_temperature: float = 1.0, device=None) -> torch.Tensor:
+    """Flat or [B, G] raw teacher scores -> softmax(scores / teacher_temperature) per group."""
+    if not teacher_temperature > 0:
+        raise ValueError(f"teacher_temperature must be > 0, got {teacher_temperature}")
+    t = torch.as_tensor(teacher_scores, dtype=torch.float32, device=device)
+    if t.numel() != batch_size * group_size:
+        raise ValueError(f"got {t.numel()} teacher scores for {batch_size} queries x {group_size} "
+                         "passages (one score per passage of every group is needed)")
+    check_finite(t, "teacher scores")
+    return torch.softmax(t.view(batch_size, group_size).detach() / teacher_temperature, dim=-1)
+
+
+def kl_div_loss(student_group: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """-mean_i sum_j targets_ij * log_softmax(student_i)_j (FlagEmbedding's 'kl_div')."""
+    if student_group.shape != targets.shape:
+        raise ValueError(f"student {tuple(student_group.shape)} and teacher {tuple(targets.shape)} "
+                         "group scores differ in shape")
+    logp = torch.log_softmax(student_group.float(), dim=-1)
+    return -(logp * targets).sum(dim=-1).mean()
+
+
+def m3_kd_loss(scores: torch.Tensor, targets: torch.Tensor, group_size: int) -> torch.Tensor:
+    """FlagEmbedding's m3_kd_loss over the [B, B*G] in-batch scores with [B, G] teacher targets."""
+    B = scores.shape[0]
+    if targets.shape != (B, group_size):
+        raise ValueError(f"teacher targets {tuple(targets.shape)} != ({B}, {group_size})")
+    scores = scores.float()
+    labels = torch.arange(B, device=scores.device) * group_size
+    mask = torch.zeros_like(scores)
+    loss = scores.new_zeros(())
+    for j in range(group_size):
+        ce = F.cross_entropy(scores + mask, labels + j, reduction="none")
+        loss = loss + (targets[:, j] * ce).mean()
+        mask = mask.scatter(1, (labels + j).unsqueeze(1), torch.finfo(scores.dtype).min)
+    return loss
+
+
+def gather_keep_grad(t: torch.Tensor, world_size: int, rank: int,
+                     all_gather: Optional[Callable] = None) -> torch.Tensor:
+    """Concatenate ``t`` from every rank (rank order); this rank's slice keeps its gradient.
+
+    ``all_gather(list_of_empty, t)`` defaults to ``torch.distributed.all_gather``; tests pass a
+    simulated one.
+    """
+    if all_gather is None:
+        import torch.distributed as dist
+        all_gather = dist.all_gather
+    t = t.contiguous()
+    parts = [torch.empty_like(t) for _ in range(world_size)]
+    all_gather(parts, t.detach())
+    parts[rank] = t
+    return torch.cat(parts, dim=0)
+
+
+@dataclass
+class EmbedderLoss:
+    """Loss of one batch (or, across devices, of this rank's part of it)."""
+    temperature: float = 0.02
+    kd_loss_type: str = "kl_div"
+    teacher_temperature: float = 1.0
+    negatives_cross_device: bool = False
+    world_size: int = 1
+    rank: int = 0
+    all_gather: Optional[Callable] = None
+
+    def __post_init__(self):
+        if self.kd_loss_type not in KD_LOSS_TYPES:
+            raise ValueError(f"kd_loss_type {self.kd_loss_type!r} unknown; choose one of {KD_LOSS_TYPES}")
+        if not self.temperature > 0 or not math.isfinite(self.temperature):
+            raise ValueError(f"temperature must be a positive number, got {self.temperature}")
+
+    def __call__(self, q: torch.Tensor, p: torch.Tensor, teacher_scores=None) -> torch.Tensor:
+        G = group_size_of(q, p)
+        B = q.shape[0]
+        check_finite(q.detach(), "query embeddings")
+        check_finite(p.detach(), "passage embeddings")
+        targets = None
+        if teacher_scores is not None:
+            targets = teacher_targets(teacher_scores, B, G, self.teacher_temperature, q.device)
+        cross = self.negatives_cross_device and self.world_size > 1
+        if cross:
+            q_all = gather_keep_grad(q, self.world_size, self.rank, self.all_gather)
+            p_all = gather_keep_grad(p, self.world_size, self.rank, self.all_gather)
+        else:
+            q_all, p_all = q, p
+        scores = similarity(q_all.float(), p_all.float(), self.temperature)
+        if targets is None:
+            return infonce(scores, G)
+        if self.kd_loss_type == "kl_div":
+            local = own_group(scores, G)
+            if cross:
+                local = local[self.rank * B:(self.rank + 1) * B]
+            return kl_div_loss(local, targets) + infonce(scores, G)
+        if cross:
+            targets = gather_keep_grad(targets, self.world_size, self.rank, self.all_gather)
+        return m3_kd_loss(scores, targets, G)
