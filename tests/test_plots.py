@@ -1,0 +1,60 @@
+import pytest
+
+from helpers.plots import plot_metric_by_epoch, plot_recall_curves, plot_seen_unseen, recall_curve
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def _metrics(scale):
+    m = {f"Recall@{k}": min(1.0, scale * k / 100) for k in range(1, 101)}
+    m.update({"MAP@25": scale / 3, "MRR": scale / 2, "n_queries": 10})
+    return m
+
+
+def _is_png(path):
+    data = path.read_bytes()
+    return len(data) > 2000 and data.startswith(PNG)
+
+
+def test_recall_curve_extracts_sorted_ks():
+    ks, vals = recall_curve({"Recall@10": 0.5, "MAP@25": 0.1, "Recall@2": 0.2, "Recall@100": 0.9})
+    assert ks == [2, 10, 100] and vals == [0.2, 0.5, 0.9]
+    assert recall_curve([0.1, 0.2]) == ([1, 2], [0.1, 0.2])
+    with pytest.raises(ValueError, match="no Recall@k"):
+        recall_curve({"MAP@25": 0.1})
+
+
+def test_recall_curves_png(tmp_path):
+    out = tmp_path / "plots" / "recall.png"
+    fig = plot_recall_curves({"base": _metrics(0.5), "epoch 1": _metrics(0.8)}, path=out)
+    assert _is_png(out)
+    ax = fig.axes[0]
+    assert [line.get_label() for line in ax.get_lines() if not line.get_label().startswith("_")] == ["base", "epoch 1"]
+    assert len(ax.get_lines()[0].get_xdata()) == 100
+
+
+def test_metric_by_epoch_png(tmp_path):
+    hist = [{"epoch": 2, "MAP@25": 0.3, "Recall@25": 0.6}, {"epoch": 1, "MAP@25": 0.2, "Recall@25": 0.5}]
+    out = tmp_path / "map.png"
+    fig = plot_metric_by_epoch(hist, metrics=("MAP@25", "Recall@25"), path=out)
+    assert _is_png(out)
+    assert list(fig.axes[0].get_lines()[0].get_xdata()) == [1, 2]   # sorted by epoch
+    with pytest.raises(ValueError, match="no row has"):
+        plot_metric_by_epoch(hist, metrics=("MAP@5",))
+
+
+def test_seen_unseen_png(tmp_path):
+    a = _metrics(0.5)
+    a["seen"], a["unseen"] = _metrics(0.7), _metrics(0.1)
+    b = _metrics(0.6)                      # no split: only the "all" bar
+    out = tmp_path / "seen.png"
+    fig = plot_seen_unseen({"base": a, "epoch 1": b}, path=out)
+    assert _is_png(out)
+    assert len(fig.axes[0].patches) == 4   # all x2, seen x1, unseen x1
+
+
+def test_no_path_writes_nothing(tmp_path):
+    plot_recall_curves({"x": _metrics(0.5)})
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(ValueError, match="nothing to plot"):
+        plot_recall_curves({})
