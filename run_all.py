@@ -1,0 +1,231 @@
+#!/usr/bin/env python
+"""Run the notebook chain of a profile headless, through papermill.
+
+    python run_all.py                          # the demo profile (configs/demo.yaml)
+    python run_all.py --profile kaggle_eedi    # or a path to a YAML file
+    python run_all.py --from mine_r2           # continue a chain from a step
+    python run_all.py --only prepare,baseline  # run just these steps
+    python run_all.py --set seed=7 --set train_r1.num_train_epochs=2
+
+A profile names a run and lists steps; a step is a notebook plus parameters, so a notebook may
+appear several times under different step names. ``{run_dir}`` in a string parameter is replaced
+by ``<output_root>/<run_name>``. Every parameter is checked against the notebook's ``parameters``
+cell before anything runs. Executed notebooks go to ``<run_dir>/notebooks/``; ``manifest.json``
+records parameters, versions, the git commit and per-step wall time.
+"""
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT))
+from helpers.io_utils import write_json  # noqa: E402
+
+
+class ChainError(RuntimeError):
+    pass
+
+
+def load_profile(name: str) -> tuple[Path, dict]:
+    path = Path(name)
+    if not path.suffix:
+        path = ROOT / "configs" / f"{name}.yaml"
+    if not path.exists():
+        known = ", ".join(sorted(p.stem for p in (ROOT / "configs").glob("*.yaml")))
+        raise ChainError(f"profile {name!r}: no file {path} (known profiles: {known})")
+    prof = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    for key in ("run_name", "steps"):
+        if key not in prof:
+            raise ChainError(f"{path}: missing key {key!r}")
+    names = [s.get("name") for s in prof["steps"]]
+    for i, s in enumerate(prof["steps"]):
+        if not s.get("name") or not s.get("notebook"):
+            raise ChainError(f"{path}: step {i + 1} needs a 'name' and a 'notebook'")
+    dup = {n for n in names if names.count(n) > 1}
+    if dup:
+        raise ChainError(f"{path}: step names must be unique, repeated: {', '.join(sorted(dup))}")
+    return path, prof
+
+
+def notebook_path(nb: str) -> Path:
+    p = ROOT / "notebooks" / (nb if nb.endswith(".ipynb") else nb + ".ipynb")
+    if not p.exists():
+        raise ChainError(f"notebook {p.relative_to(ROOT)} does not exist")
+    return p
+
+
+def substitute(value, ctx: dict):
+    if isinstance(value, str):
+        for k, v in ctx.items():
+            value = value.replace("{" + k + "}", str(v))
+        return value
+    if isinstance(value, list):
+        return [substitute(v, ctx) for v in value]
+    if isinstance(value, dict):
+        return {k: substitute(v, ctx) for k, v in value.items()}
+    return value
+
+
+def apply_overrides(steps: list[dict], sets: list[str], declared: dict[str, dict]) -> None:
+    """``key=value`` sets a parameter on every step whose notebook declares it;
+    ``step.key=value`` on one step. Values are parsed as YAML (numbers, true/false, lists)."""
+    for item in sets:
+        if "=" not in item:
+            raise ChainError(f"--set {item!r}: expected key=value")
+        key, raw = item.split("=", 1)
+        value = yaml.safe_load(raw) if raw != "" else ""
+        step_names = {s["name"] for s in steps}
+        if "." in key and key.split(".", 1)[0] in step_names:
+            name, param = key.split(".", 1)
+            targets = [s for s in steps if s["name"] == name]
+            if param not in declared[name]:
+                raise ChainError(f"--set {item!r}: notebook {targets[0]['notebook']} has no parameter {param!r}")
+        else:
+            param, targets = key, [s for s in steps if key in declared[s["name"]]]
+            if not targets:
+                raise ChainError(f"--set {item!r}: no step's notebook has a parameter {key!r}")
+        for s in targets:
+            s.setdefault("parameters", {})[param] = value
+
+
+def check_parameters(steps: list[dict], declared: dict[str, dict]) -> None:
+    for s in steps:
+        unknown = sorted(set(s.get("parameters", {})) - set(declared[s["name"]]))
+        if unknown:
+            raise ChainError(f"step {s['name']!r} ({s['notebook']}): unknown parameter(s) {', '.join(unknown)}; "
+                             f"the notebook declares: {', '.join(sorted(declared[s['name']]))}")
+
+
+def select(steps: list[dict], only: str | None, start: str | None) -> list[dict]:
+    names = [s["name"] for s in steps]
+    if only:
+        want = [n.strip() for n in only.split(",") if n.strip()]
+        bad = [n for n in want if n not in names]
+        if bad:
+            raise ChainError(f"--only: unknown step(s) {', '.join(bad)}; steps are: {', '.join(names)}")
+        return [s for s in steps if s["name"] in want]
+    if start:
+        if start not in names:
+            raise ChainError(f"--from {start!r}: unknown step; steps are: {', '.join(names)}")
+        return steps[names.index(start):]
+    return steps
+
+
+def environment() -> dict:
+    env = {"python": sys.version.split()[0]}
+    for mod in ("torch", "transformers", "peft", "papermill", "faiss", "bitsandbytes"):
+        try:
+            env[mod] = __import__(mod).__version__
+        except Exception:
+            env[mod] = None
+    try:
+        env["git_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
+                                           text=True, check=True).stdout.strip()
+        env["git_dirty"] = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                                               capture_output=True, text=True).stdout.strip())
+    except Exception:
+        env["git_commit"] = None
+    return env
+
+
+def run_step(step: dict, run_dir: Path, index: int) -> float:
+    import papermill as pm
+    src = notebook_path(step["notebook"])
+    out = run_dir / "notebooks" / f"{index:02d}_{step['name']}.ipynb"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    print(f"\n=== step {step['name']} ({src.relative_to(ROOT)}) -> {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}",
+          flush=True)
+    t0 = time.time()
+    try:
+        pm.execute_notebook(str(src), str(out), parameters=step.get("parameters", {}), cwd=str(ROOT),
+                            kernel_name="python3", log_output=True, progress_bar=False,
+                            request_save_on_cell_execute=True)
+    except pm.PapermillExecutionError as e:
+        raise ChainError(f"step {step['name']!r} failed in {src.relative_to(ROOT)}, cell {e.exec_count} "
+                         f"(index {e.cell_index}): {e.ename}: {e.evalue}\n  executed copy: {out}") from None
+    return time.time() - t0
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--profile", default="demo", help="profile name in configs/ or a YAML path (default: demo)")
+    p.add_argument("--only", help="comma-separated step names to run")
+    p.add_argument("--from", dest="start", help="run from this step to the end")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a parameter: key=value (every step that has it) or step.key=value")
+    p.add_argument("--run_name", help="override the profile's run name (output folder)")
+    p.add_argument("--output_root", help="override the profile's output root (default model_output)")
+    p.add_argument("--list", action="store_true", help="list the steps and their parameters, run nothing")
+    a = p.parse_args(argv)
+    try:
+        path, prof = load_profile(a.profile)
+        run_name = a.run_name or prof["run_name"]
+        out_root = Path(a.output_root or prof.get("output_root", "model_output"))
+        run_dir = out_root if out_root.is_absolute() else ROOT / out_root
+        run_dir = run_dir / run_name
+        ctx = {"run_dir": os.path.relpath(run_dir, ROOT) if run_dir.is_relative_to(ROOT) else str(run_dir)}
+        ctx.update({k: v for k, v in (prof.get("vars") or {}).items()})
+        steps = [dict(s, parameters=substitute(dict(s.get("parameters") or {}), ctx)) for s in prof["steps"]]
+        import papermill as pm
+        declared = {s["name"]: pm.inspect_notebook(str(notebook_path(s["notebook"]))) for s in steps}
+        apply_overrides(steps, a.sets, declared)
+        check_parameters(steps, declared)
+        chosen = select(steps, a.only, a.start)
+        if a.list:
+            for s in steps:
+                mark = "*" if s in chosen else " "
+                print(f"{mark} {s['name']:14s} {s['notebook']:22s} {json.dumps(s.get('parameters', {}))}")
+            return 0
+        run_dir.mkdir(parents=True, exist_ok=True)
+        lock = open(run_dir / ".run_all.lock", "w")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ChainError(f"another run_all.py is already running on {run_dir}; wait for it or "
+                             "choose another --run_name") from None
+        manifest_path = run_dir / "manifest.json"
+        manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+        manifest.update({"profile": str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path),
+                         "run_name": run_name, "environment": environment(),
+                         "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        manifest.setdefault("steps", {})
+        t_all, times = time.time(), []
+        index = {s["name"]: i for i, s in enumerate(steps)}
+        for s in chosen:
+            manifest["steps"][s["name"]] = {"notebook": s["notebook"], "parameters": s.get("parameters", {}),
+                                            "status": "running"}
+            write_json(manifest_path, manifest)
+            try:
+                wall = run_step(s, run_dir, index[s["name"]])
+            except BaseException as e:
+                manifest["steps"][s["name"]]["status"] = "failed"
+                manifest["steps"][s["name"]]["error"] = str(e).splitlines()[0] if str(e) else type(e).__name__
+                write_json(manifest_path, manifest)
+                raise
+            manifest["steps"][s["name"]].update(status="done", wall_s=round(wall, 1))
+            write_json(manifest_path, manifest)
+            times.append((s["name"], wall))
+        total = time.time() - t_all
+        manifest["total_wall_s"] = round(total, 1)
+        write_json(manifest_path, manifest)
+        print("\nwall time per step:")
+        for name, w in times:
+            print(f"  {name:16s} {w:8.1f} s")
+        print(f"  {'total':16s} {total:8.1f} s\nrun folder: {run_dir}")
+        return 0
+    except ChainError as e:
+        print(f"run_all: error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
