@@ -1,0 +1,301 @@
+"""Stage 04: evaluate an embedder on the test queries -> rankings, MAP@25, Recall@1..100, MRR.
+
+    python -m helpers.evaluate --model_name_or_path M --embedder_model_class decoder-only-icl \
+        --queries_file D/test_queries.jsonl --corpus_file D/corpus.jsonl \
+        [--train_queries_file D/train_queries.jsonl] --output_dir RUN/eval/base
+
+The model is a ``demo:<alias>``, a Hugging Face folder (a merged model), or a LoRA adapter folder
+(``adapter_config.json``: loaded on its base and merged, by :mod:`helpers.embedder`).
+Queries are encoded with their instruction (a row's ``prompt`` wins), the whole corpus without,
+ranked by inner product (:func:`helpers.search.search`; ties: lower corpus position first).
+
+Seen/unseen: a test query is *seen* when every gold id of it is a ``pos_ids`` of the train split,
+else *unseen* (the competition's hidden test was mostly unseen).
+
+Writes ``rankings.jsonl``, ``metrics.json`` and ``metrics.csv`` (one row per subset: all, seen,
+unseen) under ``output_dir``; each file atomically replaced.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import logging
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Iterable, Optional, Sequence
+
+import numpy as np
+
+from .io_utils import atomic_path, check_writable, load_corpus, read_jsonl, validate_queries, write_json, write_jsonl
+from .metrics import ids_from_indices, per_query
+from .models import resolve_model
+from .search import search
+
+log = logging.getLogger(__name__)
+
+DEFAULT_KS = tuple(range(1, 101))
+TABLE_KS = (25, 50, 75, 100)
+SUBSETS = ("all", "seen", "unseen")
+
+
+# ----------------------------------------------------------------------------- ranking and scoring
+def rank_corpus(q_emb, p_emb, corpus_ids: Sequence[str], topk: int = 100):
+    """-> (ranked ids [Q][k], scores [Q, k]); best first, ties by lower corpus position."""
+    p = np.asarray(p_emb)
+    if p.shape[0] != len(corpus_ids):
+        raise ValueError(f"rank_corpus: {p.shape[0]} passage embeddings for {len(corpus_ids)} corpus ids")
+    scores, idx = search(q_emb, p, topk)
+    return ids_from_indices(idx, list(corpus_ids)), scores
+
+
+def seen_ids(train_rows: Iterable[dict]) -> set:
+    return {pid for r in train_rows for pid in r.get("pos_ids", [])}
+
+
+def _summary(pq: dict, mask: np.ndarray, map_key: str) -> dict:
+    out = {"n_queries": int(mask.sum())}
+    if not mask.any():
+        return out
+    out[map_key] = float(pq[map_key][mask].mean())
+    out.update({k: float(v[mask].mean()) for k, v in pq.items() if k.startswith("Recall@")})
+    out["MRR"] = float(pq["RR"][mask].mean())
+    return out
+
+
+def score_rankings(ranked_ids: Sequence[Sequence[str]], query_rows: Sequence[dict],
+                   corpus_ids: Optional[Iterable[str]] = None, train_rows: Optional[Sequence[dict]] = None,
+                   ks: Iterable[int] = DEFAULT_KS, map_k: int = 25) -> dict:
+    """Metrics of rankings against the rows' ``pos_ids``.
+
+    Returns ``{"n_queries", "MAP@25", "Recall@k"..., "MRR"}`` and, with ``train_rows``, the
+    same under ``"seen"`` and ``"unseen"`` (a subset with no query has only ``n_queries``).
+    A ranked id that is not in ``corpus_ids`` is an error.
+    """
+    if len(ranked_ids) != len(query_rows):
+        raise ValueError(f"score_rankings: {len(ranked_ids)} rankings for {len(query_rows)} queries")
+    if corpus_ids is not None:
+        cset = set(corpus_ids)
+        for r, ranked in zip(query_rows, ranked_ids):
+            for pid in ranked:
+                if pid not in cset:
+                    raise ValueError(f"ranking of query {r.get('query_id')!r}: id {pid!r} is not in the corpus")
+    gold = [r["pos_ids"] for r in query_rows]
+    pq = per_query(ranked_ids, gold, ks=ks, map_k=map_k)
+    map_key = f"MAP@{map_k}"
+    everything = np.ones(len(gold), dtype=bool)
+    out = _summary(pq, everything, map_key)
+    if train_rows is not None:
+        seen = seen_ids(train_rows)
+        is_seen = np.array([all(g in seen for g in gs) for gs in gold], dtype=bool)
+        out["seen"] = _summary(pq, is_seen, map_key)
+        out["unseen"] = _summary(pq, ~is_seen, map_key)
+    return out
+
+
+def evaluate_embeddings(q_emb, p_emb, query_rows: Sequence[dict], corpus_ids: Sequence[str],
+                        train_rows: Optional[Sequence[dict]] = None, ks: Iterable[int] = DEFAULT_KS,
+                        map_k: int = 25) -> dict:
+    """Rank the corpus for already-computed embeddings and score it (see :func:`score_rankings`)."""
+    ks = list(ks)
+    if len(query_rows) != np.asarray(q_emb).shape[0]:
+        raise ValueError(f"evaluate_embeddings: {np.asarray(q_emb).shape[0]} query embeddings for "
+                         f"{len(query_rows)} query rows")
+    ranked, _ = rank_corpus(q_emb, p_emb, corpus_ids, max(ks + [map_k]))
+    return score_rankings(ranked, query_rows, None, train_rows, ks, map_k)
+
+
+def evaluate_embedder(embedder, query_rows: Sequence[dict], corpus_ids: Sequence[str],
+                      corpus_texts: Sequence[str], train_rows: Optional[Sequence[dict]] = None,
+                      ks: Iterable[int] = DEFAULT_KS, map_k: int = 25) -> dict:
+    """Encode queries and corpus with an :class:`helpers.embedder.Embedder` and score (the
+    trainer calls this after every epoch with an Embedder wrapping its model)."""
+    if len(corpus_ids) != len(corpus_texts):
+        raise ValueError(f"evaluate_embedder: {len(corpus_ids)} corpus ids for {len(corpus_texts)} texts")
+    q = embedder.encode_queries(list(query_rows))
+    p = embedder.encode_corpus(list(corpus_texts))
+    return evaluate_embeddings(q, p, query_rows, corpus_ids, train_rows, ks, map_k)
+
+
+# ----------------------------------------------------------------------------- tables
+def metrics_rows(metrics: dict, label: str = "") -> list[dict]:
+    """Flat rows (label, subset, n_queries, MAP@25, MRR, Recall@k...) for CSV / DataFrames."""
+    rows = []
+    for sub in SUBSETS:
+        m = metrics if sub == "all" else metrics.get(sub)
+        if m is None:
+            continue
+        rows.append({"label": label, "subset": sub, **{k: v for k, v in m.items() if not isinstance(v, dict)}})
+    return rows
+
+
+def metrics_csv(rows: Sequence[dict]) -> str:
+    cols = []
+    for r in rows:
+        cols += [c for c in r if c not in cols]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def comparison_table(results: dict, ks: Sequence[int] = TABLE_KS, map_k: int = 25, digits: int = 4) -> list[dict]:
+    """The seed's table: one row per model/epoch: ``Model/Epoch | MAP@25 | Recall@25 | ...``."""
+    out = []
+    for label, m in results.items():
+        row = {"Model/Epoch": label, f"MAP@{map_k}": m.get(f"MAP@{map_k}")}
+        row.update({f"Recall@{k}": m.get(f"Recall@{k}") for k in ks})
+        out.append({k: (round(v, digits) if isinstance(v, float) else v) for k, v in row.items()})
+    return out
+
+
+# ----------------------------------------------------------------------------- the stage
+@dataclass
+class EvalArgs:
+    model_name_or_path: str = field(metadata={"help": "demo:<alias>, a HF folder, a merged model or a LoRA adapter folder"})
+    queries_file: str = field(metadata={"help": "test queries JSONL (query contract; pos_ids are the gold)"})
+    corpus_file: str = field(metadata={"help": "corpus.jsonl ({id, text})"})
+    output_dir: str = field(metadata={"help": "rankings.jsonl, metrics.json, metrics.csv go here"})
+    embedder_model_class: str = field(default="decoder-only-icl", metadata={
+        "help": "decoder-only-icl | decoder-only-base | encoder-only-base"})
+    train_queries_file: Optional[str] = field(default=None, metadata={
+        "help": "train queries JSONL: enables the seen/unseen split"})
+    label: Optional[str] = field(default=None, metadata={"help": "name in tables and plots (default: the model folder name)"})
+    pooling_method: Optional[str] = field(default=None, metadata={"help": "last_token | mean | cls (default: by class)"})
+    normalize_embeddings: bool = field(default=True, metadata={"help": "L2-normalise embeddings"})
+    query_instruction_for_retrieval: Optional[str] = field(default=None, metadata={
+        "help": "global instruction (a row's prompt overrides it)"})
+    query_instruction_format_for_retrieval: Optional[str] = field(default=None, metadata={
+        "help": "format of instruction + query (default by class, e.g. <instruct>{}\\n<query>{})"})
+    examples_for_task: Optional[str] = field(default=None, metadata={
+        "help": "examples.json of the data stage: in-context examples (decoder-only-icl)"})
+    examples_number: int = field(default=1, metadata={"help": "in-context examples per query"})
+    embedder_query_max_length: int = field(default=512, metadata={"help": "query tokens"})
+    embedder_passage_max_length: int = field(default=512, metadata={"help": "passage tokens"})
+    embedder_batch_size: int = field(default=64, metadata={"help": "texts per forward pass"})
+    devices: Optional[str] = field(default=None, metadata={"help": "cpu, cuda:0, '0,1' (default: cuda:0 if any)"})
+    use_fp16: bool = field(default=True, metadata={"help": "half precision on CUDA (bf16 from compute capability 8)"})
+    trust_remote_code: bool = field(default=False, metadata={"help": "allow model code from the folder"})
+    topk: int = field(default=100, metadata={"help": "Recall@1..topk; rankings saved to depth max(topk, map_k)"})
+    map_k: int = field(default=25, metadata={"help": "k of MAP@k"})
+
+
+def embedder_config(a) -> "EmbedderConfig":  # noqa: F821
+    """EmbedderConfig from stage arguments (EvalArgs, SubmissionArgs: same flag names)."""
+    from .embedder import EmbedderConfig
+    return EmbedderConfig(
+        model_name_or_path=a.model_name_or_path, model_class=a.embedder_model_class,
+        pooling_method=a.pooling_method, normalize=a.normalize_embeddings,
+        query_instruction_for_retrieval=a.query_instruction_for_retrieval,
+        query_instruction_format=a.query_instruction_format_for_retrieval,
+        add_examples_for_task=bool(a.examples_for_task), examples_file=a.examples_for_task,
+        examples_number=a.examples_number, query_max_length=a.embedder_query_max_length,
+        passage_max_length=a.embedder_passage_max_length, batch_size=a.embedder_batch_size,
+        devices=a.devices, use_fp16=a.use_fp16, trust_remote_code=a.trust_remote_code)
+
+
+def default_label(model_name_or_path: str) -> str:
+    s = str(model_name_or_path).rstrip("/")
+    return s.split(":", 1)[1] if s.startswith("demo:") else Path(s).name
+
+
+def run_evaluation(args: EvalArgs, embedder=None) -> dict:
+    """Validate inputs, encode, rank, score, write; returns the metrics (with ``label``).
+
+    ``embedder``: reuse an already-loaded :class:`Embedder` (the notebook does, per model).
+    """
+    t0 = time.time()
+    out = Path(args.output_dir)
+    label = args.label or default_label(args.model_name_or_path)
+    if args.topk < 1 or args.map_k < 1:
+        raise ValueError(f"topk ({args.topk}) and map_k ({args.map_k}) must be at least 1")
+    if embedder is None:
+        resolve_model(args.model_name_or_path)   # a missing model folder fails first, nothing written
+    check_writable(out / "metrics.json")
+    corpus_ids, corpus_texts = load_corpus(args.corpus_file)
+    rows = read_jsonl(args.queries_file)
+    validate_queries(rows, args.queries_file, corpus_ids=set(corpus_ids))
+    train = None
+    if args.train_queries_file:
+        train = read_jsonl(args.train_queries_file)
+        validate_queries(train, args.train_queries_file, corpus_ids=set(corpus_ids))
+    log.info("evaluate %s (%s): %d queries, %d passages, top %d", label, args.model_name_or_path,
+             len(rows), len(corpus_ids), args.topk)
+    if embedder is None:
+        from .embedder import Embedder
+        embedder = Embedder(embedder_config(args))
+    t1 = time.time()
+    q = embedder.encode_queries(rows)
+    p = embedder.encode_corpus(corpus_texts)
+    t2 = time.time()
+    ranked, scores = rank_corpus(q, p, corpus_ids, max(args.topk, args.map_k))
+    metrics = score_rankings(ranked, rows, corpus_ids, train, range(1, args.topk + 1), args.map_k)
+    gold_rank = per_query(ranked, [r["pos_ids"] for r in rows], ks=(1,), map_k=args.map_k)["rank"]
+    seen = seen_ids(train) if train is not None else None
+    metrics = {"label": label, "model_name_or_path": args.model_name_or_path, **metrics,
+               "encode_seconds": round(t2 - t1, 2), "n_passages": len(corpus_ids)}
+    write_jsonl(out / "rankings.jsonl", [
+        {"query_id": r["query_id"], "pos_ids": r["pos_ids"], "rank": int(gr) or None,
+         "seen": None if seen is None else all(g in seen for g in r["pos_ids"]),
+         "ranked_ids": ids, "scores": [round(float(s), 6) for s in sc]}
+        for r, ids, sc, gr in zip(rows, ranked, scores, gold_rank)])
+    with atomic_path(out / "metrics.csv") as tmp:
+        tmp.write_text(metrics_csv(metrics_rows(metrics, label)), encoding="utf-8")
+    write_json(out / "metrics.json", {**metrics, "args": asdict(args)})
+    log.info("%s: MAP@%d %.4f, Recall@25 %s, MRR %.4f (encode %.1fs, total %.1fs) -> %s", label, args.map_k,
+             metrics[f"MAP@{args.map_k}"], metrics.get("Recall@25"), metrics["MRR"], t2 - t1, time.time() - t0, out)
+    return metrics
+
+
+# ----------------------------------------------------------------------------- command line
+def str2bool(v) -> bool:
+    if isinstance(v, bool):
+        return v
+    s = str(v).strip().lower()
+    if s in ("true", "1", "yes", "y"):
+        return True
+    if s in ("false", "0", "no", "n"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected True or False, got {v!r}")
+
+
+def none_or_str(v):
+    return None if v is None or str(v).strip().lower() in ("none", "") else str(v)
+
+
+def build_parser(cls, description: str) -> argparse.ArgumentParser:
+    """One ``--flag`` per dataclass field, its help text and type (booleans take True/False)."""
+    from dataclasses import MISSING
+    import typing
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    hints = typing.get_type_hints(cls)
+    for f in fields(cls):
+        t = hints[f.name]
+        base = next((a for a in typing.get_args(t) if a is not type(None)), t)
+        conv = {bool: str2bool, int: int, float: float}.get(base, none_or_str)
+        kw = {"help": f.metadata.get("help", ""), "type": conv}
+        if f.default is MISSING:
+            kw["required"] = True
+        else:
+            kw["default"] = f.default
+            kw["help"] += f" (default: {f.default})"
+        p.add_argument(f"--{f.name}", **kw)
+    return p
+
+
+def main(argv=None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    a = build_parser(EvalArgs, __doc__).parse_args(argv)
+    m = run_evaluation(EvalArgs(**vars(a)))
+    for k in ["n_queries", f"MAP@{a.map_k}", "Recall@1", "Recall@25", "Recall@50", "Recall@75", "Recall@100", "MRR"]:
+        if k in m:
+            print(f"{k:12s} {m[k]}")
+    for sub in ("seen", "unseen"):
+        if sub in m:
+            print(f"{sub:12s} n={m[sub]['n_queries']} MAP@{a.map_k}={m[sub].get(f'MAP@{a.map_k}')}")
+
+
+if __name__ == "__main__":
+    main()

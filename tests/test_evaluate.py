@@ -1,0 +1,167 @@
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from helpers.evaluate import (EvalArgs, comparison_table, evaluate_embeddings, main, metrics_rows, rank_corpus,
+                              run_evaluation, score_rankings)
+from helpers.io_utils import InputError, read_jsonl, write_jsonl
+from helpers.metrics import retrieval_metrics
+
+CORPUS = ["Adds the numerators and the denominators of fractions", "Thinks a triangle's angles sum to 360",
+          "Confuses area and perimeter", "Believes multiplying always makes a number bigger",
+          "Does not understand place value after the decimal point", "Thinks the mean is the middle value",
+          "Forgets to change the sign when moving a term", "Believes a negative times a negative is negative"]
+IDS = [str(100 + i) for i in range(len(CORPUS))]
+
+
+def _row(qid, gold, text="q"):
+    return {"query_id": qid, "query": text, "pos": [CORPUS[IDS.index(gold)]], "pos_ids": [gold],
+            "neg": [], "neg_ids": [], "prompt": "Find the misconception."}
+
+
+# ---------- plain arrays ----------
+
+def test_evaluate_embeddings_known_ranks_and_seen_split():
+    p = np.eye(4, dtype=np.float32)
+    # query 0 -> passage 2 best (gold rank 1); query 1 -> order 0,1,2,3 (gold "3" rank 4);
+    # query 2: all scores tie -> corpus order (gold "1" rank 2)
+    q = np.array([[0.1, 0.2, 0.9, 0.0], [0.4, 0.3, 0.2, 0.1], [0.5, 0.5, 0.5, 0.5]], dtype=np.float32)
+    ids = ["0", "1", "2", "3"]
+    rows = [{"query_id": "a", "pos_ids": ["2"]}, {"query_id": "b", "pos_ids": ["3"]},
+            {"query_id": "c", "pos_ids": ["1"]}]
+    train = [{"pos_ids": ["2"]}, {"pos_ids": ["1"]}]
+    m = evaluate_embeddings(q, p, rows, ids, train_rows=train, ks=(1, 2, 4), map_k=25)
+    assert m["n_queries"] == 3
+    assert m["MAP@25"] == pytest.approx((1 + 1 / 4 + 1 / 2) / 3)
+    assert (m["Recall@1"], m["Recall@2"], m["Recall@4"]) == pytest.approx((1 / 3, 2 / 3, 1.0))
+    assert m["seen"]["n_queries"] == 2 and m["seen"]["MAP@25"] == pytest.approx(0.75)
+    assert m["unseen"]["n_queries"] == 1 and m["unseen"]["MAP@25"] == pytest.approx(0.25)
+    ranked, scores = rank_corpus(q, p, ids, topk=4)
+    assert ranked[2] == ["0", "1", "2", "3"]                  # tie rule: corpus order
+    assert scores.shape == (3, 4)
+
+
+def test_score_rankings_rejects_id_absent_from_corpus():
+    rows = [{"query_id": "a", "pos_ids": ["1"]}]
+    with pytest.raises(ValueError, match="'9' is not in the corpus"):
+        score_rankings([["1", "9"]], rows, corpus_ids=["1", "2"])
+    with pytest.raises(ValueError, match="1 rankings for 2"):
+        score_rankings([["1"]], rows * 2)
+
+
+def test_empty_subset_has_only_count():
+    m = score_rankings([["1", "2"]], [{"query_id": "a", "pos_ids": ["1"]}], train_rows=[{"pos_ids": ["1"]}],
+                       ks=(1,))
+    assert m["unseen"] == {"n_queries": 0}
+    rows = metrics_rows(m, "x")
+    assert [r["subset"] for r in rows] == ["all", "seen", "unseen"]
+
+
+def test_comparison_table_shape():
+    m = {"MAP@25": 0.123456, **{f"Recall@{k}": k / 100 for k in range(1, 101)}}
+    t = comparison_table({"base": m, "epoch 1": m})
+    assert list(t[0]) == ["Model/Epoch", "MAP@25", "Recall@25", "Recall@50", "Recall@75", "Recall@100"]
+    assert t[0]["MAP@25"] == 0.1235 and t[1]["Model/Epoch"] == "epoch 1"
+
+
+# ---------- the stage ----------
+
+def _files(tmp_path, queries=None):
+    d = tmp_path / "data"
+    write_jsonl(d / "corpus.jsonl", [{"id": i, "text": t} for i, t in zip(IDS, CORPUS)])
+    queries = queries or [_row("1_A", "100", "What is 1/2 + 1/3? Wrong answer: 2/5"),
+                          _row("2_B", "102", "Area of a 2 by 3 rectangle? Wrong answer: 10"),
+                          _row("3_C", "107", "What is -2 times -3? Wrong answer: -6")]
+    write_jsonl(d / "test_queries.jsonl", queries)
+    write_jsonl(d / "train_queries.jsonl", [_row("9_A", "100"), _row("9_B", "107")])
+    return d
+
+
+def _args(tmp_path, d, model="demo:all-minilm-l6-v2", **kw):
+    return EvalArgs(model_name_or_path=model, embedder_model_class="encoder-only-base",
+                    queries_file=str(d / "test_queries.jsonl"), corpus_file=str(d / "corpus.jsonl"),
+                    train_queries_file=str(d / "train_queries.jsonl"), output_dir=str(tmp_path / "out"),
+                    embedder_query_max_length=64, embedder_passage_max_length=32, embedder_batch_size=8,
+                    devices="cpu", **kw)
+
+
+def test_missing_model_folder_fails_first(tmp_path):
+    d = _files(tmp_path)
+    with pytest.raises(FileNotFoundError, match="no such folder"):
+        run_evaluation(_args(tmp_path, d, model=str(tmp_path / "nope")))
+    assert not (tmp_path / "out").exists()
+
+
+def test_gold_id_absent_from_corpus(tmp_path):
+    bad = _row("1_A", "100")
+    bad["pos_ids"] = ["999"]
+    d = _files(tmp_path, [bad])
+    with pytest.raises(InputError, match=r"line 1, field 'pos_ids': id '999' is not in the corpus"):
+        run_evaluation(_args(tmp_path, d))
+    assert not list((tmp_path / "out").glob("*"))
+
+
+@pytest.mark.integration
+def test_stage_with_small_model(tmp_path, capsys):
+    d = _files(tmp_path)
+    argv = ["--model_name_or_path", "demo:all-minilm-l6-v2", "--embedder_model_class", "encoder-only-base",
+            "--queries_file", str(d / "test_queries.jsonl"), "--corpus_file", str(d / "corpus.jsonl"),
+            "--train_queries_file", str(d / "train_queries.jsonl"), "--output_dir", str(tmp_path / "out"),
+            "--embedder_query_max_length", "64", "--embedder_passage_max_length", "32", "--devices", "cpu",
+            "--use_fp16", "False", "--topk", "5", "--label", "minilm"]
+    main(argv)
+    out = tmp_path / "out"
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["label"] == "minilm" and m["n_queries"] == 3 and m["args"]["use_fp16"] is False
+    assert [f"Recall@{k}" for k in range(1, 6)] == [k for k in m if k.startswith("Recall@")]
+    assert m["seen"]["n_queries"] == 2 and m["unseen"]["n_queries"] == 1
+    ranks = read_jsonl(out / "rankings.jsonl")
+    assert [r["query_id"] for r in ranks] == ["1_A", "2_B", "3_C"]
+    # depth max(topk, map_k) = 25, capped at the corpus size
+    assert all(len(r["ranked_ids"]) == 8 and set(r["ranked_ids"]) == set(IDS) for r in ranks)
+    assert all(r["scores"] == sorted(r["scores"], reverse=True) for r in ranks)
+    assert [r["seen"] for r in ranks] == [True, False, True]
+    # metrics.json agrees with an independent recomputation from the saved rankings
+    again = retrieval_metrics([r["ranked_ids"] for r in ranks], [r["pos_ids"] for r in ranks], ks=(1, 5))
+    assert m["MAP@25"] == pytest.approx(again["MAP@25"]) and m["Recall@5"] == pytest.approx(again["Recall@5"])
+    with open(out / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["subset"] for r in rows] == ["all", "seen", "unseen"]
+    assert float(rows[0]["MAP@25"]) == pytest.approx(m["MAP@25"])
+    assert "MAP@25" in capsys.readouterr().out
+
+
+@pytest.mark.integration
+def test_lora_adapter_folder_equals_merged_model(tmp_path):
+    """An adapter folder (adapter_config.json) is loaded on its base; same metrics as the merged model."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModel, AutoTokenizer
+
+    from helpers.models import resolve_model
+    base = resolve_model("demo:all-minilm-l6-v2")
+    torch.manual_seed(0)
+    model = get_peft_model(AutoModel.from_pretrained(base),
+                           LoraConfig(r=4, lora_alpha=8, target_modules=["query", "value"], init_lora_weights=False))
+    model.save_pretrained(tmp_path / "adapter")
+    cfg = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    assert cfg["base_model_name_or_path"] == base
+    merged = model.merge_and_unload()
+    merged.save_pretrained(tmp_path / "merged")
+    AutoTokenizer.from_pretrained(base).save_pretrained(tmp_path / "merged")
+    d = _files(tmp_path)
+    res, scores = {}, {}
+    for name, model in [("adapter", str(tmp_path / "adapter")), ("merged", str(tmp_path / "merged")),
+                        ("base", "demo:all-minilm-l6-v2")]:
+        args = _args(tmp_path, d, model=model, pooling_method="mean", topk=8)
+        args.output_dir = str(tmp_path / name)
+        res[name] = run_evaluation(args)
+        ranks = {r["query_id"]: r for r in read_jsonl(tmp_path / name / "rankings.jsonl")}
+        scores[name] = np.array([dict(zip(r["ranked_ids"], r["scores"]))[i] for r in ranks.values() for i in IDS])
+    assert res["adapter"]["label"] == "adapter" and res["base"]["label"] == "all-minilm-l6-v2"
+    np.testing.assert_allclose(scores["adapter"], scores["merged"], atol=1e-4)
+    assert np.abs(scores["adapter"] - scores["base"]).max() > 1e-3     # the adapter was really applied
+    for k in ("MAP@25", "MRR", "Recall@1", "Recall@3"):
+        assert res["adapter"][k] == pytest.approx(res["merged"][k])
