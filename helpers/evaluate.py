@@ -152,17 +152,12 @@ def comparison_table(results: dict, ks: Sequence[int] = TABLE_KS, map_k: int = 2
 
 
 # ----------------------------------------------------------------------------- the stage
-@dataclass
-class EvalArgs:
+@dataclass(kw_only=True)
+class EmbedderArgs:
+    """Embedder flags shared by the evaluation and submission stages (FlagEmbedding's names)."""
     model_name_or_path: str = field(metadata={"help": "demo:<alias>, a HF folder, a merged model or a LoRA adapter folder"})
-    queries_file: str = field(metadata={"help": "test queries JSONL (query contract; pos_ids are the gold)"})
-    corpus_file: str = field(metadata={"help": "corpus.jsonl ({id, text})"})
-    output_dir: str = field(metadata={"help": "rankings.jsonl, metrics.json, metrics.csv go here"})
     embedder_model_class: str = field(default="decoder-only-icl", metadata={
         "help": "decoder-only-icl | decoder-only-base | encoder-only-base"})
-    train_queries_file: Optional[str] = field(default=None, metadata={
-        "help": "train queries JSONL: enables the seen/unseen split"})
-    label: Optional[str] = field(default=None, metadata={"help": "name in tables and plots (default: the model folder name)"})
     pooling_method: Optional[str] = field(default=None, metadata={"help": "last_token | mean | cls (default: by class)"})
     normalize_embeddings: bool = field(default=True, metadata={"help": "L2-normalise embeddings"})
     query_instruction_for_retrieval: Optional[str] = field(default=None, metadata={
@@ -178,12 +173,22 @@ class EvalArgs:
     devices: Optional[str] = field(default=None, metadata={"help": "cpu, cuda:0, '0,1' (default: cuda:0 if any)"})
     use_fp16: bool = field(default=True, metadata={"help": "half precision on CUDA (bf16 from compute capability 8)"})
     trust_remote_code: bool = field(default=False, metadata={"help": "allow model code from the folder"})
+
+
+@dataclass(kw_only=True)
+class EvalArgs(EmbedderArgs):
+    queries_file: str = field(metadata={"help": "test queries JSONL (query contract; pos_ids are the gold)"})
+    corpus_file: str = field(metadata={"help": "corpus.jsonl ({id, text})"})
+    output_dir: str = field(metadata={"help": "rankings.jsonl, metrics.json, metrics.csv go here"})
+    train_queries_file: Optional[str] = field(default=None, metadata={
+        "help": "train queries JSONL: enables the seen/unseen split"})
+    label: Optional[str] = field(default=None, metadata={"help": "name in tables and plots (default: the model folder name)"})
     topk: int = field(default=100, metadata={"help": "Recall@1..topk; rankings saved to depth max(topk, map_k)"})
     map_k: int = field(default=25, metadata={"help": "k of MAP@k"})
 
 
-def embedder_config(a) -> "EmbedderConfig":  # noqa: F821
-    """EmbedderConfig from stage arguments (EvalArgs, SubmissionArgs: same flag names)."""
+def embedder_config(a: EmbedderArgs):
+    """:class:`helpers.embedder.EmbedderConfig` from stage arguments (any :class:`EmbedderArgs`)."""
     from .embedder import EmbedderConfig
     return EmbedderConfig(
         model_name_or_path=a.model_name_or_path, model_class=a.embedder_model_class,

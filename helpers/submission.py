@@ -13,11 +13,16 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
-from .data import LETTERS
-from .io_utils import InputError, atomic_path
+from .data import LETTERS, build_queries, corpus_rows, load_misconceptions, load_questions
+from .evaluate import EmbedderArgs, build_parser, embedder_config, rank_corpus
+from .io_utils import InputError, atomic_path, check_writable
+from .models import resolve_model
+from .prompts import QUERY_TEMPLATE, RETRIEVAL_INSTRUCTION, unescape
 
 log = logging.getLogger(__name__)
 
@@ -109,3 +114,71 @@ def write_submission(path, row_ids: Sequence[str], ranked_ids: Sequence[Sequence
         Path(tmp).write_text(text, encoding="utf-8")
     log.info("wrote %d rows x %d ids -> %s", len(row_ids), k, path)
     return text
+
+
+# ----------------------------------------------------------------------------- the stage
+@dataclass(kw_only=True)
+class SubmissionArgs(EmbedderArgs):
+    test_csv: str = field(metadata={"help": "Kaggle test.csv (no misconception columns needed)"})
+    misconception_csv: str = field(metadata={"help": "misconception_mapping.csv (the corpus)"})
+    output_file: str = field(default="submission.csv", metadata={"help": "where the submission is written"})
+    sample_submission: Optional[str] = field(default=None, metadata={
+        "help": "Kaggle sample_submission.csv: its header and row set are checked against ours"})
+    query_template: str = field(default=QUERY_TEMPLATE, metadata={"help": "query text template (as the data stage)"})
+    query_instruction: str = field(default=RETRIEVAL_INSTRUCTION, metadata={
+        "help": "retrieval instruction stored as each query's prompt (as the data stage)"})
+    k: int = field(default=25, metadata={"help": "misconception ids per row"})
+
+
+def make_submission(args: SubmissionArgs, embedder=None) -> dict:
+    """Queries from test.csv (every wrong answer), rank all misconceptions, write the file.
+
+    Returns ``{"rows", "output_file", "queries"}`` (the query rows, for a look in the notebook).
+    """
+    t0 = time.time()
+    if args.k < 1:
+        raise ValueError(f"k must be at least 1, got {args.k}")
+    if embedder is None:
+        resolve_model(args.model_name_or_path)      # a missing model folder fails before any work
+    check_writable(args.output_file)
+    mapping = load_misconceptions(args.misconception_csv)
+    corpus = corpus_rows(mapping)
+    if len(corpus) < args.k:
+        raise InputError(args.misconception_csv, None, None,
+                         f"{len(corpus)} misconceptions, fewer than the {args.k} ids each row needs")
+    questions = load_questions(args.test_csv, labelled=False)
+    rows = build_queries(questions, None, unescape(args.query_template), args.query_instruction,
+                         labelled_only=False)
+    row_ids = [r["query_id"] for r in rows]
+    expected = expected_row_ids(questions)
+    if args.sample_submission:
+        sample = sample_row_ids(args.sample_submission)
+        if set(sample) != set(expected):
+            missing, extra = sorted(set(sample) - set(expected)), sorted(set(expected) - set(sample))
+            raise InputError(args.sample_submission, None, HEADER[0],
+                             f"rows differ from the wrong answers of {args.test_csv}: {len(missing)} only in "
+                             f"the sample ({', '.join(missing[:5])}), {len(extra)} only in test.csv "
+                             f"({', '.join(extra[:5])})")
+    log.info("submission: %d questions -> %d rows; %d misconceptions; model %s", len(questions), len(rows),
+             len(corpus), args.model_name_or_path)
+    if embedder is None:
+        from .embedder import Embedder
+        embedder = Embedder(embedder_config(args))
+    q = embedder.encode_queries(rows)
+    p = embedder.encode_corpus([c["text"] for c in corpus])
+    ids = [c["id"] for c in corpus]
+    ranked, _ = rank_corpus(q, p, ids, args.k)
+    write_submission(args.output_file, row_ids, ranked, args.k, expected, ids)
+    log.info("submission written in %.1fs -> %s", time.time() - t0, args.output_file)
+    return {"rows": len(row_ids), "output_file": str(args.output_file), "queries": rows}
+
+
+def main(argv=None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    a = build_parser(SubmissionArgs, __doc__).parse_args(argv)
+    out = make_submission(SubmissionArgs(**vars(a)))
+    print(f"{out['rows']} rows -> {out['output_file']}")
+
+
+if __name__ == "__main__":
+    main()
