@@ -79,14 +79,15 @@ def search_faiss(query_emb, passage_emb, topk: int, use_gpu=None, batch_size: in
     return np.concatenate(scores).astype(np.float32), np.concatenate(indices).astype(np.int64)
 
 
-def search(query_emb, passage_emb, topk: int, backend: str = "auto"):
+def search(query_emb, passage_emb, topk: int, backend: str = "auto", use_gpu=None):
     """Top-``topk`` passages by inner product -> ``(scores, indices)``, both ``[n_queries, k]``
     with ``k = min(topk, n_passages)``, best first, ties by lower index.
 
     ``backend``: ``auto`` (faiss when installed, else torch), ``faiss`` or ``torch``.
+    ``use_gpu`` (faiss): None = a GPU index when faiss has GPU support and CUDA is there.
     """
     if backend not in ("auto", "faiss", "torch"):
         raise ValueError(f"search backend {backend!r}: choose auto, faiss or torch")
     if backend == "torch" or (backend == "auto" and _faiss() is None):
         return search_torch(query_emb, passage_emb, topk)
-    return search_faiss(query_emb, passage_emb, topk)
+    return search_faiss(query_emb, passage_emb, topk, use_gpu=use_gpu)
