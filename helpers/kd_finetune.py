@@ -1,0 +1,285 @@
+"""Stage 03: LoRA fine-tuning of the embedder with contrastive loss + knowledge distillation.
+
+``python -m helpers.kd_finetune --model_name_or_path ... --train_data scored_train.jsonl
+--eval_data scored_test.jsonl --corpus_file corpus.jsonl --output_dir ...`` (FlagEmbedding's flag
+names). After every epoch: eval_loss on ``eval_data`` (fixed seed), MAP@25 and
+Recall@25/50/75/100 of the eval queries against the whole corpus, the adapter in
+``lora_epoch_{n}``, the merged model in ``merged_model_lora_epoch_{n}`` (merged into a freshly
+loaded, unquantized base), a row in ``metrics.jsonl``. Several devices (``--devices 0,1``):
+re-launched under torchrun, one process per device.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+
+from helpers.devices import dtype_for, parse_devices
+from helpers.embedder import DEFAULT_QUERY_FORMAT, MODEL_CLASSES, Embedder, EmbedderConfig, \
+    load_embedding_model, manual_eos
+from helpers.io_utils import check_writable, load_corpus
+from helpers.launch import dataclass_argv, inside_torchrun, launch
+from helpers.losses import EmbedderLoss
+from helpers.metrics import retrieval_metrics
+from helpers.models import resolve_model
+from helpers.pooling import pool
+from helpers.prompts import ICL_SUFFIX, RETRIEVAL_INSTRUCTION
+from helpers.search import search
+from helpers.train import DEFAULT_TARGETS, TrainConfig, add_lora, dist_info, fit, init_distributed, \
+    save_dir_atomic
+from helpers.train_data import GroupBatches, GroupDataConfig, load_group_rows
+
+log = logging.getLogger(__name__)
+
+
+def _f(default, help):
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class KDArgs:
+    model_name_or_path: str = _f("demo:smollm2-135m-instruct", "student: demo:<alias> or a HF folder")
+    embedder_model_class: str = _f("decoder-only-icl", "decoder-only-icl | decoder-only-base | encoder-only-base")
+    train_data: str = _f("model_output/demo/scored/train_scored.jsonl", "mined (and scored, for KD) train queries")
+    eval_data: Optional[str] = _f("model_output/demo/scored/test_scored.jsonl", "scored test queries: eval_loss and retrieval metrics")
+    corpus_file: Optional[str] = _f("model_output/demo/data/corpus.jsonl", "corpus for the per-epoch retrieval metrics")
+    output_dir: str = _f("model_output/demo/kd", "adapters, merged models, metrics.jsonl")
+    learning_rate: float = _f(1e-4, "AdamW learning rate")
+    num_train_epochs: int = _f(5, "epochs")
+    per_device_train_batch_size: int = _f(8, "queries per device per step")
+    gradient_accumulation_steps: int = _f(1, "micro-batches per optimizer step")
+    lora_rank: int = _f(64, "LoRA r")
+    lora_alpha: float = _f(32, "LoRA alpha")
+    lora_dropout: float = _f(0.1, "LoRA dropout")
+    target_modules: str = _f(",".join(DEFAULT_TARGETS), "LoRA target modules, comma-separated")
+    temperature: float = _f(0.02, "scores = q.p / temperature")
+    train_group_size: int = _f(8, "1 positive + (train_group_size - 1) negatives per query")
+    knowledge_distillation: bool = _f(True, "distill pos_scores/neg_scores; False: hard negatives only")
+    kd_loss_type: str = _f("kl_div", "kl_div (added to InfoNCE) | m3_kd_loss (alone)")
+    teacher_temperature: float = _f(1.0, "teacher targets = softmax(scores / teacher_temperature)")
+    negatives_cross_device: bool = _f(False, "share in-batch negatives across devices (DDP)")
+    query_max_len: int = _f(512, "query tokens (incl. examples, suffix, EOS)")
+    passage_max_len: int = _f(512, "passage tokens (incl. EOS)")
+    gradient_checkpointing: bool = _f(True, "recompute activations in backward (less memory)")
+    fp16: bool = _f(True, "mixed precision on CUDA: fp16 + GradScaler below cc 8, bf16 from 8; CPU: fp32")
+    warmup_ratio: float = _f(0.1, "share of steps with linear warmup (then linear decay)")
+    max_grad_norm: float = _f(1.0, "gradient clipping (0: off)")
+    weight_decay: float = _f(0.0, "AdamW weight decay")
+    seed: int = _f(42, "seed of sampling, shuffling, dropout and the eval batches")
+    load_in_4bit: bool = _f(False, "QLoRA: 4-bit base (bitsandbytes, CUDA); LoRA weights stay fp32")
+    query_instruction_for_retrieval: Optional[str] = _f(RETRIEVAL_INSTRUCTION, "instruction; a row's prompt overrides it")
+    query_instruction_format: Optional[str] = _f(None, "None: class default (<instruct>{}\\n<query>{} for icl)")
+    max_examples: int = _f(5, "decoder-only-icl: 0..max_examples in-batch examples per training query")
+    example_query_max_len: int = _f(64, "tokens of an example's query")
+    example_passage_max_len: int = _f(96, "tokens of an example's response")
+    icl_suffix_str: str = _f(ICL_SUFFIX, "ICL query suffix")
+    save_merged_lora_model: bool = _f(True, "write merged_model_lora_epoch_{n} after every epoch")
+    eval_batch_size: int = _f(32, "batch size of the per-epoch corpus/query embedding")
+    devices: Optional[str] = _f(None, "cpu | cuda:0 | 0,1 (several: torchrun); None: cuda:0 or cpu")
+    logging_steps: int = _f(1, "log the loss every n optimizer steps")
+    overwrite_output_dir: bool = _f(False, "start over instead of resuming output_dir")
+    trust_remote_code: bool = _f(False, "allow model code from the model folder")
+    show_progress: bool = _f(True, "tqdm bars")
+
+    def __post_init__(self):
+        if self.embedder_model_class not in MODEL_CLASSES:
+            raise ValueError(f"embedder_model_class {self.embedder_model_class!r}: choose one of {MODEL_CLASSES}")
+        if self.query_instruction_format is None:
+            self.query_instruction_format = DEFAULT_QUERY_FORMAT[self.embedder_model_class]
+        if isinstance(self.target_modules, (list, tuple)):
+            self.target_modules = ",".join(self.target_modules)
+        for k in ("num_train_epochs", "per_device_train_batch_size", "train_group_size",
+                  "query_max_len", "passage_max_len", "gradient_accumulation_steps"):
+            if int(getattr(self, k)) < 1:
+                raise ValueError(f"{k} must be at least 1, got {getattr(self, k)}")
+        if self.corpus_file and not self.eval_data:
+            raise ValueError("corpus_file is given but eval_data is not: the retrieval metrics need both")
+
+    @property
+    def decoder(self) -> bool:
+        return self.embedder_model_class.startswith("decoder")
+
+
+def encode(model, inputs: dict, pooling: str) -> torch.Tensor:
+    out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], return_dict=True)
+    return torch.nn.functional.normalize(pool(out.last_hidden_state, inputs["attention_mask"], pooling).float(), dim=-1)
+
+
+def save_tokenizer(tok, path, add_eos: bool) -> None:
+    """Save the tokenizer; decoders get ``add_eos_token: true`` so inference appends EOS too."""
+    tok.save_pretrained(str(path))
+    if add_eos:
+        cfg = Path(path) / "tokenizer_config.json"
+        d = json.loads(cfg.read_text(encoding="utf-8"))
+        d["add_eos_token"] = True
+        cfg.write_text(json.dumps(d, ensure_ascii=False, indent=2), encoding="utf-8")
+
+
+def merge_adapter(base_name: str, adapter_dir, target, tok, add_eos: bool, trust_remote_code=False) -> None:
+    """Merge ``adapter_dir`` into a freshly loaded base in its stored (unquantized) precision, on CPU."""
+    from peft import PeftModel
+    from transformers import AutoModel
+    base = AutoModel.from_pretrained(resolve_model(base_name), dtype="auto", use_safetensors=True,
+                                     trust_remote_code=trust_remote_code)
+    merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+
+    def save(tmp):
+        merged.save_pretrained(str(tmp), safe_serialization=True)
+        save_tokenizer(tok, tmp, add_eos)
+    save_dir_atomic(Path(target), save)
+
+
+def retrieval_eval(model, tok, args: KDArgs, rows, corpus_ids, corpus_texts, pooling: str) -> dict:
+    cfg = EmbedderConfig(model_name_or_path=args.model_name_or_path, model_class=args.embedder_model_class,
+                         pooling_method=pooling, query_instruction_for_retrieval=args.query_instruction_for_retrieval,
+                         query_instruction_format=args.query_instruction_format, suffix=args.icl_suffix_str,
+                         query_max_length=args.query_max_len, passage_max_length=args.passage_max_len,
+                         batch_size=args.eval_batch_size, show_progress=args.show_progress)
+    emb = Embedder(cfg, model, tok)
+    q, p = emb.encode_queries(rows), emb.encode_corpus(corpus_texts)
+    _, idx = search(q, p, topk=100)
+    ranked = [[corpus_ids[j] for j in r] for r in idx]
+    m = retrieval_metrics(ranked, [r["pos_ids"] for r in rows])
+    return {k: m[k] for k in ("MAP@25", "Recall@25", "Recall@50", "Recall@75", "Recall@100") if k in m}
+
+
+def kd_finetune(args: KDArgs, on_log: Optional[Callable[[dict], None]] = None, echo=None) -> list[dict]:
+    """Train (in process, or under torchrun when several devices are given) -> metrics rows."""
+    devices = parse_devices(args.devices)
+    if len(devices) > 1 and not inside_torchrun():
+        log.info("%d devices: launching torchrun", len(devices))
+        launch("helpers.kd_finetune", dataclass_argv(args), devices, echo=echo)
+        from helpers.io_utils import read_jsonl
+        return [{k: v for k, v in r.items() if k != "__line__"}
+                for r in read_jsonl(Path(args.output_dir) / "metrics.jsonl")]
+    return _train(args, devices, on_log)
+
+
+def _train(args: KDArgs, devices: list[str], on_log=None) -> list[dict]:
+    t0 = time.time()
+    rank, world, local = dist_info()
+    # under torchrun each process takes its local rank's device (CUDA_VISIBLE_DEVICES is remapped)
+    device = devices[0] if world == 1 or devices[0] == "cpu" else f"cuda:{local}"
+    init_distributed(device)
+    log.info("kd_finetune arguments: %s", json.dumps(asdict(args), ensure_ascii=False))
+    check_writable(Path(args.output_dir) / "metrics.jsonl")
+    dcfg = GroupDataConfig(
+        train_group_size=args.train_group_size, query_max_len=args.query_max_len,
+        passage_max_len=args.passage_max_len, knowledge_distillation=args.knowledge_distillation,
+        query_instruction_for_retrieval=args.query_instruction_for_retrieval,
+        query_instruction_format=args.query_instruction_format,
+        use_examples=args.embedder_model_class == "decoder-only-icl" and args.max_examples > 0,
+        max_examples=args.max_examples, example_query_max_len=args.example_query_max_len,
+        example_passage_max_len=args.example_passage_max_len, icl_suffix_str=args.icl_suffix_str)
+    train_rows = load_group_rows(args.train_data, dcfg)
+    eval_rows = load_group_rows(args.eval_data, dcfg) if args.eval_data else None
+    corpus_ids, corpus_texts = load_corpus(args.corpus_file) if args.corpus_file else (None, None)
+    dtype = dtype_for(device, args.fp16)
+    model, tok = load_embedding_model(args.model_name_or_path, args.embedder_model_class, device, dtype,
+                                      args.load_in_4bit, args.trust_remote_code)
+    if args.decoder:
+        try:
+            tok.add_eos_token = True           # transformers 5 fast tokenizers append it themselves
+        except (AttributeError, ValueError):
+            pass
+        tok.init_kwargs["add_eos_token"] = True
+    dcfg.append_eos = args.decoder and manual_eos(tok)
+    pooling = "last_token" if args.decoder else EmbedderConfig(
+        model_name_or_path=args.model_name_or_path, model_class=args.embedder_model_class).pooling_method
+    if pooling is None:
+        from helpers.embedder import _encoder_pooling_default
+        pooling = _encoder_pooling_default(resolve_model(args.model_name_or_path))
+    tcfg = TrainConfig(
+        output_dir=args.output_dir, learning_rate=args.learning_rate, num_train_epochs=args.num_train_epochs,
+        gradient_accumulation_steps=args.gradient_accumulation_steps, warmup_ratio=args.warmup_ratio,
+        weight_decay=args.weight_decay, max_grad_norm=args.max_grad_norm, seed=args.seed, fp16=args.fp16,
+        gradient_checkpointing=args.gradient_checkpointing, lora_rank=args.lora_rank,
+        lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
+        target_modules=tuple(t.strip() for t in args.target_modules.split(",") if t.strip()),
+        logging_steps=args.logging_steps, overwrite_output_dir=args.overwrite_output_dir,
+        show_progress=args.show_progress,
+        resume_keys={k: v for k, v in asdict(args).items() if k not in (
+            "num_train_epochs", "output_dir", "overwrite_output_dir", "show_progress", "devices",
+            "eval_batch_size", "logging_steps", "save_merged_lora_model")} | {"world_size": world})
+    model = add_lora(model, tcfg)
+    if args.negatives_cross_device and world == 1:
+        log.info("negatives_cross_device has no effect on one device")
+    loss = EmbedderLoss(temperature=args.temperature, kd_loss_type=args.kd_loss_type,
+                        teacher_temperature=args.teacher_temperature,
+                        negatives_cross_device=args.negatives_cross_device, world_size=world, rank=rank)
+    eval_loss_fn = EmbedderLoss(temperature=args.temperature, kd_loss_type=args.kd_loss_type,
+                                teacher_temperature=args.teacher_temperature)
+
+    def loss_fn(m, batch):
+        return loss(encode(m, batch["queries"], pooling), encode(m, batch["passages"], pooling),
+                    batch.get("teacher_scores"))
+
+    def eval_fn(m, batch):
+        return eval_loss_fn(encode(m, batch["queries"], pooling), encode(m, batch["passages"], pooling),
+                            batch.get("teacher_scores"))
+
+    train_b = GroupBatches(train_rows, tok, dcfg, args.per_device_train_batch_size, args.seed, world, rank)
+    eval_b = GroupBatches(eval_rows, tok, dcfg, args.per_device_train_batch_size, args.seed,
+                          train=False) if eval_rows else None
+    log.info("train: %d queries, %d batches/epoch/device; eval: %d queries; corpus: %s passages",
+             len(train_rows), len(train_b), len(eval_rows or []), len(corpus_ids) if corpus_ids else "no")
+
+    def epoch_end(epoch, m, adapter_dir):
+        out = {}
+        if corpus_ids is not None:
+            t = time.time()
+            out.update(retrieval_eval(m, tok, args, eval_rows, corpus_ids, corpus_texts, pooling))
+            out["eval_seconds"] = round(time.time() - t, 2)
+        if args.save_merged_lora_model:
+            merge_adapter(args.model_name_or_path, adapter_dir,
+                          Path(args.output_dir) / f"merged_model_lora_epoch_{epoch}", tok, args.decoder,
+                          args.trust_remote_code)
+        return out
+
+    rows = fit(model, loss_fn, train_b, len(train_b), tcfg, device,
+               eval_batches=(lambda: eval_b(0)) if eval_b else None, epoch_end=epoch_end,
+               save_extra=lambda d: save_tokenizer(tok, d, args.decoder), on_log=on_log)
+    if rank == 0:
+        log.info("kd_finetune done in %.1f s -> %s", time.time() - t0, args.output_dir)
+    if world > 1:
+        import torch.distributed as dist
+        dist.destroy_process_group()
+    return rows
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import typing
+    from helpers.evaluate import none_or_str, str2bool
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    hints = typing.get_type_hints(KDArgs)
+    for f in fields(KDArgs):
+        t = hints[f.name]
+        base = next((a for a in typing.get_args(t) if a is not type(None)), t)
+        kw = {"help": f"{f.metadata['help']} (default: {f.default})", "default": f.default}
+        if base is bool:      # HF style: --flag, --flag True, --flag False
+            kw.update(type=str2bool, nargs="?", const=True)
+        else:
+            kw["type"] = {int: int, float: float}.get(base, none_or_str)
+        names = [f"--{f.name}"] + (["--save_merged"] if f.name == "save_merged_lora_model" else [])
+        p.add_argument(*names, **kw)
+    return p
+
+
+def main(argv=None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    a = build_parser().parse_args(argv)
+    rows = kd_finetune(KDArgs(**vars(a)))
+    rank, _, _ = dist_info()
+    if rank == 0:
+        for r in rows:
+            print(json.dumps(r))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,192 @@
+"""Training groups for the embedder: 1 positive + (train_group_size - 1) sampled negatives.
+
+FlagEmbedding semantics: one positive chosen at random, negatives sampled without repetition
+from ``neg`` (with repetition when there are too few, logged once per file), teacher scores
+carried in the same order; batches of ``per_device_train_batch_size`` queries per device (the
+last incomplete global batch is dropped for training, kept for evaluation); for
+``decoder-only-icl`` every query gets 0..``max_examples`` other (query, positive) pairs of its
+batch as in-context examples and ends with the ICL suffix. Decoder models see EOS at the end of
+every text (appended once). Everything is seeded by (seed, epoch, step, rank): a batch is the same
+whichever batches were built before it, which makes resuming exact.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import random
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from helpers.formatting import (examples_prefix, instructed_query, row_instruction,
+                                tokenize_icl_queries, tokenize_texts)
+from helpers.io_utils import InputError, read_jsonl, validate_queries
+from helpers.prompts import ICL_QUERY_FORMAT, ICL_SUFFIX, RETRIEVAL_INSTRUCTION, unescape
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class GroupDataConfig:
+    train_group_size: int = 8
+    query_max_len: int = 512
+    passage_max_len: int = 512
+    knowledge_distillation: bool = True
+    query_instruction_for_retrieval: Optional[str] = RETRIEVAL_INSTRUCTION
+    query_instruction_format: str = ICL_QUERY_FORMAT
+    use_examples: bool = False          # decoder-only-icl: in-batch in-context examples
+    max_examples: int = 5
+    example_query_max_len: int = 64
+    example_passage_max_len: int = 96
+    icl_suffix_str: str = ICL_SUFFIX
+    append_eos: bool = True             # decoder-only models; encoders keep their [SEP]
+
+
+def load_group_rows(path, cfg: GroupDataConfig) -> list[dict]:
+    """Read and check a mined (and, with KD, scored) query file."""
+    rows = read_jsonl(path)
+    try:
+        validate_queries(rows, path, need_neg=cfg.train_group_size > 1,
+                         need_scores=cfg.knowledge_distillation)
+    except InputError as e:
+        if cfg.knowledge_distillation and e.field in ("pos_scores", "neg_scores"):
+            raise InputError(path, e.line, e.field, str(e).split(": ", 1)[-1] + ". knowledge_distillation "
+                             "needs a scored file (02_reranker_score); or set knowledge_distillation "
+                             "False to train on hard negatives only") from None
+        raise
+    if cfg.train_group_size < 1:
+        raise ValueError(f"train_group_size must be >= 1, got {cfg.train_group_size}")
+    need = cfg.train_group_size - 1
+    short = 0
+    for r in rows:
+        if need and not r["neg"]:
+            raise InputError(path, r["__line__"], "neg", f"empty, but train_group_size "
+                             f"{cfg.train_group_size} needs {need} negatives per query (run 01_mine_hn)")
+        short += len(r["neg"]) < need
+    if short:
+        log.warning("%s: %d of %d queries have fewer than %d negatives; their negatives are sampled "
+                    "with repetition (as FlagEmbedding)", path, short, len(rows), need)
+    return rows
+
+
+def sample_group(row: dict, group_size: int, rng: random.Random, with_scores: bool):
+    """-> (passages [pos, neg...], teacher scores or None), FlagEmbedding's sampling rule."""
+    pi = rng.randrange(len(row["pos"]))
+    need = group_size - 1
+    idx = list(range(len(row["neg"])))
+    if need and len(idx) < need:
+        idx = idx * math.ceil(need / len(idx))
+    ni = rng.sample(idx, need) if need else []
+    passages = [row["pos"][pi]] + [row["neg"][i] for i in ni]
+    scores = None
+    if with_scores:
+        scores = [float(row["pos_scores"][pi])] + [float(row["neg_scores"][i]) for i in ni]
+    return passages, scores
+
+
+def batch_indices(n: int, batch_size: int, seed: int, epoch: int, world_size: int = 1,
+                  shuffle: bool = True, drop_last: bool = True) -> list[list[int]]:
+    """Global batches (batch_size x world_size rows each) of one epoch, seeded by (seed, epoch)."""
+    order = list(range(n))
+    if shuffle:
+        random.Random(f"{seed}-{epoch}").shuffle(order)
+    g = batch_size * world_size
+    out = [order[i:i + g] for i in range(0, n, g)]
+    if drop_last and out and len(out[-1]) < g:
+        out.pop()
+    return out
+
+
+def pad_batch(ids: list[list[int]], pad_id: int, left: bool) -> dict:
+    T = max(len(x) for x in ids)
+    input_ids = torch.full((len(ids), T), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(ids), T), dtype=torch.long)
+    for i, x in enumerate(ids):
+        sl = slice(T - len(x), T) if left else slice(0, len(x))
+        input_ids[i, sl] = torch.tensor(x, dtype=torch.long)
+        mask[i, sl] = 1
+    return {"input_ids": input_ids, "attention_mask": mask}
+
+
+def _cut(tokenizer, text: str, n: int) -> str:
+    return tokenizer.decode(tokenizer(text, add_special_tokens=False)["input_ids"][:n])
+
+
+class GroupBatches:
+    """``batches(epoch)`` yields this rank's tokenized batches; ``len(batches)`` per epoch."""
+
+    def __init__(self, rows, tokenizer, cfg: GroupDataConfig, batch_size: int, seed: int,
+                 world_size: int = 1, rank: int = 0, train: bool = True):
+        if batch_size < 1:
+            raise ValueError(f"per_device_train_batch_size must be >= 1, got {batch_size}")
+        self.rows, self.tok, self.cfg = rows, tokenizer, cfg
+        self.batch_size, self.seed, self.world, self.rank, self.train = batch_size, seed, world_size, rank, train
+        self.left = getattr(tokenizer, "padding_side", "right") == "left"
+        if len(self) == 0:
+            raise ValueError(f"{len(rows)} queries make no full batch of {batch_size} x "
+                             f"{world_size} device(s); lower per_device_train_batch_size")
+
+    def __len__(self):
+        return len(batch_indices(len(self.rows), self.batch_size, self.seed, 0, self.world,
+                                 self.train, self.train))
+
+    def __call__(self, epoch: int):
+        for step, idx in enumerate(batch_indices(len(self.rows), self.batch_size, self.seed, epoch,
+                                                 self.world, self.train, self.train)):
+            local = idx[self.rank * self.batch_size:(self.rank + 1) * self.batch_size]
+            if not local:
+                continue
+            rng = random.Random(f"{self.seed}-{epoch}-{step}-{self.rank}")
+            yield self.build([self.rows[i] for i in local], rng)
+
+    def texts(self, rows: list[dict], rng: random.Random):
+        """(query texts, passage texts, flat teacher scores or None) of one batch."""
+        c = self.cfg
+        queries, passages, scores, pairs = [], [], [], []
+        for r in rows:
+            q = instructed_query(r["query"], row_instruction(r, c.query_instruction_for_retrieval),
+                                 c.query_instruction_format)
+            ps, sc = sample_group(r, c.train_group_size, rng, c.knowledge_distillation)
+            queries.append(q)
+            passages.extend(ps)
+            if sc is not None:
+                scores.extend(sc)
+            if c.use_examples:
+                pairs.append((_cut(self.tok, q, c.example_query_max_len),
+                              _cut(self.tok, ps[0], c.example_passage_max_len)))
+        if c.use_examples:
+            queries = [self._with_examples(i, q, pairs, rng) for i, q in enumerate(queries)]
+        return queries, passages, (scores if c.knowledge_distillation else None)
+
+    def _with_examples(self, i, query, pairs, rng):
+        c = self.cfg
+        k = rng.randint(0, c.max_examples)
+        if k == 0 or len(pairs) < 2:
+            return query
+        pick = [j for j in rng.sample(range(len(pairs)), min(k + 1, len(pairs))) if j != i][:k]
+        # FlagEmbedding keeps the prefix within query_max_len - 512 tokens; with short demo
+        # lengths that leaves nothing, so the budget is at least half of query_max_len.
+        budget = max(c.query_max_len - 512, c.query_max_len // 2)
+        prefix = ""
+        for j in pick:
+            tmp = prefix + unescape(c.icl_suffix_str).join(pairs[j]) + "\n\n"
+            if len(self.tok(tmp)["input_ids"]) > budget:
+                break
+            prefix = tmp
+        return prefix + query
+
+    def build(self, rows: list[dict], rng: random.Random) -> dict:
+        c = self.cfg
+        queries, passages, scores = self.texts(rows, rng)
+        if c.use_examples:
+            q_ids = tokenize_icl_queries(self.tok, queries, c.query_max_len, "",
+                                         unescape(c.icl_suffix_str), append_eos=c.append_eos)
+        else:
+            q_ids = tokenize_texts(self.tok, queries, c.query_max_len, append_eos=c.append_eos)
+        p_ids = tokenize_texts(self.tok, passages, c.passage_max_len, append_eos=c.append_eos)
+        pad = self.tok.pad_token_id
+        out = {"queries": pad_batch(q_ids, pad, self.left), "passages": pad_batch(p_ids, pad, self.left)}
+        if scores is not None:
+            out["teacher_scores"] = torch.tensor(scores, dtype=torch.float32)
+        return out
