@@ -21,6 +21,7 @@ import argparse
 import csv
 import io
 import logging
+import re
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 DEFAULT_KS = tuple(range(1, 101))
 TABLE_KS = (25, 50, 75, 100)
 SUBSETS = ("all", "seen", "unseen")
+_METRIC = re.compile(r"^(MAP@\d+|Recall@\d+|MRR)$")
 
 
 # ----------------------------------------------------------------------------- ranking and scoring
@@ -126,7 +128,8 @@ def metrics_rows(metrics: dict, label: str = "") -> list[dict]:
         m = metrics if sub == "all" else metrics.get(sub)
         if m is None:
             continue
-        rows.append({"label": label, "subset": sub, **{k: v for k, v in m.items() if not isinstance(v, dict)}})
+        vals = {k: v for k, v in m.items() if k == "n_queries" or _METRIC.match(k)}
+        rows.append({"label": label, "subset": sub, **vals})
     return rows
 
 
@@ -252,6 +255,78 @@ def run_evaluation(args: EvalArgs, embedder=None) -> dict:
     log.info("%s: MAP@%d %.4f, Recall@25 %s, MRR %.4f (encode %.1fs, total %.1fs) -> %s", label, args.map_k,
              metrics[f"MAP@{args.map_k}"], metrics.get("Recall@25"), metrics["MRR"], t2 - t1, time.time() - t0, out)
     return metrics
+
+
+# ----------------------------------------------------------------------------- several models
+_EPOCH = re.compile(r"epoch_(\d+)$")
+
+
+def model_specs(models: Sequence, epoch_glob: Optional[str] = None,
+                default_class: str = "decoder-only-icl") -> list[dict]:
+    """Normalise the models to compare: ``{"label", "path", "class", "epoch"}`` dicts.
+
+    ``models``: dicts (``path`` required; ``label``, ``class``, ``epoch`` and any
+    :class:`EvalArgs` field optional) or plain paths. ``epoch_glob`` (e.g.
+    ``model_output/demo/kd/merged_model_lora_epoch_*``) adds every folder it matches, in epoch
+    order, labelled ``epoch {n}``. Labels must be unique.
+    """
+    import glob
+    out = []
+    for m in models or []:
+        m = {"path": m} if isinstance(m, str) else dict(m)
+        if not m.get("path"):
+            raise ValueError(f"model spec {m!r}: 'path' is required")
+        m.setdefault("class", default_class)
+        m.setdefault("label", default_label(m["path"]))
+        if m.get("epoch") is None:
+            hit = _EPOCH.search(str(m["path"]).rstrip("/"))
+            m["epoch"] = int(hit.group(1)) if hit else None
+        out.append(m)
+    if epoch_glob:
+        found = [p for p in glob.glob(epoch_glob) if Path(p).is_dir() and _EPOCH.search(p.rstrip("/"))]
+        for p in sorted(found, key=lambda p: int(_EPOCH.search(p.rstrip("/")).group(1))):
+            if any(Path(p).resolve() == Path(m["path"]).resolve() for m in out if not m["path"].startswith("demo:")):
+                continue
+            n = int(_EPOCH.search(p.rstrip("/")).group(1))
+            out.append({"path": p, "class": default_class, "label": f"epoch {n}", "epoch": n})
+    labels = [m["label"] for m in out]
+    dup = sorted({x for x in labels if labels.count(x) > 1})
+    if dup:
+        raise ValueError(f"model labels must be unique, repeated: {', '.join(dup)}")
+    if not out:
+        raise ValueError("no model to evaluate (empty list and no epoch folder found)")
+    return out
+
+
+def slug(label: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(label)).strip("_") or "model"
+
+
+def evaluate_models(specs: Sequence[dict], queries_file: str, corpus_file: str, output_dir: str,
+                    train_queries_file: Optional[str] = None, **common) -> dict:
+    """Run :func:`run_evaluation` for each spec (its own folder ``output_dir/<label>``); write
+    ``comparison.csv`` and ``comparison.json``; returns ``{label: metrics}`` (with ``epoch``).
+
+    ``common``: :class:`EvalArgs` fields for every model; a spec's own keys win.
+    """
+    names = {f.name for f in fields(EvalArgs)}
+    for s in specs:      # check every spec before the first (slow) model runs
+        unknown = set(s) - names - {"path", "class", "label", "epoch"}
+        if unknown:
+            raise ValueError(f"model spec {s.get('label')!r}: unknown keys {sorted(unknown)}")
+    results = {}
+    for s in specs:
+        kw = {**common, **{k: v for k, v in s.items() if k in names}}
+        args = EvalArgs(**{**kw, "model_name_or_path": s["path"], "embedder_model_class": s["class"],
+                           "label": s["label"], "queries_file": queries_file, "corpus_file": corpus_file,
+                           "train_queries_file": train_queries_file,
+                           "output_dir": str(Path(output_dir) / slug(s["label"]))})
+        results[s["label"]] = {**run_evaluation(args), "epoch": s.get("epoch")}
+    rows = [{"epoch": m["epoch"], **r} for label, m in results.items() for r in metrics_rows(m, label)]
+    with atomic_path(Path(output_dir) / "comparison.csv") as tmp:
+        tmp.write_text(metrics_csv(rows), encoding="utf-8")
+    write_json(Path(output_dir) / "comparison.json", results)
+    return results
 
 
 # ----------------------------------------------------------------------------- command line

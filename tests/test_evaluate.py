@@ -165,3 +165,47 @@ def test_lora_adapter_folder_equals_merged_model(tmp_path):
     assert np.abs(scores["adapter"] - scores["base"]).max() > 1e-3     # the adapter was really applied
     for k in ("MAP@25", "MRR", "Recall@1", "Recall@3"):
         assert res["adapter"][k] == pytest.approx(res["merged"][k])
+
+
+# ---------- several models ----------
+
+def test_model_specs_finds_epochs_in_order(tmp_path):
+    from helpers.evaluate import model_specs
+    for n in (10, 2, 1):
+        (tmp_path / f"merged_model_lora_epoch_{n}").mkdir()
+    (tmp_path / "merged_model_lora_epoch_3.tmp").mkdir()          # not an epoch folder
+    specs = model_specs([{"label": "base", "path": "demo:smollm2-135m-instruct"}],
+                        epoch_glob=str(tmp_path / "merged_model_lora_epoch_*"))
+    assert [s["label"] for s in specs] == ["base", "epoch 1", "epoch 2", "epoch 10"]
+    assert [s["epoch"] for s in specs] == [None, 1, 2, 10]
+    assert all(s["class"] == "decoder-only-icl" for s in specs)
+    # an epoch folder already listed by hand is not added twice; its epoch is read from the name
+    specs = model_specs([str(tmp_path / "merged_model_lora_epoch_2")], epoch_glob=str(tmp_path / "*epoch_*"))
+    assert [s["label"] for s in specs] == ["merged_model_lora_epoch_2", "epoch 1", "epoch 10"]
+    assert specs[0]["epoch"] == 2
+    with pytest.raises(ValueError, match="unique"):
+        model_specs(["demo:x", "demo:x"])
+    with pytest.raises(ValueError, match="no model"):
+        model_specs([], epoch_glob=str(tmp_path / "nothing_*"))
+
+
+@pytest.mark.integration
+def test_evaluate_models_writes_comparison(tmp_path):
+    from helpers.evaluate import evaluate_models, model_specs
+    d = _files(tmp_path)
+    specs = model_specs([{"label": "minilm", "path": "demo:all-minilm-l6-v2"},
+                         {"label": "minilm short", "path": "demo:all-minilm-l6-v2", "embedder_passage_max_length": 4}],
+                        default_class="encoder-only-base")
+    res = evaluate_models(specs, str(d / "test_queries.jsonl"), str(d / "corpus.jsonl"), str(tmp_path / "cmp"),
+                          train_queries_file=str(d / "train_queries.jsonl"), devices="cpu", topk=8,
+                          embedder_query_max_length=64, embedder_passage_max_length=32)
+    assert list(res) == ["minilm", "minilm short"]
+    with open(tmp_path / "cmp" / "comparison.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["label"], r["subset"]) for r in rows] == [
+        (lab, sub) for lab in ("minilm", "minilm short") for sub in ("all", "seen", "unseen")]
+    args = json.loads((tmp_path / "cmp" / "minilm_short" / "metrics.json").read_text())["args"]
+    assert args["embedder_passage_max_length"] == 4 and args["embedder_query_max_length"] == 64
+    with pytest.raises(ValueError, match="unknown keys"):
+        evaluate_models([{"label": "x", "path": "demo:all-minilm-l6-v2", "class": "encoder-only-base", "bogus": 1}],
+                        str(d / "test_queries.jsonl"), str(d / "corpus.jsonl"), str(tmp_path / "cmp2"))
