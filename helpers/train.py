@@ -101,7 +101,7 @@ def add_lora(model, cfg: TrainConfig, task_type=None):
     elif cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
-    if hasattr(model.config, "use_cache"):
+    if hasattr(getattr(model, "config", None), "use_cache"):
         model.config.use_cache = False
     lcfg = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                       target_modules=targets, task_type=task_type, bias="none")
