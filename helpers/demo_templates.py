@@ -60,6 +60,15 @@ def dec(v) -> Optional[str]:
     return ("-" if v < 0 else "") + digits[:-k] + "." + digits[-k:]
 
 
+def dp2(v) -> str:
+    """A multiple of 0.01 with exactly two decimal places (``2.70``), as a rounding answer is written."""
+    cents = F(v) * 100
+    if cents.denominator != 1:
+        raise ValueError(f"{v} is not a multiple of 0.01")
+    c = cents.numerator
+    return f"{'-' if c < 0 else ''}{abs(c) // 100}.{abs(c) % 100:02d}"
+
+
 def lin(coef, const, var="x") -> str:
     """``3 x+2`` / ``x-1`` / ``-2 x`` in Eedi's spacing."""
     if coef == 0:
@@ -604,8 +613,8 @@ construct(
     lambda p: f"Round {m(dec(p['x']))} to {m(2)} decimal places.", lambda p: half_up(p["x"], F(1, 100)), [
         ("round2dp_truncates", "Truncates the number instead of rounding it", lambda p: trunc(p["x"], F(1, 100))),
         ("round2dp_to_1dp", "Rounds to one decimal place instead of two", lambda p: half_up(p["x"], F(1, 10))),
-    ], slip=lambda p, rng: half_up(p["x"], F(1, 100)) + rng.choice([F(1, 100), F(-1, 100), F(1, 10)]), fmt=lambda raw, p: m(f"{F(raw).numerator / F(raw).denominator:.2f}")
-    if isinstance(raw, F) and (raw * 100).denominator == 1 else num_fmt()(raw, p))
+    ], slip=lambda p, rng: half_up(p["x"], F(1, 100)) + rng.choice([F(1, 100), F(-1, 100), F(1, 10)]),
+    fmt=lambda raw, p: m(dp2(raw)))
 
 construct(
     "round_2sf_small", "Round numbers between 0 and 1 to two significant figures", "Rounding to Significant Figures",
