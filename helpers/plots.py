@@ -12,6 +12,7 @@ import re
 from typing import Mapping, Sequence
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from .io_utils import atomic_path
 
@@ -62,7 +63,7 @@ def plot_recall_curves(curves: Mapping[str, Mapping | Sequence[float]], path=Non
         ax.axvline(k, color="0.85", lw=0.8, zorder=0)
     ax.set_xlabel("k")
     ax.set_ylabel("Recall@k")
-    ax.set_ylim(0, 1.0)
+    ax.set_ylim(0, 1.02)
     ax.set_xlim(left=1)
     ax.set_title(title)
     ax.grid(alpha=0.3)
@@ -71,8 +72,9 @@ def plot_recall_curves(curves: Mapping[str, Mapping | Sequence[float]], path=Non
 
 
 def plot_metric_by_epoch(history: Sequence[Mapping], metrics: Sequence[str] = ("MAP@25",), path=None,
-                         x: str = "epoch", title: str | None = None):
-    """``history``: rows like ``{"epoch": 1, "MAP@25": 0.3, ...}``; one line per metric."""
+                         x: str = "epoch", title: str | None = None, baselines: Mapping[str, Mapping] | None = None):
+    """``history``: rows like ``{"epoch": 1, "MAP@25": 0.3, ...}``; one line per metric.
+    ``baselines``: ``{label: metrics}`` drawn as dashed horizontal lines (e.g. the zero-shot base)."""
     if not history:
         raise ValueError("plot_metric_by_epoch: empty history")
     fig, ax = _figure(6, 4)
@@ -82,7 +84,15 @@ def plot_metric_by_epoch(history: Sequence[Mapping], metrics: Sequence[str] = ("
             raise ValueError(f"plot_metric_by_epoch: no row has {name!r} "
                              f"(keys: {', '.join(map(str, history[0]))})")
         rows = sorted(rows, key=lambda r: r[x])
-        ax.plot([r[x] for r in rows], [float(r[name]) for r in rows], marker="o", label=name)
+        line, = ax.plot([r[x] for r in rows], [float(r[name]) for r in rows], marker="o", label=name)
+        for label, m in (baselines or {}).items():
+            if m.get(name) is not None:
+                ax.axhline(float(m[name]), ls="--", lw=1, color=line.get_color(), label=f"{name} {label}")
+    xs = sorted({r[x] for r in history if r.get(x) is not None})
+    if len(xs) <= 20:
+        ax.set_xticks(xs)
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel(x)
     ax.set_ylabel(", ".join(metrics))
     ax.set_title(title or f"{', '.join(metrics)} by {x}")

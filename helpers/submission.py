@@ -173,6 +173,21 @@ def make_submission(args: SubmissionArgs, embedder=None) -> dict:
     return {"rows": len(row_ids), "output_file": str(args.output_file), "queries": rows}
 
 
+def submit_with(spec: dict, test_csv: str, output_file: str, misconception_csv: Optional[str] = None,
+                sample_submission: Optional[str] = None, **common) -> dict:
+    """:func:`make_submission` for one model spec of :func:`helpers.evaluate.model_specs`
+    (``path``, ``class``, optional flags); ``misconception_csv`` defaults to the file beside
+    ``test_csv``; ``common`` holds embedder flags (a spec's own keys win)."""
+    from dataclasses import fields as dc_fields
+    names = {f.name for f in dc_fields(SubmissionArgs)}
+    kw = {k: v for k, v in {**common, **spec}.items() if k in names}
+    mapping = misconception_csv or str(Path(test_csv).parent / "misconception_mapping.csv")
+    return make_submission(SubmissionArgs(**{**kw, "model_name_or_path": spec["path"],
+                                             "embedder_model_class": spec["class"], "test_csv": test_csv,
+                                             "misconception_csv": mapping, "output_file": output_file,
+                                             "sample_submission": sample_submission}))
+
+
 def main(argv=None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     a = build_parser(SubmissionArgs, __doc__).parse_args(argv)

@@ -209,3 +209,53 @@ def test_evaluate_models_writes_comparison(tmp_path):
     with pytest.raises(ValueError, match="unknown keys"):
         evaluate_models([{"label": "x", "path": "demo:all-minilm-l6-v2", "class": "encoder-only-base", "bogus": 1}],
                         str(d / "test_queries.jsonl"), str(d / "corpus.jsonl"), str(tmp_path / "cmp2"))
+
+
+# ---------- the notebook ----------
+
+def _tiny_kaggle_files(d, n=30):
+    """A synthetic test.csv (2 questions) and a mapping of n misconceptions (our own text)."""
+    import csv as _csv
+    d.mkdir(parents=True, exist_ok=True)
+    with open(d / "misconception_mapping.csv", "w", newline="") as f:
+        w = _csv.writer(f)
+        w.writerow(["MisconceptionId", "MisconceptionName"])
+        for i in range(n):
+            w.writerow([i, f"Misconception number {i} about {'fractions' if i % 2 else 'angles'}"])
+    cols = ["QuestionId", "ConstructId", "ConstructName", "SubjectId", "SubjectName", "CorrectAnswer",
+            "QuestionText", "AnswerAText", "AnswerBText", "AnswerCText", "AnswerDText"]
+    with open(d / "test.csv", "w", newline="") as f:
+        w = _csv.writer(f)
+        w.writerow(cols)
+        w.writerow([5, 1, "Add fractions", 2, "Fractions", "B", "1/2 + 1/4 = ?", "2/6", "3/4", "1/8", "2/4"])
+        w.writerow([6, 3, "Angles in a triangle", 4, "Angles", "D", "Sum of angles?", "360", "90", "270", "180"])
+    return d / "test.csv", d / "misconception_mapping.csv"
+
+
+@pytest.mark.integration
+def test_notebook_runs_and_writes_everything(tmp_path, repo_root):
+    import os
+    import papermill as pm
+    from helpers.models import resolve_model
+    d = _files(tmp_path)
+    kd = tmp_path / "kd"
+    kd.mkdir()
+    os.symlink(resolve_model("demo:all-minilm-l6-v2"), kd / "merged_model_lora_epoch_1")   # stands in for a trained epoch
+    test_csv, mapping = _tiny_kaggle_files(tmp_path / "kaggle")
+    out = tmp_path / "eval"
+    pm.execute_notebook(
+        str(repo_root / "notebooks" / "04_eval.ipynb"), str(tmp_path / "04_eval.out.ipynb"), cwd=str(repo_root),
+        kernel_name="python3", progress_bar=False,
+        parameters=dict(models=[{"label": "base", "path": "demo:all-minilm-l6-v2", "class": "encoder-only-base"}],
+                        epoch_glob=str(kd / "merged_model_lora_epoch_*"), epoch_model_class="encoder-only-base",
+                        queries_file=str(d / "test_queries.jsonl"), corpus_file=str(d / "corpus.jsonl"),
+                        train_queries_file=str(d / "train_queries.jsonl"), output_dir=str(out),
+                        embedder_query_max_length=64, embedder_passage_max_length=32, devices="cpu",
+                        test_csv=str(test_csv), submission_file=str(tmp_path / "submission.csv")))
+    for name in ("recall_curves.png", "map_by_epoch.png", "seen_unseen.png", "comparison.csv",
+                 "base/metrics.json", "epoch_1/rankings.jsonl"):
+        assert (out / name).stat().st_size > 0, name
+    lines = (tmp_path / "submission.csv").read_text().splitlines()
+    assert lines[0] == "QuestionId_Answer,MisconceptionId"
+    assert sorted(x.split(",")[0] for x in lines[1:]) == ["5_A", "5_C", "5_D", "6_A", "6_B", "6_C"]
+    assert all(len(set(x.split(",")[1].split(" "))) == 25 for x in lines[1:])

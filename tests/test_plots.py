@@ -58,3 +58,11 @@ def test_no_path_writes_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(ValueError, match="nothing to plot"):
         plot_recall_curves({})
+
+
+def test_metric_by_epoch_baselines(tmp_path):
+    hist = [{"epoch": 1, "MAP@25": 0.2}, {"epoch": 2, "MAP@25": 0.3}]
+    fig = plot_metric_by_epoch(hist, baselines={"base": {"MAP@25": 0.05}, "other": {}}, path=tmp_path / "m.png")
+    labels = [line.get_label() for line in fig.axes[0].get_lines()]
+    assert labels == ["MAP@25", "MAP@25 base"]
+    assert _is_png(tmp_path / "m.png")
