@@ -59,6 +59,12 @@ def dumps(row: dict) -> str:
     return json.dumps(strip_line(row), ensure_ascii=False, allow_nan=False)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it onto ``path``.
@@ -70,6 +76,7 @@ def atomic_path(path) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp)
+    os.chmod(tmp, 0o666 & ~_umask())          # mkstemp makes 0600; give the usual permissions
     try:
         yield tmp
         os.replace(tmp, path)
