@@ -241,3 +241,23 @@ def test_command_runs_with_a_real_small_model(tmp_path):
     subprocess.run(cmd, check=True, cwd=REPO, capture_output=True)
     rows = [json.loads(x) for x in out.read_text().splitlines()]
     assert len(rows) == 3 and all(len(r["neg_ids"]) == 4 for r in rows)
+
+
+@pytest.mark.integration
+def test_notebook_runs_on_tiny_inputs(tmp_path):
+    import papermill as pm
+    d = write_inputs(tmp_path, n_corpus=12, n_queries=4)
+    out = tmp_path / "mined"
+    pm.execute_notebook(
+        str(REPO / "notebooks" / "01_mine_hn.ipynb"), str(tmp_path / "executed.ipynb"), cwd=str(REPO),
+        kernel_name="python3", progress_bar=False,
+        parameters=dict(embedder_name_or_path="demo:all-minilm-l6-v2", embedder_model_class="encoder-only-base",
+                        pooling_method=None, train_input_file=str(d / "queries.jsonl"),
+                        test_input_file=str(d / "queries.jsonl"), candidate_pool=str(d / "corpus.jsonl"),
+                        train_output_file=str(out / "train.jsonl"), test_output_file=str(out / "test.jsonl"),
+                        embedder_query_max_length=32, embedder_passage_max_length=16, negative_number=3,
+                        devices="cpu"))
+    for name in ("train", "test"):
+        rows = [json.loads(x) for x in (out / f"{name}.jsonl").read_text().splitlines()]
+        assert len(rows) == 4 and all(len(r["neg_ids"]) == 3 for r in rows)
+    assert (out / "train.jsonl").read_bytes() == (out / "test.jsonl").read_bytes()   # same input, same seed
