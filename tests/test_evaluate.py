@@ -251,7 +251,8 @@ def test_notebook_runs_and_writes_everything(tmp_path, repo_root):
                         queries_file=str(d / "test_queries.jsonl"), corpus_file=str(d / "corpus.jsonl"),
                         train_queries_file=str(d / "train_queries.jsonl"), output_dir=str(out),
                         embedder_query_max_length=64, embedder_passage_max_length=32, devices="cpu",
-                        test_csv=str(test_csv), submission_file=str(tmp_path / "submission.csv")))
+                        test_csv=str(test_csv), sample_submission=None,
+                        submission_file=str(tmp_path / "submission.csv")))
     for name in ("recall_curves.png", "map_by_epoch.png", "seen_unseen.png", "comparison.csv",
                  "base/metrics.json", "epoch_1/rankings.jsonl"):
         assert (out / name).stat().st_size > 0, name
