@@ -178,3 +178,11 @@ def test_matches_flagembedding_icl_fixture(shared_dir):
     p_cos = (p * z["passage_emb"]).sum(1) / np.linalg.norm(z["passage_emb"], axis=1)
     assert q_cos.min() >= 0.9999, q_cos.min()
     assert p_cos.min() >= 0.9999, p_cos.min()
+
+
+def test_several_device_workers_give_the_same_embeddings(tiny):
+    e = _embedder(tiny, batch_size=2)
+    texts = [f"text {'x ' * i}" for i in range(9)]
+    one = e.encode_corpus(texts)
+    e.devices = ["cpu", "cpu"]         # two workers (threads) sharing the CPU replica
+    np.testing.assert_allclose(e.encode_corpus(texts), one, atol=1e-5)
