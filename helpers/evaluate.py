@@ -212,7 +212,8 @@ def default_label(model_name_or_path: str) -> str:
 def run_evaluation(args: EvalArgs, embedder=None) -> dict:
     """Validate inputs, encode, rank, score, write; returns the metrics (with ``label``).
 
-    ``embedder``: reuse an already-loaded :class:`Embedder` (the notebook does, per model).
+    ``embedder``: an already-loaded :class:`helpers.embedder.Embedder` to use instead of loading
+    one from the arguments (its own configuration then decides how texts are encoded).
     """
     t0 = time.time()
     out = Path(args.output_dir)
@@ -252,8 +253,9 @@ def run_evaluation(args: EvalArgs, embedder=None) -> dict:
     with atomic_path(out / "metrics.csv") as tmp:
         tmp.write_text(metrics_csv(metrics_rows(metrics, label)), encoding="utf-8")
     write_json(out / "metrics.json", {**metrics, "args": asdict(args)})
-    log.info("%s: MAP@%d %.4f, Recall@25 %s, MRR %.4f (encode %.1fs, total %.1fs) -> %s", label, args.map_k,
-             metrics[f"MAP@{args.map_k}"], metrics.get("Recall@25"), metrics["MRR"], t2 - t1, time.time() - t0, out)
+    log.info("%s: MAP@%d %.4f, Recall@%d %.4f, MRR %.4f (encode %.1fs, total %.1fs) -> %s", label, args.map_k,
+             metrics[f"MAP@{args.map_k}"], args.topk, metrics[f"Recall@{args.topk}"], metrics["MRR"], t2 - t1,
+             time.time() - t0, out)
     return metrics
 
 
@@ -298,6 +300,17 @@ def model_specs(models: Sequence, epoch_glob: Optional[str] = None,
     return out
 
 
+def _free_memory():
+    import gc
+    gc.collect()
+    try:
+        import torch
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except ImportError:
+        pass
+
+
 def slug(label: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", str(label)).strip("_") or "model"
 
@@ -322,6 +335,7 @@ def evaluate_models(specs: Sequence[dict], queries_file: str, corpus_file: str, 
                            "train_queries_file": train_queries_file,
                            "output_dir": str(Path(output_dir) / slug(s["label"]))})
         results[s["label"]] = {**run_evaluation(args), "epoch": s.get("epoch")}
+        _free_memory()      # one model at a time: release the last one before loading the next
     rows = [{"epoch": m["epoch"], **r} for label, m in results.items() for r in metrics_rows(m, label)]
     with atomic_path(Path(output_dir) / "comparison.csv") as tmp:
         tmp.write_text(metrics_csv(rows), encoding="utf-8")

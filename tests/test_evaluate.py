@@ -242,6 +242,8 @@ def test_notebook_runs_and_writes_everything(tmp_path, repo_root):
     kd.mkdir()
     os.symlink(resolve_model("demo:all-minilm-l6-v2"), kd / "merged_model_lora_epoch_1")   # stands in for a trained epoch
     test_csv, mapping = _tiny_kaggle_files(tmp_path / "kaggle")
+    write_jsonl(kd / "metrics.jsonl", [{"epoch": 1, "eval_loss": 2.0, "MAP@25": 0.1, "Recall@25": 0.4},
+                                       {"epoch": 2, "eval_loss": 1.5, "MAP@25": 0.2, "Recall@25": 0.5}])
     out = tmp_path / "eval"
     pm.execute_notebook(
         str(repo_root / "notebooks" / "04_eval.ipynb"), str(tmp_path / "04_eval.out.ipynb"), cwd=str(repo_root),
@@ -251,9 +253,10 @@ def test_notebook_runs_and_writes_everything(tmp_path, repo_root):
                         queries_file=str(d / "test_queries.jsonl"), corpus_file=str(d / "corpus.jsonl"),
                         train_queries_file=str(d / "train_queries.jsonl"), output_dir=str(out),
                         embedder_query_max_length=64, embedder_passage_max_length=32, devices="cpu",
+                        training_metrics_file=str(kd / "metrics.jsonl"),
                         test_csv=str(test_csv), sample_submission=None,
                         submission_file=str(tmp_path / "submission.csv")))
-    for name in ("recall_curves.png", "map_by_epoch.png", "seen_unseen.png", "comparison.csv",
+    for name in ("recall_curves.png", "map_by_epoch.png", "seen_unseen.png", "training_by_epoch.png", "comparison.csv",
                  "base/metrics.json", "epoch_1/rankings.jsonl"):
         assert (out / name).stat().st_size > 0, name
     lines = (tmp_path / "submission.csv").read_text().splitlines()
