@@ -1,4 +1,4 @@
-"""Stage 04: evaluate an embedder on the test queries -> rankings, MAP@25, Recall@1..100, MRR.
+r"""Stage 04: evaluate an embedder on the test queries -> rankings, MAP@25, Recall@1..100, MRR.
 
     python -m helpers.evaluate --model_name_or_path M --embedder_model_class decoder-only-icl \
         --queries_file D/test_queries.jsonl --corpus_file D/corpus.jsonl \

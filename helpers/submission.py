@@ -1,4 +1,4 @@
-"""Kaggle submission file: ``QuestionId_Answer,MisconceptionId`` with 25 space-separated ids.
+r"""Kaggle submission file: ``QuestionId_Answer,MisconceptionId`` with 25 space-separated ids.
 
     python -m helpers.submission --model_name_or_path M --embedder_model_class C \
         --test_csv test.csv --misconception_csv misconception_mapping.csv --output_file submission.csv
