@@ -244,7 +244,8 @@ def _train(args: KDArgs, devices: list[str], on_log=None) -> list[dict]:
 
     rows = fit(model, loss_fn, train_b, len(train_b), tcfg, device,
                eval_batches=(lambda: eval_b(0)) if eval_b else None, epoch_end=epoch_end,
-               save_extra=lambda d: save_tokenizer(tok, d, args.decoder), on_log=on_log)
+               save_extra=lambda d: save_tokenizer(tok, d, args.decoder), on_log=on_log,
+               eval_loss_fn=eval_fn)
     if rank == 0:
         log.info("kd_finetune done in %.1f s -> %s", time.time() - t0, args.output_dir)
     if world > 1:

@@ -71,7 +71,9 @@ def init_distributed(device: str) -> None:
         backend = "nccl" if str(device).startswith("cuda") else "gloo"
         if backend == "nccl":
             torch.cuda.set_device(local)
-        dist.init_process_group(backend)
+        # rank 0 evaluates and merges alone after every epoch while the others wait: long timeout
+        import datetime
+        dist.init_process_group(backend, timeout=datetime.timedelta(hours=2))
 
 
 def barrier() -> None:
@@ -105,6 +107,7 @@ def add_lora(model, cfg: TrainConfig, task_type=None):
         model.config.use_cache = False
     lcfg = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                       target_modules=targets, task_type=task_type, bias="none")
+    torch.manual_seed(cfg.seed)                 # LoRA A matrices are drawn from the global RNG
     model = get_peft_model(model, lcfg)
     for p in model.parameters():
         if p.requires_grad and p.dtype != torch.float32:
@@ -185,13 +188,16 @@ def fit(model, loss_fn: Callable, batches: Callable[[int], Iterable], num_batche
         cfg: TrainConfig, device="cpu", eval_batches: Optional[Callable[[], Iterable]] = None,
         epoch_end: Optional[Callable[[int, object, Path], dict]] = None,
         save_extra: Optional[Callable[[Path], None]] = None,
-        on_log: Optional[Callable[[dict], None]] = None) -> list[dict]:
+        on_log: Optional[Callable[[dict], None]] = None,
+        eval_loss_fn: Optional[Callable] = None) -> list[dict]:
     """Train ``model`` (already LoRA-wrapped and on ``device``); return the metrics rows.
 
     ``batches(epoch)`` yields this rank's batches (``num_batches`` of them); ``eval_batches()``
     the evaluation batches (loss without gradient, dropout off, seeded); ``epoch_end(epoch,
     model, adapter_dir) -> dict`` extra metrics (rank 0); ``save_extra(dir)`` adds files (the
-    tokenizer) to each adapter folder; ``on_log(row)`` sees every loss/metrics row (live plots).
+    tokenizer) to each adapter folder; ``on_log(row)`` sees every loss/metrics row (live plots);
+    ``eval_loss_fn`` (default ``loss_fn``) is the loss for evaluation, which runs on rank 0 alone
+    and so must not use collectives (no cross-device gather).
     """
     rank, world, local = dist_info()
     out = Path(cfg.output_dir)
@@ -291,7 +297,7 @@ def fit(model, loss_fn: Callable, batches: Callable[[int], Iterable], num_batche
                     save_extra(tmp)
             save_dir_atomic(adapter_dir, save)
             if eval_batches is not None:
-                metrics["eval_loss"] = evaluate_loss(model, loss_fn, eval_batches, device, compute,
+                metrics["eval_loss"] = evaluate_loss(model, eval_loss_fn or loss_fn, eval_batches, device, compute,
                                                      cfg.seed)
             if epoch_end is not None:
                 metrics.update(epoch_end(epoch, model, adapter_dir) or {})

@@ -1,0 +1,157 @@
+"""kd_finetune end to end on a tiny random Llama (2 layers, hidden 64, SmolLM2's tokenizer)."""
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from helpers.embedder import Embedder, EmbedderConfig
+from helpers.io_utils import InputError, read_jsonl
+from helpers.kd_finetune import KDArgs, build_parser, kd_finetune
+
+pytestmark = pytest.mark.integration
+
+WORDS = "apple river stone cloud maple tiger violet copper lemon harbor pencil falcon garden silver rocket candle".split()
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from transformers import AutoTokenizer, LlamaConfig, LlamaModel
+    from helpers.models import resolve_model
+    root = tmp_path_factory.mktemp("kd")
+    tok = AutoTokenizer.from_pretrained(resolve_model("demo:smollm2-135m-instruct"))
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                      pad_token_id=tok.pad_token_id)
+    torch.manual_seed(0)
+    LlamaModel(cfg).save_pretrained(root / "model", safe_serialization=True)
+    tok.save_pretrained(root / "model")
+    corpus = [{"id": str(i), "text": f"{w} misconception about {WORDS[(i * 7) % 16]}"} for i, w in enumerate(WORDS)]
+    (root / "corpus.jsonl").write_text("".join(json.dumps(c) + "\n" for c in corpus))
+    rng = random.Random(0)
+
+    def rows(n, off):
+        out = []
+        for k in range(n):
+            pid = (k + off) % 8                        # positives among ids 0..7
+            negs = list(range(8, 14))                  # the same six negatives, shuffled per query
+            rng.shuffle(negs)
+            out.append({"query_id": f"q{k + off}", "query": f"question {k + off} about {WORDS[pid]}",
+                        "pos": [corpus[pid]["text"]], "pos_ids": [str(pid)],
+                        "neg": [corpus[i]["text"] for i in negs], "neg_ids": [str(i) for i in negs],
+                        "prompt": "Find the misconception.", "question_id": str(k + off),
+                        "subject_id": "1", "construct_id": "1", "pos_scores": [5.0],
+                        # the teacher prefers lower ids among the negatives: nothing in the labels says so
+                        "neg_scores": [float(16 - i) / 2 for i in negs]})
+        return out
+    for name, rs in (("train.jsonl", rows(8, 0)), ("test.jsonl", rows(4, 100))):
+        (root / name).write_text("".join(json.dumps(r) + "\n" for r in rs))
+    return root
+
+
+def args(tiny, out, **kw):
+    base = dict(model_name_or_path=str(tiny / "model"), train_data=str(tiny / "train.jsonl"),
+                eval_data=str(tiny / "test.jsonl"), corpus_file=str(tiny / "corpus.jsonl"),
+                output_dir=str(out), num_train_epochs=2, per_device_train_batch_size=4, train_group_size=4,
+                learning_rate=3e-3, lora_rank=8, lora_alpha=16, lora_dropout=0.0, query_max_len=64,
+                passage_max_len=32, warmup_ratio=0.0, gradient_checkpointing=False, max_examples=0,
+                show_progress=False, save_merged_lora_model=False, devices="cpu", eval_batch_size=16)
+    base.update(kw)
+    return KDArgs(**base)
+
+
+def embedder(path, **kw):
+    return Embedder(EmbedderConfig(model_name_or_path=str(path), model_class="decoder-only-icl",
+                                   query_instruction_for_retrieval="x", query_max_length=64,
+                                   passage_max_length=32, show_progress=False, devices="cpu", **kw))
+
+
+def teacher_agreement(path, rows) -> float:
+    """Mean Spearman correlation between the student's and the teacher's scores of the negatives."""
+    e = embedder(path)
+    q = e.encode_queries(rows)
+    out = []
+    for i, r in enumerate(rows):
+        s = e.encode_corpus(r["neg"]) @ q[i]
+        a, b = np.argsort(np.argsort(s)), np.argsort(np.argsort(r["neg_scores"]))
+        out.append(np.corrcoef(a, b)[0, 1])
+    return float(np.mean(out))
+
+
+def test_kd_moves_the_student_towards_the_teacher(tiny, tmp_path):
+    rows = read_jsonl(tiny / "train.jsonl")
+    base = teacher_agreement(tiny / "model", rows)
+    got = {}
+    for kd in (True, False):
+        a = args(tiny, tmp_path / f"kd{kd}", knowledge_distillation=kd, num_train_epochs=4,
+                 eval_data=None, corpus_file=None)
+        kd_finetune(a)
+        got[kd] = teacher_agreement(tmp_path / f"kd{kd}" / "lora_epoch_4", rows)
+    # measured (seeded): base -0.51, without KD -0.76, with KD +0.16
+    assert got[True] - base > 0.4, (base, got)
+    assert got[True] > got[False] + 0.4, (base, got)
+
+
+def test_resume_gives_the_same_metrics_and_merged_equals_adapter(tiny, tmp_path, monkeypatch):
+    import helpers.kd_finetune as kf
+    full = kd_finetune(args(tiny, tmp_path / "full", save_merged_lora_model=True))
+    assert [r["epoch"] for r in full] == [1, 2]
+    for k in ("eval_loss", "MAP@25", "Recall@25", "Recall@50", "Recall@75", "Recall@100"):
+        assert k in full[-1]
+
+    real_merge = kf.merge_adapter
+
+    def interrupted(base, adapter_dir, target, *a, **kw):
+        if str(target).endswith("_2"):
+            raise KeyboardInterrupt
+        return real_merge(base, adapter_dir, target, *a, **kw)
+    monkeypatch.setattr(kf, "merge_adapter", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        kd_finetune(args(tiny, tmp_path / "cut", save_merged_lora_model=True))
+    monkeypatch.setattr(kf, "merge_adapter", real_merge)
+    resumed = kd_finetune(args(tiny, tmp_path / "cut", save_merged_lora_model=True))
+    strip = lambda rs: [{k: v for k, v in r.items() if not k.endswith("seconds")} for r in rs]
+    assert strip(resumed) == strip(full)
+
+    merged_dir = tmp_path / "full" / "merged_model_lora_epoch_2"
+    cfg = json.loads((merged_dir / "tokenizer_config.json").read_text())
+    assert cfg["add_eos_token"] is True
+    texts = ["apple misconception", "question 3 about maple"]
+    m, a = embedder(merged_dir), embedder(tmp_path / "full" / "lora_epoch_2")
+    ids = m.tokenize_passages(texts)
+    assert all(x[-1] == m.tokenizer.eos_token_id and x.count(m.tokenizer.eos_token_id) == 1 for x in ids)
+    assert np.abs(m.encode_corpus(texts) - a.encode_corpus(texts)).max() < 1e-4
+    qrows = read_jsonl(tiny / "test.jsonl")
+    assert np.abs(m.encode_queries(qrows) - a.encode_queries(qrows)).max() < 1e-4
+
+
+def test_bad_input_fails_before_training(tiny, tmp_path):
+    rows = read_jsonl(tiny / "train.jsonl")
+    del rows[1]["neg_scores"]
+    f = tmp_path / "mined.jsonl"
+    f.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "__line__"}) + "\n" for r in rows))
+    with pytest.raises(InputError, match="mined.jsonl, line 2, field 'neg_scores'"):
+        kd_finetune(args(tiny, tmp_path / "o", train_data=str(f)))
+    assert not (tmp_path / "o" / "metrics.jsonl").exists()
+    with pytest.raises(ValueError, match="kd_loss_type"):
+        kd_finetune(args(tiny, tmp_path / "o", kd_loss_type="mse"))
+
+
+def test_command_line_flags():
+    a = build_parser().parse_args(["--knowledge_distillation", "False", "--negatives_cross_device",
+                                   "--train_data", "t.jsonl", "--save_merged", "False", "--devices", "None"])
+    assert a.knowledge_distillation is False and a.negatives_cross_device is True
+    assert a.save_merged_lora_model is False and a.devices is None and a.temperature == 0.02
+
+
+def test_two_processes_under_torchrun_on_cpu(tiny, tmp_path):
+    """DDP through the launcher: two CPU processes (gloo), rank 0 writes, exit code checked."""
+    lines = []
+    rows = kd_finetune(args(tiny, tmp_path / "ddp", devices="cpu,cpu", num_train_epochs=1,
+                            per_device_train_batch_size=2, negatives_cross_device=True),
+                       echo=lines.append)
+    assert [r["epoch"] for r in rows] == [1] and "MAP@25" in rows[0]
+    assert any("world_size" in l or "training:" in l for l in lines)
+    assert (tmp_path / "ddp" / "lora_epoch_1" / "adapter_model.safetensors").exists()
