@@ -155,3 +155,26 @@ def test_two_processes_under_torchrun_on_cpu(tiny, tmp_path):
     assert [r["epoch"] for r in rows] == [1] and "MAP@25" in rows[0]
     assert any("world_size" in l or "training:" in l for l in lines)
     assert (tmp_path / "ddp" / "lora_epoch_1" / "adapter_model.safetensors").exists()
+
+
+def test_epoch_table_has_the_seeds_columns():
+    from helpers.kd_report import epoch_table
+    df = epoch_table([{"epoch": 1, "global_step": 3, "eval_loss": 1.23456, "MAP@25": 0.5, "Recall@25": 0.9,
+                       "Recall@50": 0.95, "Recall@75": 0.97, "Recall@100": 1.0, "train_loss": 2.0}])
+    assert df.index.name == "Epoch" and list(df.columns)[:6] == [
+        "eval_loss", "MAP@25", "Recall@25", "Recall@50", "Recall@75", "Recall@100"]
+    assert df.loc[1, "eval_loss"] == 1.2346
+
+
+def test_notebook_runs_through_papermill(tiny, tmp_path, repo_root):
+    pm = pytest.importorskip("papermill")
+    out = tmp_path / "kd"
+    pm.execute_notebook(str(repo_root / "notebooks/03_kd_finetune.ipynb"), str(tmp_path / "03.ipynb"),
+                        cwd=str(repo_root), progress_bar=False, parameters=dict(
+                            model_name_or_path=str(tiny / "model"), train_data=str(tiny / "train.jsonl"),
+                            eval_data=str(tiny / "test.jsonl"), corpus_file=str(tiny / "corpus.jsonl"),
+                            output_dir=str(out), num_train_epochs=1, query_max_len=64, passage_max_len=32,
+                            gradient_checkpointing=False, devices="cpu"))
+    rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    assert rows[0]["epoch"] == 1 and "MAP@25" in rows[0]
+    assert (out / "merged_model_lora_epoch_1" / "model.safetensors").exists()
