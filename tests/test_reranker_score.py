@@ -177,3 +177,40 @@ def test_sigkill_then_restart_gives_the_same_file(tmp_path):
     subprocess.run(cmd + ["--output_file", str(out)], env=env, check=True, capture_output=True)
     add_reranker_score(parse_args(cmd[3:] + ["--output_file", str(ref)]))   # uninterrupted, in-process
     assert out.read_bytes() == ref.read_bytes() and not prog.exists()
+
+
+def test_group_rank_stats():
+    from helpers.rerank_stats import group_rank_stats, positive_ranks
+    assert positive_ranks([2.0], [1.0, 3.0, 2.0]) == [3]                  # a tie counts against
+    assert positive_ranks([5.0, 0.0], [1.0]) == [1, 2]
+    s = group_rank_stats([{"pos_scores": [3.0], "neg_scores": [1.0, 2.0]},
+                          {"pos_scores": [0.0], "neg_scores": [1.0, 2.0, -1.0]},
+                          {"pos_scores": [5.0, 0.5], "neg_scores": [1.0]}])
+    assert s["queries"] == 3
+    assert s["top1"] == pytest.approx((1 + 0 + 0.5) / 3)
+    assert s["map"] == pytest.approx((1 + 1 / 3 + (1 + 1 / 2) / 2) / 3)
+    assert s["mean_pos"] == pytest.approx((3 + 0 + 5 + 0.5) / 4)
+    with pytest.raises(ValueError, match="no pos_scores"):
+        group_rank_stats([{"pos": ["x"]}])
+    with pytest.raises(ValueError, match="finite"):
+        positive_ranks([float("nan")], [1.0])
+
+
+@pytest.mark.integration
+def test_notebook_runs_on_tiny_inputs(tmp_path):
+    import papermill as pm
+    from tests.reranker_tiny import save_tiny_gemma_reranker
+    from tests.conftest import REPO
+    model = save_tiny_gemma_reranker(tmp_path / "tiny")
+    write(tmp_path / "train.jsonl", rows(3))
+    write(tmp_path / "test.jsonl", rows(2))
+    out = tmp_path / "scored"
+    pm.execute_notebook(
+        str(REPO / "notebooks" / "02_reranker_score.ipynb"), str(tmp_path / "executed.ipynb"), cwd=str(REPO),
+        kernel_name="python3", progress_bar=False,
+        parameters=dict(reranker_name_or_path=model, reranker_max_length=48, reranker_batch_size=4, devices="cpu",
+                        train_input_file=str(tmp_path / "train.jsonl"), test_input_file=str(tmp_path / "test.jsonl"),
+                        train_output_file=str(out / "train.jsonl"), test_output_file=str(out / "test.jsonl")))
+    for name, n in (("train", 3), ("test", 2)):
+        got = [json.loads(x) for x in (out / f"{name}.jsonl").read_text().splitlines()]
+        assert len(got) == n and all(len(r["neg_scores"]) == 3 and len(r["pos_scores"]) == 1 for r in got)
