@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from tqdm.auto import tqdm
+
 from .io_utils import InputError, check_writable, read_jsonl, write_jsonl
 from .prompts import RERANK_PROMPT, unescape
 from .rerank_progress import Progress, file_sha256, progress_path
@@ -112,12 +114,12 @@ def add_reranker_score(args: ScoreArgs, reranker=None) -> dict:
     t1 = time.time()
     if todo and reranker is None:
         reranker = build_reranker(args)
-    for i in todo:
+    for i in tqdm(todo, desc="chunks", unit="chunk", disable=len(todo) < 2):
         part = rows[i * c:(i + 1) * c]
         scores = reranker.score_groups([r["query"] for r in part], [r["pos"] + r["neg"] for r in part])
         progress.add(i, {"pos_scores": [s[:len(r["pos"])] for r, s in zip(part, scores)],
                          "neg_scores": [s[len(r["pos"]):] for r, s in zip(part, scores)]})
-        log.info("chunk %d/%d done", i + 1, (n + c - 1) // c)
+        log.debug("chunk %d/%d done", i + 1, (n + c - 1) // c)
     dt = time.time() - t1
     done_pairs = sum(len(r["pos"]) + len(r["neg"]) for i in todo for r in rows[i * c:(i + 1) * c])
     for i, rec in sorted(progress.done.items()):
