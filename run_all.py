@@ -35,6 +35,11 @@ class ChainError(RuntimeError):
     pass
 
 
+def on_kaggle() -> bool:
+    """Kaggle sets KAGGLE_KERNEL_RUN_TYPE ("Interactive" or "Batch") in its notebooks."""
+    return bool(os.environ.get("KAGGLE_KERNEL_RUN_TYPE"))
+
+
 def load_profile(name: str) -> tuple[Path, dict]:
     path = Path(name)
     if not path.suffix:
@@ -157,7 +162,8 @@ def run_step(step: dict, run_dir: Path, index: int) -> float:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--profile", default="demo", help="profile name in configs/ or a YAML path (default: demo)")
+    p.add_argument("--profile", default=None,
+                   help="profile name in configs/ or a YAML path (default: kaggle_eedi on Kaggle, else demo)")
     p.add_argument("--only", help="comma-separated step names to run")
     p.add_argument("--from", dest="start", help="run from this step to the end")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
@@ -166,6 +172,8 @@ def main(argv=None) -> int:
     p.add_argument("--output_root", help="override the profile's output root (default model_output)")
     p.add_argument("--list", action="store_true", help="list the steps and their parameters, run nothing")
     a = p.parse_args(argv)
+    if a.profile is None:
+        a.profile = "kaggle_eedi" if on_kaggle() else "demo"
     try:
         path, prof = load_profile(a.profile)
         run_name = a.run_name or prof["run_name"]
