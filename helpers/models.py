@@ -43,8 +43,13 @@ DEMO_MODELS = {
 
 
 def cache_dir() -> Path:
-    """Where converted models live: $EEDI_MODEL_CACHE, else <repo>/.cache/models."""
-    return Path(os.environ.get("EEDI_MODEL_CACHE", REPO_ROOT / ".cache" / "models"))
+    """Where converted models live: $EEDI_MODEL_CACHE, else <repo>/.cache/models, else (a read-only
+    checkout, e.g. code attached on Kaggle) ~/.cache/eedi-distill/models."""
+    if os.environ.get("EEDI_MODEL_CACHE"):
+        return Path(os.environ["EEDI_MODEL_CACHE"])
+    if os.access(REPO_ROOT, os.W_OK):
+        return REPO_ROOT / ".cache" / "models"
+    return Path.home() / ".cache" / "eedi-distill" / "models"
 
 
 def _package_dir(spec: DemoModel, alias: str) -> Path:
