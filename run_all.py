@@ -168,6 +168,8 @@ def main(argv=None) -> int:
     p.add_argument("--from", dest="start", help="run from this step to the end")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override a parameter: key=value (every step that has it) or step.key=value")
+    p.add_argument("--var", dest="vars", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one of the profile's vars (e.g. --var embedder=/kaggle/input/my-model)")
     p.add_argument("--run_name", help="override the profile's run name (output folder)")
     p.add_argument("--output_root", help="override the profile's output root (default model_output)")
     p.add_argument("--list", action="store_true", help="list the steps and their parameters, run nothing")
@@ -182,6 +184,12 @@ def main(argv=None) -> int:
         run_dir = run_dir / run_name
         ctx = {"run_dir": os.path.relpath(run_dir, ROOT) if run_dir.is_relative_to(ROOT) else str(run_dir)}
         ctx.update({k: v for k, v in (prof.get("vars") or {}).items()})
+        for item in a.vars:
+            key, sep, value = item.partition("=")
+            if not sep or key not in (prof.get("vars") or {}):
+                raise ChainError(f"--var {item!r}: expected KEY=VALUE with KEY one of the profile's vars: "
+                                 f"{', '.join(prof.get('vars') or {}) or '(none)'}")
+            ctx[key] = value
         steps = [dict(s, parameters=substitute(dict(s.get("parameters") or {}), ctx)) for s in prof["steps"]]
         import papermill as pm
         declared = {s["name"]: pm.inspect_notebook(str(notebook_path(s["notebook"]))) for s in steps}

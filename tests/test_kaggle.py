@@ -68,3 +68,11 @@ def test_memory_plan_is_monotonic_and_four_bit_helps():
     assert 14.0 < a.params * 2 / memory_plan.GIB < 14.4
     table = memory_plan.markdown_table()
     assert table.count("(estimate)") == 2 * len(memory_plan.plan_rows()) + 1   # + the header
+
+
+def test_var_overrides_profile_vars(capsys):
+    assert run_all.main(["--profile", "kaggle_eedi", "--var", "embedder=/kaggle/input/mine", "--list"]) == 0
+    out = capsys.readouterr().out
+    assert '"embedder_name_or_path": "/kaggle/input/mine"' in out
+    assert run_all.main(["--profile", "kaggle_eedi", "--var", "nope=1", "--list"]) == 1
+    assert "KEY one of the profile's vars: data_dir, embedder" in capsys.readouterr().err
