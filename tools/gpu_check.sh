@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# GPU check: the whole chain on small models through the CUDA paths, in at most ~8 minutes on one GPU.
+#   tools/gpu_check.sh [OUT_DIR]
+# Exercises: fp16 (cc < 8) / bf16 (cc >= 8) inference and autocast training with a GradScaler on fp16,
+# a 4-bit base (bitsandbytes) for mining and QLoRA, faiss on the GPU when faiss has GPU support,
+# torchrun with one process (the DDP code path), merge + per-epoch evaluation, and prints
+# throughput per stage. Models: $EMBEDDER / $RERANKER (default the demo aliases; any HF folder works).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${1:-/tmp/gpu_check}
+EMBEDDER=${EMBEDDER:-demo:smollm2-135m-instruct}
+RERANKER=${RERANKER:-demo:gemma-3-270m}
+NQ=${NQ:-64}                    # train queries used (the test split is used whole)
+PY=${PYTHON:-python}
+rm -rf "$OUT"; mkdir -p "$OUT"
+declare -a REPORT
+status=0
+
+step() {  # step NAME ITEMS UNIT -- command...
+  local name=$1 items=$2 unit=$3; shift 4
+  local t0=$(date +%s.%N)
+  if "$@" > "$OUT/$name.log" 2>&1; then
+    REPORT+=("$(python3 -c "import sys,time; dt=time.time()-float(sys.argv[1]); print(f'{sys.argv[2]:16s} {dt:8.1f} s  {float(sys.argv[3])/dt:8.1f} {sys.argv[4]}/s  ok')" "$t0" "$name" "$items" "$unit")")
+  else
+    status=1
+    REPORT+=("$(printf '%-16s FAILED (see %s)' "$name" "$OUT/$name.log")")
+    tail -n 20 "$OUT/$name.log"
+  fi
+}
+
+$PY - <<'PY'
+import torch, sys
+print("torch", torch.__version__, "cuda", torch.version.cuda, "available", torch.cuda.is_available())
+if not torch.cuda.is_available():
+    sys.exit("gpu_check: no CUDA device")
+cc = torch.cuda.get_device_capability(0)
+print("device", torch.cuda.get_device_name(0), "cc", cc, "-> dtype", "bf16" if cc[0] >= 8 else "fp16")
+for mod in ("faiss", "bitsandbytes", "peft", "transformers"):
+    try:
+        m = __import__(mod); print(mod, getattr(m, "__version__", "?"),
+              "gpu-faiss" if mod == "faiss" and hasattr(m, "StandardGpuResources") else "")
+    except Exception as e:
+        print(mod, "MISSING", e)
+PY
+[ $? -eq 0 ] || exit 1
+
+$PY -m helpers.prepare_data --input_dir data/demo --output_dir "$OUT/data" > "$OUT/prepare.log" 2>&1 || { cat "$OUT/prepare.log"; exit 1; }
+head -n "$NQ" "$OUT/data/train_queries.jsonl" > "$OUT/data/train_small.jsonl"
+NT=$(wc -l < "$OUT/data/test_queries.jsonl")
+
+MINE=(--embedder_name_or_path "$EMBEDDER" --embedder_model_class decoder-only-icl --candidate_pool "$OUT/data/corpus.jsonl"
+      --range_for_sampling 2-100 --negative_number 7 --devices 0 --use_fp16 True --batch_size 32
+      --embedder_query_max_length 256 --embedder_passage_max_length 64)
+step mine_fp16 "$NQ" queries -- $PY -m helpers.hn_mine "${MINE[@]}" --input_file "$OUT/data/train_small.jsonl" --output_file "$OUT/train_mined.jsonl"
+step mine_test "$NT" queries -- $PY -m helpers.hn_mine "${MINE[@]}" --input_file "$OUT/data/test_queries.jsonl" --output_file "$OUT/test_mined.jsonl"
+step mine_4bit "$NQ" queries -- $PY -m helpers.hn_mine "${MINE[@]}" --load_in_4bit True --input_file "$OUT/data/train_small.jsonl" --output_file "$OUT/train_mined_4bit.jsonl"
+
+SCORE=(--reranker_name_or_path "$RERANKER" --reranker_max_length 256 --reranker_batch_size 16 --use_fp16 True --devices 0)
+step score_train $((NQ * 8)) pairs -- $PY -m helpers.add_reranker_score "${SCORE[@]}" --input_file "$OUT/train_mined.jsonl" --output_file "$OUT/train_scored.jsonl"
+step score_test $((NT * 8)) pairs -- $PY -m helpers.add_reranker_score "${SCORE[@]}" --input_file "$OUT/test_mined.jsonl" --output_file "$OUT/test_scored.jsonl"
+step score_plain $((NT * 8)) pairs -- $PY -m helpers.add_reranker_score "${SCORE[@]}" --yes_only False --share_query_prefix False --input_file "$OUT/test_mined.jsonl" --output_file "$OUT/test_scored_plain.jsonl"
+
+TRAIN=(--model_name_or_path "$EMBEDDER" --embedder_model_class decoder-only-icl --train_data "$OUT/train_scored.jsonl"
+       --eval_data "$OUT/test_scored.jsonl" --corpus_file "$OUT/data/corpus.jsonl" --num_train_epochs 1
+       --per_device_train_batch_size 8 --train_group_size 4 --lora_rank 8 --lora_alpha 16 --query_max_len 256
+       --passage_max_len 64 --knowledge_distillation True --gradient_checkpointing True --fp16 True)
+step train_torchrun "$NQ" queries -- torchrun --standalone --nproc_per_node 1 -m helpers.kd_finetune "${TRAIN[@]}" --devices 0 --output_dir "$OUT/kd_torchrun"
+step train_qlora "$NQ" queries -- $PY -m helpers.kd_finetune "${TRAIN[@]}" --load_in_4bit True --devices 0 --output_dir "$OUT/kd_qlora"
+step evaluate "$NT" queries -- $PY -m helpers.evaluate --model_name_or_path "$OUT/kd_torchrun/merged_model_lora_epoch_1" --embedder_model_class decoder-only-icl --queries_file "$OUT/data/test_queries.jsonl" --corpus_file "$OUT/data/corpus.jsonl" --output_dir "$OUT/eval" --devices 0
+
+$PY - "$OUT" <<'PY'
+import json, sys
+out = sys.argv[1]
+a = [json.loads(l) for l in open(f"{out}/test_scored.jsonl")]
+b = [json.loads(l) for l in open(f"{out}/test_scored_plain.jsonl")]
+d = max(abs(x - y) for r, s in zip(a, b) for x, y in zip(r["pos_scores"] + r["neg_scores"], s["pos_scores"] + s["neg_scores"]))
+print(f"fast vs plain reranker path, max |diff| in half precision: {d:.4f}")
+for f in ("kd_torchrun", "kd_qlora"):
+    try:
+        rows = [json.loads(l) for l in open(f"{out}/{f}/metrics.jsonl")]
+        print(f, {k: rows[-1].get(k) for k in ("epoch", "eval_loss", "MAP@25", "Recall@25")})
+    except OSError as e:
+        print(f, "no metrics:", e)
+PY
+echo; echo "stage            wall        throughput"; printf '%s\n' "${REPORT[@]}"
+exit $status
