@@ -53,3 +53,17 @@ def test_notebooks_committed_without_outputs(repo_root):
         cells = json.load(open(nb, encoding="utf-8"))["cells"]
         assert not any(c.get("outputs") or c.get("execution_count") for c in cells), f"{nb.name} has outputs"
         assert any("parameters" in c.get("metadata", {}).get("tags", []) for c in cells), f"{nb.name}: no parameters cell"
+
+
+def test_every_parameter_line_is_seen_by_papermill(repo_root):
+    """papermill silently drops a parameter whose comment it cannot parse (e.g. one holding '='),
+    and run_all would then reject it as unknown: every assignment must be inspectable."""
+    import json
+    import re
+
+    import papermill as pm
+    for nb in sorted((repo_root / "notebooks").glob("*.ipynb")):
+        cells = json.load(open(nb, encoding="utf-8"))["cells"]
+        src = "".join(next(c for c in cells if "parameters" in c.get("metadata", {}).get("tags", []))["source"])
+        names = {m.group(1) for m in re.finditer(r"^([A-Za-z_]\w*)\s*=", src, re.M)}
+        assert names == set(pm.inspect_notebook(str(nb))), f"{nb.name}: papermill misses {names - set(pm.inspect_notebook(str(nb)))}"
