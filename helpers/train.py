@@ -51,6 +51,7 @@ class TrainConfig:
     lora_alpha: float = 32
     lora_dropout: float = 0.1
     target_modules: tuple = DEFAULT_TARGETS
+    layers_to_transform: Optional[tuple] = None   # LoRA only in these layer indices (None: all)
     logging_steps: int = 1
     overwrite_output_dir: bool = False
     show_progress: bool = True
@@ -106,7 +107,8 @@ def add_lora(model, cfg: TrainConfig, task_type=None):
     if hasattr(getattr(model, "config", None), "use_cache"):
         model.config.use_cache = False
     lcfg = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                      target_modules=targets, task_type=task_type, bias="none")
+                      target_modules=targets, task_type=task_type, bias="none",
+                      layers_to_transform=list(cfg.layers_to_transform) if cfg.layers_to_transform else None)
     torch.manual_seed(cfg.seed)                 # LoRA A matrices are drawn from the global RNG
     model = get_peft_model(model, lcfg)
     for p in model.parameters():

@@ -1,0 +1,271 @@
+"""Fine-tune a ``decoder-only-base`` ("Yes"-logit) reranker with LoRA: the demo's teacher.
+
+    python -m helpers.train_reranker --model_name_or_path demo:gemma-3-270m \
+        --train_data mined_train.jsonl --output_dir model_output/teacher \
+        --train_group_size 8 --max_len 128 --lora_rank 8 --target_modules q_proj,v_proj
+
+FlagEmbedding's LLM-reranker fine-tuning objective: every query gives a group of 1 positive +
+(``train_group_size`` - 1) negatives sampled from its ``neg``; each pair is laid out exactly as the
+scoring stage lays it out (:class:`helpers.rerank_inputs.DecoderLayout`: ``[bos] A: query \\n B:
+passage \\n prompt``, same truncation) and scored by the "Yes" logit at its last real token
+(:class:`helpers.rerank_paths` head); the loss is the cross-entropy of each group's scores with
+the positive, index 0, as the target. Sampling and batching are the embedder trainer's
+(:mod:`helpers.train_data`), the loop is :func:`helpers.train.fit` (LoRA, schedule, clipping,
+per-epoch adapters ``lora_epoch_{n}``, resume). With ``eval_data`` (a mined file), every epoch
+scores each eval query's whole group and logs the positive's top-1 rate and MAP in its group.
+
+The adapter loads in the scoring stage: ``python -m helpers.add_reranker_score --peft_adapter
+<output_dir>/lora_epoch_{n}`` with the same instructions, prompt and max lengths.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from helpers.devices import dtype_for, parse_devices
+from helpers.io_utils import InputError, check_writable, read_jsonl, validate_queries
+from helpers.prompts import RERANK_PROMPT, unescape
+from helpers.rerank_inputs import DecoderLayout, format_text, pad
+from helpers.rerank_paths import PrefixPath
+from helpers.rerank_paths import _Head as YesHead
+from helpers.rerank_stats import group_rank_stats
+from helpers.train import TrainConfig, add_lora, fit
+from helpers.train_data import batch_indices, sample_group
+
+log = logging.getLogger(__name__)
+
+
+def _f(default, help):
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class RerankerTrainArgs:
+    model_name_or_path: str = _f("demo:gemma-3-270m", "base LLM: demo:<alias> or a HF folder")
+    train_data: str = _f("model_output/teacher/train_mined.jsonl", "mined train queries (query, pos, neg)")
+    eval_data: Optional[str] = _f(None, "mined queries scored after every epoch (group top-1 / MAP); None: none")
+    output_dir: str = _f("model_output/teacher", "lora_epoch_{n} adapters, metrics.jsonl")
+    query_instruction_for_rerank: Optional[str] = _f("A: ", "query instruction (as the scoring stage)")
+    query_instruction_format: str = _f("{}{}", "format(instruction, query)")
+    passage_instruction_for_rerank: Optional[str] = _f("B: ", "passage instruction")
+    passage_instruction_format: str = _f("{}{}", "format(instruction, passage)")
+    prompt: str = _f(RERANK_PROMPT, "prompt after the pair (as the scoring stage)")
+    max_len: int = _f(384, "max tokens of the pair = the scoring stage's --reranker_max_length")
+    query_max_len: Optional[int] = _f(None, "max query tokens = --reranker_query_max_length (None: max_len*3//4)")
+    train_group_size: int = _f(8, "1 positive + (train_group_size - 1) negatives per query")
+    per_device_train_batch_size: int = _f(2, "queries per step (each gives train_group_size pairs)")
+    gradient_accumulation_steps: int = _f(1, "micro-batches per optimizer step")
+    max_train_queries: Optional[int] = _f(None, "use a seeded sample of this many train queries; None: all")
+    learning_rate: float = _f(2e-4, "AdamW learning rate")
+    num_train_epochs: int = _f(1, "epochs")
+    warmup_ratio: float = _f(0.1, "linear warmup share, then linear decay")
+    max_grad_norm: float = _f(1.0, "gradient clipping (0: off)")
+    weight_decay: float = _f(0.0, "AdamW weight decay")
+    lora_rank: int = _f(8, "LoRA r")
+    lora_alpha: float = _f(16, "LoRA alpha")
+    lora_dropout: float = _f(0.05, "LoRA dropout")
+    target_modules: str = _f("q_proj,k_proj,v_proj,o_proj", "LoRA target modules, comma-separated")
+    lora_last_layers: Optional[int] = _f(None, "LoRA only in the last n decoder layers (smaller, faster); None: all")
+    gradient_checkpointing: bool = _f(False, "recompute activations in backward")
+    fp16: bool = _f(True, "mixed precision on CUDA (bf16 from cc 8); CPU: fp32")
+    seed: int = _f(42, "seed of sampling, batching, LoRA init and dropout")
+    eval_batch_size: int = _f(16, "pairs per forward pass when scoring eval_data")
+    devices: Optional[str] = _f(None, "cpu | cuda:0 (one device); None: cuda:0 or cpu")
+    overwrite_output_dir: bool = _f(False, "start over instead of resuming output_dir")
+    trust_remote_code: bool = _f(False, "allow model code from the model folder")
+    show_progress: bool = _f(True, "tqdm bars")
+
+    def __post_init__(self):
+        for k in ("max_len", "train_group_size", "per_device_train_batch_size", "num_train_epochs",
+                  "gradient_accumulation_steps", "lora_rank", "eval_batch_size"):
+            if int(getattr(self, k)) < 1:
+                raise ValueError(f"{k} must be at least 1, got {getattr(self, k)}")
+        if self.train_group_size < 2:
+            raise ValueError("train_group_size must be at least 2 (a positive and a negative)")
+        for k in ("max_train_queries", "lora_last_layers", "query_max_len"):
+            if getattr(self, k) is not None and int(getattr(self, k)) < 1:
+                raise ValueError(f"{k} must be at least 1 or None, got {getattr(self, k)}")
+
+
+def group_ce_loss(scores: torch.Tensor, group_size: int) -> torch.Tensor:
+    """Cross-entropy of each group's scores with index 0 (the positive) as the target.
+
+    ``scores``: ``[B * group_size]`` (groups contiguous) or ``[B, group_size]``.
+    """
+    if scores.dim() == 1:
+        if group_size < 2 or scores.numel() % group_size:
+            raise ValueError(f"group_ce_loss: {scores.numel()} scores do not split into groups of {group_size}")
+        scores = scores.view(-1, group_size)
+    if scores.dim() != 2 or scores.shape[1] != group_size:
+        raise ValueError(f"group_ce_loss: scores of shape {tuple(scores.shape)}, expected [B, {group_size}]")
+    if not torch.isfinite(scores).all():
+        raise FloatingPointError("group_ce_loss: scores hold NaN or infinity")
+    target = torch.zeros(scores.shape[0], dtype=torch.long, device=scores.device)
+    return torch.nn.functional.cross_entropy(scores.float(), target)
+
+
+class PairBatches:
+    """``batches(epoch)`` -> padded pair batches: ``{"input_ids", "attention_mask", "group_size"}``."""
+
+    def __init__(self, rows, layout: DecoderLayout, args: RerankerTrainArgs, pad_id: int, side: str):
+        self.rows, self.layout, self.a, self.pad_id, self.side = rows, layout, args, pad_id, side
+
+    def __len__(self):
+        return len(batch_indices(len(self.rows), self.a.per_device_train_batch_size, self.a.seed, 0))
+
+    def texts(self, rows, rng):
+        a = self.a
+        qs, ps = [], []
+        for r in rows:
+            group, _ = sample_group(r, a.train_group_size, rng, with_scores=False)
+            qs.append(format_text(a.query_instruction_for_rerank, unescape(a.query_instruction_format), r["query"]))
+            ps.append([format_text(a.passage_instruction_for_rerank, unescape(a.passage_instruction_format), p)
+                       for p in group])
+        return qs, ps
+
+    def build(self, rows, rng) -> dict:
+        qs, ps = self.texts(rows, rng)
+        prefixes, suffixes = self.layout.encode(qs, ps)
+        seqs = [list(pre) + list(s) for pre, ss in zip(prefixes, suffixes) for s in ss]
+        ids, mask = pad(seqs, self.pad_id, self.side, multiple_of=8)
+        return {"input_ids": ids, "attention_mask": mask, "group_size": self.a.train_group_size}
+
+    def __call__(self, epoch: int):
+        for step, idx in enumerate(batch_indices(len(self.rows), self.a.per_device_train_batch_size,
+                                                 self.a.seed, epoch)):
+            rng = random.Random(f"{self.a.seed}-{epoch}-{step}")
+            yield self.build([self.rows[i] for i in idx], rng)
+
+
+def load_rows(path, args: RerankerTrainArgs, limit=None) -> list[dict]:
+    rows = read_jsonl(path)
+    validate_queries(rows, path, need_neg=True)
+    for r in rows:
+        if not r["neg"]:
+            raise InputError(path, r["__line__"], "neg", "empty: every query needs negatives (run 01_mine_hn)")
+    if limit is not None and limit < len(rows):
+        keep = sorted(random.Random(args.seed).sample(range(len(rows)), int(limit)))
+        rows = [rows[i] for i in keep]
+    short = sum(len(r["neg"]) < args.train_group_size - 1 for r in rows)
+    if short:
+        log.warning("%s: %d of %d queries have fewer than %d negatives: sampled with repetition",
+                    path, short, len(rows), args.train_group_size - 1)
+    return rows
+
+
+def score_rows(lm, layout, rows, args, device, yes_id, pad_id, side) -> list[list[float]]:
+    """Every row's [pos..., neg...] scored by the (LoRA) model as the scoring stage would."""
+    qs = [format_text(args.query_instruction_for_rerank, unescape(args.query_instruction_format), r["query"])
+          for r in rows]
+    ps = [[format_text(args.passage_instruction_for_rerank, unescape(args.passage_instruction_format), p)
+           for p in r["pos"] + r["neg"]] for r in rows]
+    prefixes, suffixes = layout.encode(qs, ps)
+    path = PrefixPath(lm, device, yes_id, pad_id, side, args.eval_batch_size)
+    return path.run(prefixes, suffixes, progress=args.show_progress)
+
+
+def eval_groups(rows, scores) -> dict:
+    """Group top-1 / MAP (helpers.rerank_stats) and the mean group cross-entropy (first positive)."""
+    scored = [dict(r, pos_scores=s[:len(r["pos"])], neg_scores=s[len(r["pos"]):]) for r, s in zip(rows, scores)]
+    st = group_rank_stats(scored)
+    ce = [float(torch.logsumexp(torch.tensor(s), 0) - s[0]) for s in scores]
+    return {"group_top1": st["top1"], "group_map": st["map"], "group_size": st["groups_size_mean"],
+            "group_ce": sum(ce) / len(ce)}
+
+
+def write_base_name(adapter_dir, base_name: str) -> None:
+    """Record the base model as given (e.g. ``demo:gemma-3-270m``), not this machine's cache path."""
+    cfg = Path(adapter_dir) / "adapter_config.json"
+    d = json.loads(cfg.read_text(encoding="utf-8"))
+    d["base_model_name_or_path"] = base_name
+    cfg.write_text(json.dumps(d, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def train_reranker(args: RerankerTrainArgs) -> list[dict]:
+    """Train; returns the per-epoch metrics rows (also in ``output_dir/metrics.jsonl``)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from helpers.models import resolve_model
+    t0 = time.time()
+    log.info("train_reranker arguments: %s", json.dumps(asdict(args), ensure_ascii=False))
+    devices = parse_devices(args.devices)
+    if len(devices) > 1:
+        raise ValueError(f"train_reranker runs on one device, got {devices}")
+    device = devices[0]
+    check_writable(Path(args.output_dir) / "metrics.jsonl")
+    train_rows = load_rows(args.train_data, args, args.max_train_queries)
+    eval_rows = load_rows(args.eval_data, args) if args.eval_data else None
+    path = resolve_model(args.model_name_or_path)
+    tok = AutoTokenizer.from_pretrained(path, trust_remote_code=args.trust_remote_code)
+    lm = AutoModelForCausalLM.from_pretrained(path, dtype=dtype_for(device, args.fp16), use_safetensors=True,
+                                              trust_remote_code=args.trust_remote_code).to(device)
+    layout = DecoderLayout(tok, args.max_len, args.query_max_len, unescape(args.prompt))
+    yes_id = tok("Yes", add_special_tokens=False)["input_ids"][0]
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
+    side = getattr(tok, "padding_side", "left")
+    n_layers = lm.config.get_text_config().num_hidden_layers
+    layers = None
+    if args.lora_last_layers:
+        layers = tuple(range(max(0, n_layers - int(args.lora_last_layers)), n_layers))
+    tcfg = TrainConfig(
+        output_dir=args.output_dir, learning_rate=args.learning_rate, num_train_epochs=args.num_train_epochs,
+        gradient_accumulation_steps=args.gradient_accumulation_steps, warmup_ratio=args.warmup_ratio,
+        weight_decay=args.weight_decay, max_grad_norm=args.max_grad_norm, seed=args.seed, fp16=args.fp16,
+        gradient_checkpointing=args.gradient_checkpointing, lora_rank=args.lora_rank,
+        lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
+        target_modules=tuple(t.strip() for t in args.target_modules.split(",") if t.strip()),
+        layers_to_transform=layers, overwrite_output_dir=args.overwrite_output_dir,
+        show_progress=args.show_progress,
+        resume_keys={k: v for k, v in asdict(args).items() if k not in (
+            "num_train_epochs", "output_dir", "overwrite_output_dir", "show_progress", "devices",
+            "eval_batch_size", "eval_data")})
+    model = add_lora(lm, tcfg)
+    base = model.get_base_model()
+    head = YesHead(base, device, yes_id, pad_id, side, args.per_device_train_batch_size)
+    batches = PairBatches(train_rows, layout, args, pad_id, side)
+    n_pairs = len(batches) * args.per_device_train_batch_size * args.train_group_size
+    log.info("train: %d queries -> %d batches/epoch of %d x %d pairs (%d pairs/epoch); LoRA layers %s",
+             len(train_rows), len(batches), args.per_device_train_batch_size, args.train_group_size, n_pairs,
+             "all" if layers is None else f"{layers[0]}-{layers[-1]} of {n_layers}")
+
+    def loss_fn(m, batch):
+        return group_ce_loss(head.score_full(batch["input_ids"], batch["attention_mask"]), batch["group_size"])
+
+    def epoch_end(epoch, m, adapter_dir):
+        if eval_rows is None:
+            return {}
+        t = time.time()
+        was = m.training
+        m.eval()
+        try:
+            scores = score_rows(base, layout, eval_rows, args, device, yes_id, pad_id, side)
+        finally:
+            m.train(was)
+        return {**eval_groups(eval_rows, scores), "eval_seconds": round(time.time() - t, 2)}
+
+    rows = fit(model, loss_fn, batches, len(batches), tcfg, device, epoch_end=epoch_end,
+               save_extra=lambda d: write_base_name(d, args.model_name_or_path))
+    log.info("train_reranker done in %.1f s -> %s", time.time() - t0, args.output_dir)
+    return rows
+
+
+def main(argv=None) -> None:
+    from helpers.evaluate import build_parser
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    a = build_parser(RerankerTrainArgs, __doc__).parse_args(argv)
+    try:
+        rows = train_reranker(RerankerTrainArgs(**vars(a)))
+    except (InputError, ValueError, FileNotFoundError) as e:
+        raise SystemExit(f"error: {e}")
+    for r in rows:
+        print(json.dumps(r))
+
+
+if __name__ == "__main__":
+    main()
