@@ -70,6 +70,18 @@ def _check_args(a: ScoreArgs):
         raise ValueError("--output_file must differ from --input_file")
 
 
+def _check_model_args(a: ScoreArgs):
+    from .models import resolve_model
+    from .reranker import MODEL_CLASSES as classes
+    if a.reranker_model_class not in classes:
+        raise ValueError(f"--reranker_model_class {a.reranker_model_class!r} is not supported; "
+                         f"choose one of {', '.join(classes)}")
+    resolve_model(a.reranker_name_or_path)          # a missing model folder fails here, not after loading
+    if a.peft_adapter and not (Path(a.peft_adapter) / "adapter_config.json").is_file():
+        raise FileNotFoundError(f"--peft_adapter {a.peft_adapter!r}: no adapter_config.json there "
+                                "(a local LoRA adapter folder is needed; nothing is downloaded)")
+
+
 def check_rows(rows, path, overwrite=False):
     """The fields scoring needs: query, a non-empty pos list, a neg list, no scores yet."""
     for r in rows:
@@ -104,6 +116,8 @@ def add_reranker_score(args: ScoreArgs, reranker=None) -> dict:
     if out.exists() and not prog_path.exists() and not args.overwrite:
         raise ValueError(f"{out} exists; pass --overwrite True to replace it")
     check_writable(out)
+    if reranker is None:       # model arguments checked before any progress file is written
+        _check_model_args(args)
     n, c = len(rows), int(args.chunk_size)
     header = dict(input_sha256=file_sha256(args.input_file), settings=args.score_settings(), n_queries=n)
     progress = Progress(prog_path, header, overwrite=args.overwrite)
@@ -192,4 +206,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    from helpers.cli import run
+    run(main)

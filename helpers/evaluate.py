@@ -392,4 +392,5 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from helpers.cli import run
+    run(main)

@@ -126,6 +126,10 @@ def hn_mine(args: HnMineArgs, embedder: Optional[Embedder] = None,
         raise FileExistsError(f"{out} exists and overwrite is False")
     check_writable(out)
     rows, corpus_ids, corpus_texts = _load_inputs(args)
+    if args.negative_number > len(corpus_ids) - 1:
+        src = args.candidate_pool or f"{args.input_file} (its pos/neg, no candidate_pool given)"
+        raise ValueError(f"negative_number {args.negative_number} is larger than the corpus allows: {src} "
+                         f"has {len(corpus_ids)} passages, so at most {len(corpus_ids) - 1} negatives per query")
     check_positive_texts(rows, corpus_ids, corpus_texts, args.input_file)
     log.info("hn_mine %s: %d queries, corpus %d passages (%s), range [%d:%d], %d negatives, seed %d",
              args.input_file, len(rows), len(corpus_ids), args.candidate_pool or "pos/neg of the input",
@@ -226,4 +230,5 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from helpers.cli import run
+    run(main)

@@ -23,7 +23,7 @@ import torch
 from helpers.devices import dtype_for, parse_devices
 from helpers.embedder import DEFAULT_QUERY_FORMAT, MODEL_CLASSES, Embedder, EmbedderConfig, \
     load_embedding_model, manual_eos
-from helpers.io_utils import check_writable, load_corpus
+from helpers.io_utils import check_writable, load_corpus, validate_queries
 from helpers.launch import dataclass_argv, inside_torchrun, launch
 from helpers.losses import EmbedderLoss
 from helpers.metrics import retrieval_metrics
@@ -180,6 +180,8 @@ def _train(args: KDArgs, devices: list[str], on_log=None) -> list[dict]:
     train_rows = load_group_rows(args.train_data, dcfg)
     eval_rows = load_group_rows(args.eval_data, dcfg) if args.eval_data else None
     corpus_ids, corpus_texts = load_corpus(args.corpus_file) if args.corpus_file else (None, None)
+    if eval_rows is not None and corpus_ids is not None:    # gold ids absent would score 0 silently
+        validate_queries(eval_rows, args.eval_data, corpus_ids=set(corpus_ids))
     dtype = dtype_for(device, args.fp16)
     model, tok = load_embedding_model(args.model_name_or_path, args.embedder_model_class, device, dtype,
                                       args.load_in_4bit, args.trust_remote_code)
@@ -283,4 +285,5 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from helpers.cli import run
+    run(main)

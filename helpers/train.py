@@ -234,10 +234,16 @@ def fit(model, loss_fn: Callable, batches: Callable[[int], Iterable], num_batche
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
-        rows = [r for r in read_jsonl(out / "metrics.jsonl") if r["epoch"] <= start_epoch] \
-            if (out / "metrics.jsonl").exists() else []
-        rows = [{k: v for k, v in r.items() if k != "__line__"} for r in rows]
+        if "metrics" in state:
+            rows = json.loads(state["metrics"])
+        else:     # a state written before the rows were kept in it
+            rows = [r for r in read_jsonl(out / "metrics.jsonl") if r["epoch"] <= start_epoch] \
+                if (out / "metrics.jsonl").exists() else []
+            rows = [{k: v for k, v in r.items() if k != "__line__"} for r in rows]
         history = json.loads(state["history"])
+        if rank == 0:     # a kill may have come between the state and these two files
+            write_jsonl(out / "metrics.jsonl", rows)
+            write_json(out / "loss_history.json", history)
         log.info("resuming %s after epoch %d (global step %d)", out, start_epoch, step)
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
@@ -304,9 +310,11 @@ def fit(model, loss_fn: Callable, batches: Callable[[int], Iterable], num_batche
             if epoch_end is not None:
                 metrics.update(epoch_end(epoch, model, adapter_dir) or {})
             rows.append(metrics)
+            # the state (which also holds the rows) first: a kill between the two writes leaves a
+            # state that resumes and rewrites metrics.jsonl, never metrics.jsonl without a state
+            _save_state(out, model, opt, sched, scaler, epoch, step, history, cfg, rows)
             write_jsonl(out / "metrics.jsonl", rows)
             write_json(out / "loss_history.json", history)
-            _save_state(out, model, opt, sched, scaler, epoch, step, history, cfg)
             log.info("epoch %d: %s", epoch, {k: (round(v, 4) if isinstance(v, float) else v)
                                              for k, v in metrics.items()})
             if on_log:
@@ -325,11 +333,12 @@ class _null:
         return False
 
 
-def _save_state(out, model, opt, sched, scaler, epoch, step, history, cfg):
+def _save_state(out, model, opt, sched, scaler, epoch, step, history, cfg, rows=()):
     tmp = out / f".{STATE_FILE}.tmp"
     torch.save({"epoch": epoch, "global_step": step, "trainable": trainable_state(model),
                 "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                 "scaler": scaler.state_dict(), "history": json.dumps(history),
+                "metrics": json.dumps(list(rows)),
                 "resume_keys": json.dumps(cfg.resume_keys, default=str)}, tmp)
     os.replace(tmp, out / STATE_FILE)
 
