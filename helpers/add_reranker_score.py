@@ -199,10 +199,7 @@ def parse_args(argv=None) -> ScoreArgs:
 
 def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        add_reranker_score(parse_args(argv))
-    except (InputError, ValueError, FileNotFoundError) as e:
-        raise SystemExit(f"error: {e}")
+    add_reranker_score(parse_args(argv))     # bad input: helpers.cli prints one 'error:' line
 
 
 if __name__ == "__main__":

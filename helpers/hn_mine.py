@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import logging
+import random
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -28,8 +29,9 @@ from typing import Optional
 import numpy as np
 
 from helpers.embedder import MODEL_CLASSES, Embedder, EmbedderConfig
-from helpers.io_utils import InputError, check_writable, load_corpus, read_jsonl, validate_queries, write_jsonl
+from helpers.io_utils import check_writable, load_corpus, read_jsonl, validate_queries, write_jsonl
 from helpers.metrics import ids_from_indices, retrieval_metrics
+from helpers.models import resolve_model
 from helpers.mining import (check_positive_texts, corpus_from_queries, parse_range, sample_negatives,
                             shuffle_rows)
 from helpers.search import search
@@ -72,6 +74,8 @@ class HnMineArgs:
     trust_remote_code: bool = field(default=False, metadata={"help": "allow model code from the model folder"})
     seed: int = field(default=42, metadata={"help": "seed of the sampling, top-up, examples and shuffle"})
     overwrite: bool = field(default=True, metadata={"help": "replace an existing output_file (False: refuse)"})
+    max_queries: Optional[int] = field(default=None, metadata={
+        "help": "mine only a seeded sample of this many queries (input order kept); default: all"})
 
     def embedder_config(self) -> EmbedderConfig:
         ex_file = self.examples_file
@@ -109,6 +113,14 @@ def _load_inputs(args: HnMineArgs):
         validate_queries(rows, args.input_file)
         corpus_ids, corpus_texts = corpus_from_queries(rows, args.input_file)
     validate_queries(rows, args.input_file, corpus_ids=set(corpus_ids))
+    if args.max_queries is not None:
+        if args.max_queries < 1:
+            raise ValueError(f"max_queries must be at least 1, got {args.max_queries}")
+        if args.max_queries < len(rows):
+            keep = sorted(random.Random(args.seed).sample(range(len(rows)), args.max_queries))
+            log.info("max_queries %d: mining a seeded sample of %d of %d queries", args.max_queries,
+                     len(keep), len(rows))
+            rows = [rows[i] for i in keep]
     return rows, corpus_ids, corpus_texts
 
 
@@ -124,6 +136,10 @@ def hn_mine(args: HnMineArgs, embedder: Optional[Embedder] = None,
     out = Path(args.output_file)
     if out.exists() and not args.overwrite:
         raise FileExistsError(f"{out} exists and overwrite is False")
+    cfg = None
+    if embedder is None:     # model name and class checked before any input is read
+        resolve_model(args.embedder_name_or_path)
+        cfg = args.embedder_config()
     check_writable(out)
     rows, corpus_ids, corpus_texts = _load_inputs(args)
     if args.negative_number > len(corpus_ids) - 1:
@@ -135,7 +151,7 @@ def hn_mine(args: HnMineArgs, embedder: Optional[Embedder] = None,
              args.input_file, len(rows), len(corpus_ids), args.candidate_pool or "pos/neg of the input",
              a, b, args.negative_number, args.seed)
     if embedder is None:
-        embedder = Embedder(args.embedder_config())
+        embedder = Embedder(cfg)
     t1 = time.time()
     key = hashlib.sha1("\x00".join(corpus_texts).encode("utf-8")).hexdigest()
     if corpus_cache is not None and key in corpus_cache:
@@ -221,10 +237,7 @@ def main(argv=None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = HnMineArgs(**vars(build_parser().parse_args(argv)))
     log.info("arguments: %s", args)
-    try:
-        res = hn_mine(args)
-    except (InputError, ValueError, FileExistsError, FileNotFoundError) as e:
-        raise SystemExit(f"hn_mine: {e}")
+    res = hn_mine(args)     # bad input: helpers.cli prints one 'error:' line
     for k, v in res.stats.items():
         print(f"{k:24s} {v}")
 

@@ -168,6 +168,7 @@ def _train(args: KDArgs, devices: list[str], on_log=None) -> list[dict]:
     device = devices[0] if world == 1 or devices[0] == "cpu" else f"cuda:{local}"
     init_distributed(device)
     log.info("kd_finetune arguments: %s", json.dumps(asdict(args), ensure_ascii=False))
+    resolve_model(args.model_name_or_path)      # a missing model folder fails before any work
     check_writable(Path(args.output_dir) / "metrics.jsonl")
     dcfg = GroupDataConfig(
         train_group_size=args.train_group_size, query_max_len=args.query_max_len,
