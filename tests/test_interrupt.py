@@ -16,9 +16,6 @@ from tests.test_data import tiny_input
 from tests.test_mining import write_inputs
 from tests.test_train_kd import args as kd_args, tiny  # noqa: F401  (tiny: the fixture)
 
-pytestmark = pytest.mark.integration
-
-
 @pytest.fixture(autouse=True)
 def _one_thread():
     with one_thread():
@@ -47,6 +44,7 @@ def rerun(tmp_path, cmd):
 
 
 # ----------------------------------------------------------------------------- prepare
+@pytest.mark.integration
 @pytest.mark.parametrize("killpoint, what", [
     ("helpers.io_utils:dumps:30", "while writing train_queries.jsonl (row 10)"),
     ("helpers.io_utils:write_json:2", "after examples.json, before stats.json"),
@@ -68,6 +66,7 @@ MINE_FLAGS = ["--embedder_name_or_path", "demo:all-minilm-l6-v2", "--embedder_mo
               "--batch_size", "4", "--embedder_query_max_length", "32", "--embedder_passage_max_length", "32"]
 
 
+@pytest.mark.integration
 def test_mine_killed_inside_the_embedding_loop_and_rerun(tmp_path):
     from helpers.hn_mine import HnMineArgs, build_parser, hn_mine
     d = write_inputs(tmp_path / "d", n_corpus=40, n_queries=8)
@@ -83,6 +82,7 @@ def test_mine_killed_inside_the_embedding_loop_and_rerun(tmp_path):
 
 
 # ----------------------------------------------------------------------------- eval
+@pytest.mark.integration
 def test_eval_killed_inside_the_embedding_loop_and_rerun(tmp_path):
     from helpers.evaluate import EvalArgs, build_parser, run_evaluation
     d = write_inputs(tmp_path / "d", n_corpus=40, n_queries=8)
@@ -110,6 +110,7 @@ def _no_seconds(rows):
     return [{k: v for k, v in r.items() if not k.endswith("seconds")} for r in rows]
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("killpoint, what", [
     ("helpers.train:_LossModule.forward:3", "epoch 2, first batch"),
     ("helpers.io_utils:write_jsonl:1", "epoch 1 end: training state saved, metrics.jsonl not yet"),
@@ -133,3 +134,31 @@ def test_train_killed_and_rerun_resumes_to_the_same_metrics_and_adapter(tiny, tm
         assert (out / name / "adapter_model.safetensors").read_bytes() == \
             (tmp_path / "ref" / name / "adapter_model.safetensors").read_bytes()
     assert (out / "loss_history.json").read_bytes() == (tmp_path / "ref" / "loss_history.json").read_bytes()
+
+
+# ----------------------------------------------------------------------------- run_all --from
+def test_run_all_from_continues_a_failed_chain(tmp_path, monkeypatch):
+    """A chain stopped at a step (failed or killed) continues with --from that step; the earlier
+    steps are not run again and stay recorded in the manifest. (A second run_all on the same run
+    folder is refused: tests/test_run_all.py::test_second_run_on_same_folder_refuses.)"""
+    import yaml
+    import run_all
+    ran = []
+
+    def step(s, run_dir, index):
+        ran.append(s["name"])
+        if s["name"] == "mine" and len(ran) == 2:
+            raise run_all.ChainError("step 'mine' failed (simulated)")
+        return 0.01
+    monkeypatch.setattr(run_all, "run_step", step)
+    steps = [{"name": n, "notebook": "00_prepare_data", "parameters": {"seed": i}}
+             for i, n in enumerate(["prepare", "mine", "score"])]
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump({"run_name": "r", "output_root": str(tmp_path), "steps": steps}))
+    assert run_all.main(["--profile", str(tmp_path / "p.yaml")]) == 1
+    manifest = tmp_path / "r" / "manifest.json"
+    m = json.loads(manifest.read_text())
+    assert ran == ["prepare", "mine"] and m["steps"]["mine"]["status"] == "failed" and "score" not in m["steps"]
+    assert run_all.main(["--profile", str(tmp_path / "p.yaml"), "--from", "mine"]) == 0
+    m = json.loads(manifest.read_text())
+    assert ran == ["prepare", "mine", "mine", "score"]
+    assert [m["steps"][n]["status"] for n in ("prepare", "mine", "score")] == ["done"] * 3
