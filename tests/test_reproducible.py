@@ -11,22 +11,26 @@ import pytest
 from tests.sandbox import REPO, one_thread
 
 
+def mine_args(inp, out, corpus, seed):
+    from helpers.hn_mine import HnMineArgs
+    return HnMineArgs(
+        embedder_name_or_path="demo:all-minilm-l6-v2", embedder_model_class="encoder-only-base",
+        input_file=str(inp), output_file=str(out), candidate_pool=str(corpus), range_for_sampling="1-12",
+        negative_number=3, seed=seed, shuffle_data=True, devices=["cpu"], batch_size=8,
+        embedder_query_max_length=32, embedder_passage_max_length=32)
+
+
 def run_chain(root: Path, teacher: str, seed: int = 42) -> dict:
     from helpers.add_reranker_score import ScoreArgs, add_reranker_score
     from helpers.evaluate import EvalArgs, run_evaluation
-    from helpers.hn_mine import HnMineArgs, hn_mine
+    from helpers.hn_mine import hn_mine
     from helpers.kd_finetune import KDArgs, kd_finetune
     from helpers.prepare_data import PrepareArgs, prepare_data
     from tests.test_data import tiny_input
     data, mined, scored, kd = root / "data", root / "mined", root / "scored", root / "kd"
     prepare_data(PrepareArgs(input_dir=str(tiny_input(root / "in", n_questions=8)), output_dir=str(data), seed=seed))
     for split in ("train", "test"):
-        hn_mine(HnMineArgs(
-            embedder_name_or_path="demo:all-minilm-l6-v2", embedder_model_class="encoder-only-base",
-            input_file=str(data / f"{split}_queries.jsonl"), output_file=str(mined / f"{split}.jsonl"),
-            candidate_pool=str(data / "corpus.jsonl"), range_for_sampling="1-12", negative_number=3, seed=seed,
-            shuffle_data=True, devices=["cpu"], batch_size=8, embedder_query_max_length=32,
-            embedder_passage_max_length=32))
+        hn_mine(mine_args(data / f"{split}_queries.jsonl", mined / f"{split}.jsonl", data / "corpus.jsonl", seed))
         add_reranker_score(ScoreArgs(input_file=str(mined / f"{split}.jsonl"), output_file=str(scored / f"{split}.jsonl"),
                                      reranker_name_or_path=teacher, reranker_max_length=48, devices=["cpu"]))
     train = kd_finetune(KDArgs(
@@ -59,7 +63,9 @@ def test_the_tiny_chain_twice_with_the_same_seed(tmp_path):
     with one_thread():
         a = run_chain(tmp_path / "a", teacher)
         b = run_chain(tmp_path / "b", teacher)
-        c = run_chain(tmp_path / "c", teacher, seed=7)
+        from helpers.hn_mine import hn_mine
+        data = tmp_path / "a" / "data"
+        hn_mine(mine_args(data / "train_queries.jsonl", tmp_path / "c" / "mined" / "train.jsonl", data / "corpus.jsonl", 7))
     for sub in ("mined", "scored"):
         for split in ("train", "test"):
             fa, fb = (tmp_path / x / sub / f"{split}.jsonl" for x in "ab")
