@@ -32,21 +32,23 @@ def read_jsonl(path) -> list[dict]:
     if not path.exists():
         raise InputError(path, None, None, "file does not exist")
     rows = []
-    try:
-        with open(path, encoding="utf-8") as f:
-            for i, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise InputError(path, i, None, f"not valid JSON ({e.msg} at column {e.colno})") from None
-                if not isinstance(obj, dict):
-                    raise InputError(path, i, None, f"expected a JSON object, got {type(obj).__name__}")
-                obj["__line__"] = i
-                rows.append(obj)
-    except UnicodeDecodeError as e:
-        raise InputError(path, None, None, f"not UTF-8 ({e.reason} at byte {e.start})") from None
+    with open(path, "rb") as f:           # bytes, so a bad byte is named by its line and column
+        for i, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise InputError(path, i, None, f"not UTF-8 (byte 0x{raw[e.start]:02x} at column "
+                                                f"{len(raw[:e.start].decode('utf-8')) + 1})") from None
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise InputError(path, i, None, f"not valid JSON ({e.msg} at column {e.colno})") from None
+            if not isinstance(obj, dict):
+                raise InputError(path, i, None, f"expected a JSON object, got {type(obj).__name__}")
+            obj["__line__"] = i
+            rows.append(obj)
     if not rows:
         raise InputError(path, None, None, "file is empty")
     return rows

@@ -50,7 +50,7 @@ def load_group_rows(path, cfg: GroupDataConfig) -> list[dict]:
         validate_queries(rows, path, need_neg=cfg.train_group_size > 1,
                          need_scores=cfg.knowledge_distillation)
     except InputError as e:
-        if cfg.knowledge_distillation and e.field in ("pos_scores", "neg_scores"):
+        if cfg.knowledge_distillation and e.field in ("pos_scores", "neg_scores") and str(e).endswith(": missing"):
             raise InputError(path, e.line, e.field, str(e).split(": ", 1)[-1] + ". knowledge_distillation "
                              "needs a scored file (02_reranker_score); or set knowledge_distillation "
                              "False to train on hard negatives only") from None

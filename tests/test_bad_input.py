@@ -302,7 +302,7 @@ def _(tmp):
     return train(tmp)
 
 
-@case("train-nan-teacher-score", r"train\.jsonl, line 3, field 'neg_scores': contains NaN or infinity")
+@case("train-nan-teacher-score", r"train\.jsonl, line 3, field 'neg_scores': contains NaN or infinity$")
 def _(tmp):
     scored_files(tmp, lambda rows: rows[2].update(neg_scores=[1.0, float("nan"), 0.0]))
     return train(tmp)
@@ -371,7 +371,7 @@ def _(tmp):
     return evaluate(tmp)
 
 
-@case("eval-queries-not-utf8", r"queries\.jsonl: not UTF-8")
+@case("eval-queries-not-utf8", r"queries\.jsonl, line 4: not UTF-8 \(byte 0xe9 at column \d+\)")
 def _(tmp):
     d = mined_inputs(tmp)
     (d / "queries.jsonl").write_bytes((d / "queries.jsonl").read_bytes().replace(b"question 3", b"question \xe9"))
