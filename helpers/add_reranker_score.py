@@ -9,7 +9,6 @@ and writes the same bytes; the output file appears only when complete.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import logging
 import time
@@ -19,6 +18,7 @@ from typing import Optional
 
 from tqdm.auto import tqdm
 
+from .cli import dataclass_parser, str2bool
 from .io_utils import InputError, check_writable, read_jsonl, write_jsonl
 from .prompts import RERANK_PROMPT, unescape
 from .rerank_progress import Progress, file_sha256, progress_path
@@ -162,34 +162,13 @@ def build_reranker(args: ScoreArgs):
         yes_only=args.yes_only, sort_by_length=args.sort_by_length, share_prefix=args.share_query_prefix)
 
 
-def str2bool(v) -> bool:
-    if isinstance(v, bool):
-        return v
-    if str(v).lower() in ("true", "1", "yes", "y"):
-        return True
-    if str(v).lower() in ("false", "0", "no", "n"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected True or False, got {v!r}")
-
-
 ALIASES = {"query_instruction_format": ["--query_instruction_format_for_rerank"],
            "passage_instruction_format": ["--passage_instruction_format_for_rerank"],
            "peft_adapter": ["--reranker_peft_path"]}
 
 
 def parse_args(argv=None) -> ScoreArgs:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    for f in dataclasses.fields(ScoreArgs):
-        names = ["--" + f.name] + ALIASES.get(f.name, [])
-        kw = dict(default=f.default, help=f.metadata.get("help"), dest=f.name)
-        if f.type in ("bool", bool):
-            p.add_argument(*names, type=str2bool, nargs="?", const=True, **kw)
-        elif f.name == "devices":
-            p.add_argument(*names, nargs="+", **kw)
-        elif f.type in ("int", "Optional[int]"):
-            p.add_argument(*names, type=int, **kw)
-        else:
-            p.add_argument(*names, type=str, **kw)
+    p = dataclass_parser(ScoreArgs, __doc__, prog="python -m helpers.add_reranker_score", aliases=ALIASES)
     p.add_argument("--use_bf16", type=str2bool, nargs="?", const=True, default=False,
                    help="Accepted for FlagEmbedding compatibility: the dtype follows the GPU (see --use_fp16).")
     ns = vars(p.parse_args(argv))

@@ -17,7 +17,6 @@ unseen) under ``output_dir``; each file atomically replaced.
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import logging
@@ -29,6 +28,7 @@ from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
+from .cli import dataclass_parser
 from .io_utils import atomic_path, check_writable, load_corpus, read_jsonl, validate_queries, write_json, write_jsonl
 from .metrics import ids_from_indices, per_query
 from .models import resolve_model
@@ -344,39 +344,8 @@ def evaluate_models(specs: Sequence[dict], queries_file: str, corpus_file: str, 
 
 
 # ----------------------------------------------------------------------------- command line
-def str2bool(v) -> bool:
-    if isinstance(v, bool):
-        return v
-    s = str(v).strip().lower()
-    if s in ("true", "1", "yes", "y"):
-        return True
-    if s in ("false", "0", "no", "n"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected True or False, got {v!r}")
-
-
-def none_or_str(v):
-    return None if v is None or str(v).strip().lower() in ("none", "") else str(v)
-
-
-def build_parser(cls, description: str) -> argparse.ArgumentParser:
-    """One ``--flag`` per dataclass field, its help text and type (booleans take True/False)."""
-    from dataclasses import MISSING
-    import typing
-    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    hints = typing.get_type_hints(cls)
-    for f in fields(cls):
-        t = hints[f.name]
-        base = next((a for a in typing.get_args(t) if a is not type(None)), t)
-        conv = {bool: str2bool, int: int, float: float}.get(base, none_or_str)
-        kw = {"help": f.metadata.get("help", ""), "type": conv}
-        if f.default is MISSING:
-            kw["required"] = True
-        else:
-            kw["default"] = f.default
-            kw["help"] += f" (default: {f.default})"
-        p.add_argument(f"--{f.name}", **kw)
-    return p
+def build_parser(cls, description: str):
+    return dataclass_parser(cls, description)
 
 
 def main(argv=None) -> None:

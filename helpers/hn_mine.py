@@ -17,17 +17,17 @@ examples come per query from examples.json (same construct, then subject, then a
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import logging
 import random
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
+from helpers.cli import dataclass_parser
 from helpers.embedder import MODEL_CLASSES, Embedder, EmbedderConfig
 from helpers.io_utils import check_writable, load_corpus, read_jsonl, validate_queries, write_jsonl
 from helpers.metrics import ids_from_indices, retrieval_metrics
@@ -195,42 +195,12 @@ def hn_mine(args: HnMineArgs, embedder: Optional[Embedder] = None,
 
 
 # ----------------------------------------------------------------------------- command line
-def str2bool(v) -> bool:
-    if isinstance(v, bool):
-        return v
-    s = str(v).strip().lower()
-    if s in ("true", "1", "yes", "y", "t"):
-        return True
-    if s in ("false", "0", "no", "n", "f"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected True or False, got {v!r}")
-
-
 ALIASES = {"query_instruction_format": ["--query_instruction_format_for_retrieval"]}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from dataclasses import MISSING
-    p = argparse.ArgumentParser(prog="python -m helpers.hn_mine", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    for f in fields(HnMineArgs):
-        kw = {"help": f.metadata.get("help", ""), "dest": f.name}
-        if f.default is MISSING:
-            kw["required"] = True
-        else:
-            kw["default"] = f.default
-        t = str(f.type)
-        if "bool" in t:
-            kw["type"] = str2bool
-            kw["metavar"] = "True|False"
-        elif "int" in t:
-            kw["type"] = int
-        elif "list" in t:
-            kw["nargs"] = "+"
-        if f.name == "embedder_model_class":
-            kw["choices"] = MODEL_CLASSES
-        p.add_argument(f"--{f.name}", *ALIASES.get(f.name, []), **kw)
-    return p
+def build_parser():
+    return dataclass_parser(HnMineArgs, __doc__, prog="python -m helpers.hn_mine", aliases=ALIASES,
+                            choices={"embedder_model_class": MODEL_CLASSES})
 
 
 def main(argv=None) -> None:

@@ -5,12 +5,12 @@
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from .cli import dataclass_parser
 from .data import build_queries, corpus_rows, load_misconceptions, load_questions
 from .io_utils import check_writable, write_json, write_jsonl
 from .prompts import QUERY_TEMPLATE, RETRIEVAL_INSTRUCTION, unescape
@@ -57,28 +57,10 @@ def prepare_data(args: PrepareArgs) -> dict:
     return stats
 
 
-def add_dataclass_args(parser: argparse.ArgumentParser, cls) -> None:
-    """Add one ``--name`` flag per dataclass field, with its help text and type."""
-    from dataclasses import MISSING
-    for f in fields(cls):
-        kw = {"help": f.metadata.get("help", "")}
-        if f.default is MISSING:
-            kw["required"] = True
-        else:
-            kw["default"] = f.default
-        typ = f.type if not isinstance(f.type, str) else {"int": int, "float": float, "str": str,
-                                                           "bool": str}.get(f.type, str)
-        kw["type"] = typ
-        parser.add_argument(f"--{f.name}", **kw)
-
-
 def main(argv=None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_dataclass_args(p, PrepareArgs)
-    a = p.parse_args(argv)
-    if a.split not in SPLITS:
-        p.error(f"--split {a.split!r}: choose one of {', '.join(SPLITS)}")
+    a = dataclass_parser(PrepareArgs, __doc__, prog="python -m helpers.prepare_data",
+                         choices={"split": SPLITS}).parse_args(argv)
     stats = prepare_data(PrepareArgs(**vars(a)))
     for k, v in stats.items():
         print(f"{k:42s} {v}")
