@@ -10,11 +10,10 @@ re-launched under torchrun, one process per device.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -257,22 +256,10 @@ def _train(args: KDArgs, devices: list[str], on_log=None) -> list[dict]:
     return rows
 
 
-def build_parser() -> argparse.ArgumentParser:
-    import typing
-    from helpers.evaluate import none_or_str, str2bool
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    hints = typing.get_type_hints(KDArgs)
-    for f in fields(KDArgs):
-        t = hints[f.name]
-        base = next((a for a in typing.get_args(t) if a is not type(None)), t)
-        kw = {"help": f"{f.metadata['help']} (default: {f.default})", "default": f.default}
-        if base is bool:      # HF style: --flag, --flag True, --flag False
-            kw.update(type=str2bool, nargs="?", const=True)
-        else:
-            kw["type"] = {int: int, float: float}.get(base, none_or_str)
-        names = [f"--{f.name}"] + (["--save_merged"] if f.name == "save_merged_lora_model" else [])
-        p.add_argument(*names, **kw)
-    return p
+def build_parser():
+    from helpers.cli import dataclass_parser
+    return dataclass_parser(KDArgs, __doc__, prog="python -m helpers.kd_finetune",
+                            aliases={"save_merged_lora_model": ["--save_merged"]})
 
 
 def main(argv=None) -> None:
