@@ -110,9 +110,18 @@ def encode(model, inputs: dict, pooling: str) -> torch.Tensor:
     return torch.nn.functional.normalize(pool(out.last_hidden_state, inputs["attention_mask"], pooling).float(), dim=-1)
 
 
-def save_tokenizer(tok, path, add_eos: bool) -> None:
-    """Save the tokenizer; decoders get ``add_eos_token: true`` so inference appends EOS too."""
+def save_tokenizer(tok, path, add_eos: bool, pooling: Optional[str] = None) -> None:
+    """Save the tokenizer; decoders get ``add_eos_token: true`` so inference appends EOS too.
+
+    Encoders also get ``1_Pooling/config.json`` (sentence-transformers' pooling file) naming the
+    pooling they were trained with, so the embedder pools them the same way at inference."""
     tok.save_pretrained(str(path))
+    if pooling and not add_eos:
+        modes = {"mean": "pooling_mode_mean_tokens", "cls": "pooling_mode_cls_token",
+                 "last_token": "pooling_mode_lasttoken"}
+        (Path(path) / "1_Pooling").mkdir(exist_ok=True)
+        (Path(path) / "1_Pooling" / "config.json").write_text(
+            json.dumps({k: k == modes[pooling] for k in modes.values()}, indent=2), encoding="utf-8")
     if add_eos:
         cfg = Path(path) / "tokenizer_config.json"
         d = json.loads(cfg.read_text(encoding="utf-8"))
@@ -120,7 +129,8 @@ def save_tokenizer(tok, path, add_eos: bool) -> None:
         cfg.write_text(json.dumps(d, ensure_ascii=False, indent=2), encoding="utf-8")
 
 
-def merge_adapter(base_name: str, adapter_dir, target, tok, add_eos: bool, trust_remote_code=False) -> None:
+def merge_adapter(base_name: str, adapter_dir, target, tok, add_eos: bool, trust_remote_code=False,
+                  pooling: Optional[str] = None) -> None:
     """Merge ``adapter_dir`` into a freshly loaded base in its stored (unquantized) precision, on CPU."""
     from peft import PeftModel
     from transformers import AutoModel
@@ -130,7 +140,7 @@ def merge_adapter(base_name: str, adapter_dir, target, tok, add_eos: bool, trust
 
     def save(tmp):
         merged.save_pretrained(str(tmp), safe_serialization=True)
-        save_tokenizer(tok, tmp, add_eos)
+        save_tokenizer(tok, tmp, add_eos, pooling)
     save_dir_atomic(Path(target), save)
 
 
@@ -241,12 +251,12 @@ def _train(args: KDArgs, devices: list[str], on_log=None) -> list[dict]:
         if args.save_merged_lora_model:
             merge_adapter(args.model_name_or_path, adapter_dir,
                           Path(args.output_dir) / f"merged_model_lora_epoch_{epoch}", tok, args.decoder,
-                          args.trust_remote_code)
+                          args.trust_remote_code, pooling)
         return out
 
     rows = fit(model, loss_fn, train_b, len(train_b), tcfg, device,
                eval_batches=(lambda: eval_b(0)) if eval_b else None, epoch_end=epoch_end,
-               save_extra=lambda d: save_tokenizer(tok, d, args.decoder), on_log=on_log,
+               save_extra=lambda d: save_tokenizer(tok, d, args.decoder, pooling), on_log=on_log,
                eval_loss_fn=eval_fn)
     if rank == 0:
         log.info("kd_finetune done in %.1f s -> %s", time.time() - t0, args.output_dir)

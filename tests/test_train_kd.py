@@ -178,3 +178,20 @@ def test_notebook_runs_through_papermill(tiny, tmp_path, repo_root):
     rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
     assert rows[0]["epoch"] == 1 and "MAP@25" in rows[0]
     assert (out / "merged_model_lora_epoch_1" / "model.safetensors").exists()
+
+
+def test_encoder_folders_record_their_training_pooling(tmp_path):
+    """A fine-tuned encoder (e.g. MiniLM, mean pooling) is pooled the same way when evaluated."""
+    from transformers import AutoTokenizer
+
+    from helpers.embedder import _encoder_pooling_default
+    from helpers.kd_finetune import save_tokenizer
+    from helpers.models import resolve_model
+    tok = AutoTokenizer.from_pretrained(resolve_model("demo:all-minilm-l6-v2"))
+    for pooling in ("mean", "cls", "last_token"):
+        d = tmp_path / pooling
+        d.mkdir()
+        save_tokenizer(tok, d, add_eos=False, pooling=pooling)
+        assert _encoder_pooling_default(str(d)) == pooling
+    save_tokenizer(tok, tmp_path / "dec", add_eos=True, pooling="last_token")
+    assert not (tmp_path / "dec" / "1_Pooling").exists()
