@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
 import re
 import time
@@ -315,12 +316,26 @@ def slug(label: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", str(label)).strip("_") or "model"
 
 
+def reuse_key(args: EvalArgs) -> dict:
+    """What must not change for a model's saved metrics to stand: the settings, the model's files
+    (name, size, mtime) and the content of the data files."""
+    import hashlib
+    model = Path(resolve_model(args.model_name_or_path))
+    files = sorted((str(f.relative_to(model)), f.stat().st_size, f.stat().st_mtime_ns)
+                   for f in model.rglob("*") if f.is_file()) if model.is_dir() else []
+    data = {k: hashlib.sha256(Path(v).read_bytes()).hexdigest() for k, v in
+            (("queries", args.queries_file), ("corpus", args.corpus_file), ("train", args.train_queries_file)) if v}
+    return json.loads(json.dumps({"args": asdict(args), "model_files": files, "data": data}))
+
+
 def evaluate_models(specs: Sequence[dict], queries_file: str, corpus_file: str, output_dir: str,
-                    train_queries_file: Optional[str] = None, **common) -> dict:
+                    train_queries_file: Optional[str] = None, reuse_existing: bool = False, **common) -> dict:
     """Run :func:`run_evaluation` for each spec (its own folder ``output_dir/<label>``); write
     ``comparison.csv`` and ``comparison.json``; returns ``{label: metrics}`` (with ``epoch``).
 
     ``common``: :class:`EvalArgs` fields for every model; a spec's own keys win.
+    ``reuse_existing``: a model whose folder already holds metrics for the same settings, model
+    files and data (``reuse_key.json``, see :func:`reuse_key`) is not evaluated again.
     """
     names = {f.name for f in fields(EvalArgs)}
     for s in specs:      # check every spec before the first (slow) model runs
@@ -334,7 +349,18 @@ def evaluate_models(specs: Sequence[dict], queries_file: str, corpus_file: str, 
                            "label": s["label"], "queries_file": queries_file, "corpus_file": corpus_file,
                            "train_queries_file": train_queries_file,
                            "output_dir": str(Path(output_dir) / slug(s["label"]))})
+        key_path = Path(args.output_dir) / "reuse_key.json"
+        key = reuse_key(args) if reuse_existing else None
+        if key is not None and key_path.exists() and (Path(args.output_dir) / "metrics.json").exists() \
+                and json.loads(key_path.read_text(encoding="utf-8")) == key:
+            m = json.loads((Path(args.output_dir) / "metrics.json").read_text(encoding="utf-8"))
+            m.pop("args", None)
+            log.info("%s: reusing the metrics in %s (same settings, model files and data)", s["label"], args.output_dir)
+            results[s["label"]] = {**m, "epoch": s.get("epoch")}
+            continue
         results[s["label"]] = {**run_evaluation(args), "epoch": s.get("epoch")}
+        if key is not None:
+            write_json(key_path, key)
         _free_memory()      # one model at a time: release the last one before loading the next
     rows = [{"epoch": m["epoch"], **r} for label, m in results.items() for r in metrics_rows(m, label)]
     with atomic_path(Path(output_dir) / "comparison.csv") as tmp:

@@ -249,8 +249,12 @@ def train_reranker(args: RerankerTrainArgs) -> list[dict]:
             m.train(was)
         return {**eval_groups(eval_rows, scores), "eval_seconds": round(time.time() - t, 2)}
 
+    def on_log(row):
+        if row.get("kind") != "epoch" and row["step"] % 10 == 0:
+            log.info("step %d: loss %.4f, lr %.2e", row["step"], row["loss"], row["lr"])
+
     rows = fit(model, loss_fn, batches, len(batches), tcfg, device, epoch_end=epoch_end,
-               save_extra=lambda d: write_base_name(d, args.model_name_or_path))
+               save_extra=lambda d: write_base_name(d, args.model_name_or_path), on_log=on_log)
     log.info("train_reranker done in %.1f s -> %s", time.time() - t0, args.output_dir)
     return rows
 
