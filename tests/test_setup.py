@@ -67,3 +67,12 @@ def test_every_parameter_line_is_seen_by_papermill(repo_root):
         src = "".join(next(c for c in cells if "parameters" in c.get("metadata", {}).get("tags", []))["source"])
         names = {m.group(1) for m in re.finditer(r"^([A-Za-z_]\w*)\s*=", src, re.M)}
         assert names == set(pm.inspect_notebook(str(nb))), f"{nb.name}: papermill misses {names - set(pm.inspect_notebook(str(nb)))}"
+
+
+def test_first_code_cell_sets_up_and_installs_wheels(repo_root):
+    import json
+    for nb in sorted((repo_root / "notebooks").glob("*.ipynb")):
+        cells = [c for c in json.load(open(nb, encoding="utf-8"))["cells"] if c["cell_type"] == "code"]
+        first = "".join(cells[0]["source"])
+        assert "install_wheels()" in first and "os.chdir(ROOT)" in first, f"{nb.name}: first code cell"
+        assert "parameters" in cells[1].get("metadata", {}).get("tags", []), f"{nb.name}: parameters come second"
