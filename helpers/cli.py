@@ -84,3 +84,9 @@ def dataclass_parser(cls, description: str = "", prog: Optional[str] = None, ali
             kw["choices"] = choices[f.name]
         p.add_argument(f"--{f.name}", *(aliases or {}).get(f.name, []), **kw)
     return p
+
+
+def arg(default, help: str):
+    """A dataclass field with its command-line help text: ``lr: float = arg(1e-4, "learning rate")``."""
+    import dataclasses
+    return dataclasses.field(default=default, metadata={"help": help})

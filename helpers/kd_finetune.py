@@ -13,12 +13,13 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
 import torch
 
+from helpers.cli import arg
 from helpers.devices import dtype_for, parse_devices
 from helpers.embedder import DEFAULT_QUERY_FORMAT, MODEL_CLASSES, Embedder, EmbedderConfig, \
     load_embedding_model, manual_eos
@@ -37,54 +38,50 @@ from helpers.train_data import GroupBatches, GroupDataConfig, load_group_rows
 log = logging.getLogger(__name__)
 
 
-def _f(default, help):
-    return field(default=default, metadata={"help": help})
-
-
 @dataclass
 class KDArgs:
-    model_name_or_path: str = _f("demo:smollm2-135m-instruct", "student: demo:<alias> or a HF folder")
-    embedder_model_class: str = _f("decoder-only-icl", "decoder-only-icl | decoder-only-base | encoder-only-base")
-    train_data: str = _f("model_output/demo/scored/train_scored.jsonl", "mined (and scored, for KD) train queries")
-    eval_data: Optional[str] = _f("model_output/demo/scored/test_scored.jsonl", "scored test queries: eval_loss and retrieval metrics")
-    corpus_file: Optional[str] = _f("model_output/demo/data/corpus.jsonl", "corpus for the per-epoch retrieval metrics")
-    output_dir: str = _f("model_output/demo/kd", "adapters, merged models, metrics.jsonl")
-    learning_rate: float = _f(1e-4, "AdamW learning rate")
-    num_train_epochs: int = _f(5, "epochs")
-    per_device_train_batch_size: int = _f(8, "queries per device per step")
-    gradient_accumulation_steps: int = _f(1, "micro-batches per optimizer step")
-    lora_rank: int = _f(64, "LoRA r")
-    lora_alpha: float = _f(32, "LoRA alpha")
-    lora_dropout: float = _f(0.1, "LoRA dropout")
-    target_modules: str = _f(",".join(DEFAULT_TARGETS), "LoRA target modules, comma-separated")
-    temperature: float = _f(0.02, "scores = q.p / temperature")
-    train_group_size: int = _f(8, "1 positive + (train_group_size - 1) negatives per query")
-    knowledge_distillation: bool = _f(True, "distill pos_scores/neg_scores; False: hard negatives only")
-    kd_loss_type: str = _f("kl_div", "kl_div (added to InfoNCE) | m3_kd_loss (alone)")
-    teacher_temperature: float = _f(1.0, "teacher targets = softmax(scores / teacher_temperature)")
-    negatives_cross_device: bool = _f(False, "share in-batch negatives across devices (DDP)")
-    query_max_len: int = _f(512, "query tokens (incl. examples, suffix, EOS)")
-    passage_max_len: int = _f(512, "passage tokens (incl. EOS)")
-    gradient_checkpointing: bool = _f(True, "recompute activations in backward (less memory)")
-    fp16: bool = _f(True, "mixed precision on CUDA: fp16 + GradScaler below cc 8, bf16 from 8; CPU: fp32")
-    warmup_ratio: float = _f(0.1, "share of steps with linear warmup (then linear decay)")
-    max_grad_norm: float = _f(1.0, "gradient clipping (0: off)")
-    weight_decay: float = _f(0.0, "AdamW weight decay")
-    seed: int = _f(42, "seed of sampling, shuffling, dropout and the eval batches")
-    load_in_4bit: bool = _f(False, "QLoRA: 4-bit base (bitsandbytes, CUDA); LoRA weights stay fp32")
-    query_instruction_for_retrieval: Optional[str] = _f(RETRIEVAL_INSTRUCTION, "instruction; a row's prompt overrides it")
-    query_instruction_format: Optional[str] = _f(None, "None: class default (<instruct>{}\\n<query>{} for icl)")
-    max_examples: int = _f(5, "decoder-only-icl: 0..max_examples in-batch examples per training query")
-    example_query_max_len: int = _f(64, "tokens of an example's query")
-    example_passage_max_len: int = _f(96, "tokens of an example's response")
-    icl_suffix_str: str = _f(ICL_SUFFIX, "ICL query suffix")
-    save_merged_lora_model: bool = _f(True, "write merged_model_lora_epoch_{n} after every epoch")
-    eval_batch_size: int = _f(32, "batch size of the per-epoch corpus/query embedding")
-    devices: Optional[str] = _f(None, "cpu | cuda:0 | 0,1 (several: torchrun); None: cuda:0 or cpu")
-    logging_steps: int = _f(1, "log the loss every n optimizer steps")
-    overwrite_output_dir: bool = _f(False, "start over instead of resuming output_dir")
-    trust_remote_code: bool = _f(False, "allow model code from the model folder")
-    show_progress: bool = _f(True, "tqdm bars")
+    model_name_or_path: str = arg("demo:smollm2-135m-instruct", "student: demo:<alias> or a HF folder")
+    embedder_model_class: str = arg("decoder-only-icl", "decoder-only-icl | decoder-only-base | encoder-only-base")
+    train_data: str = arg("model_output/demo/scored/train_scored.jsonl", "mined (and scored, for KD) train queries")
+    eval_data: Optional[str] = arg("model_output/demo/scored/test_scored.jsonl", "scored test queries: eval_loss and retrieval metrics")
+    corpus_file: Optional[str] = arg("model_output/demo/data/corpus.jsonl", "corpus for the per-epoch retrieval metrics")
+    output_dir: str = arg("model_output/demo/kd", "adapters, merged models, metrics.jsonl")
+    learning_rate: float = arg(1e-4, "AdamW learning rate")
+    num_train_epochs: int = arg(5, "epochs")
+    per_device_train_batch_size: int = arg(8, "queries per device per step")
+    gradient_accumulation_steps: int = arg(1, "micro-batches per optimizer step")
+    lora_rank: int = arg(64, "LoRA r")
+    lora_alpha: float = arg(32, "LoRA alpha")
+    lora_dropout: float = arg(0.1, "LoRA dropout")
+    target_modules: str = arg(",".join(DEFAULT_TARGETS), "LoRA target modules, comma-separated")
+    temperature: float = arg(0.02, "scores = q.p / temperature")
+    train_group_size: int = arg(8, "1 positive + (train_group_size - 1) negatives per query")
+    knowledge_distillation: bool = arg(True, "distill pos_scores/neg_scores; False: hard negatives only")
+    kd_loss_type: str = arg("kl_div", "kl_div (added to InfoNCE) | m3_kd_loss (alone)")
+    teacher_temperature: float = arg(1.0, "teacher targets = softmax(scores / teacher_temperature)")
+    negatives_cross_device: bool = arg(False, "share in-batch negatives across devices (DDP)")
+    query_max_len: int = arg(512, "query tokens (incl. examples, suffix, EOS)")
+    passage_max_len: int = arg(512, "passage tokens (incl. EOS)")
+    gradient_checkpointing: bool = arg(True, "recompute activations in backward (less memory)")
+    fp16: bool = arg(True, "mixed precision on CUDA: fp16 + GradScaler below cc 8, bf16 from 8; CPU: fp32")
+    warmup_ratio: float = arg(0.1, "share of steps with linear warmup (then linear decay)")
+    max_grad_norm: float = arg(1.0, "gradient clipping (0: off)")
+    weight_decay: float = arg(0.0, "AdamW weight decay")
+    seed: int = arg(42, "seed of sampling, shuffling, dropout and the eval batches")
+    load_in_4bit: bool = arg(False, "QLoRA: 4-bit base (bitsandbytes, CUDA); LoRA weights stay fp32")
+    query_instruction_for_retrieval: Optional[str] = arg(RETRIEVAL_INSTRUCTION, "instruction; a row's prompt overrides it")
+    query_instruction_format: Optional[str] = arg(None, "None: class default (<instruct>{}\\n<query>{} for icl)")
+    max_examples: int = arg(5, "decoder-only-icl: 0..max_examples in-batch examples per training query")
+    example_query_max_len: int = arg(64, "tokens of an example's query")
+    example_passage_max_len: int = arg(96, "tokens of an example's response")
+    icl_suffix_str: str = arg(ICL_SUFFIX, "ICL query suffix")
+    save_merged_lora_model: bool = arg(True, "write merged_model_lora_epoch_{n} after every epoch")
+    eval_batch_size: int = arg(32, "batch size of the per-epoch corpus/query embedding")
+    devices: Optional[str] = arg(None, "cpu | cuda:0 | 0,1 (several: torchrun); None: cuda:0 or cpu")
+    logging_steps: int = arg(1, "log the loss every n optimizer steps")
+    overwrite_output_dir: bool = arg(False, "start over instead of resuming output_dir")
+    trust_remote_code: bool = arg(False, "allow model code from the model folder")
+    show_progress: bool = arg(True, "tqdm bars")
 
     def __post_init__(self):
         if self.embedder_model_class not in MODEL_CLASSES:

@@ -23,12 +23,13 @@ import json
 import logging
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
 
 import torch
 
+from helpers.cli import arg
 from helpers.devices import dtype_for, parse_devices
 from helpers.io_utils import InputError, check_writable, read_jsonl, validate_queries
 from helpers.prompts import RERANK_PROMPT, unescape
@@ -42,45 +43,41 @@ from helpers.train_data import batch_indices, sample_group
 log = logging.getLogger(__name__)
 
 
-def _f(default, help):
-    return field(default=default, metadata={"help": help})
-
-
 @dataclass
 class RerankerTrainArgs:
-    model_name_or_path: str = _f("demo:gemma-3-270m", "base LLM: demo:<alias> or a HF folder")
-    train_data: str = _f("model_output/teacher/train_mined.jsonl", "mined train queries (query, pos, neg)")
-    eval_data: Optional[str] = _f(None, "mined queries scored after every epoch (group top-1 / MAP); None: none")
-    output_dir: str = _f("model_output/teacher", "lora_epoch_{n} adapters, metrics.jsonl")
-    query_instruction_for_rerank: Optional[str] = _f("A: ", "query instruction (as the scoring stage)")
-    query_instruction_format: str = _f("{}{}", "format(instruction, query)")
-    passage_instruction_for_rerank: Optional[str] = _f("B: ", "passage instruction")
-    passage_instruction_format: str = _f("{}{}", "format(instruction, passage)")
-    prompt: str = _f(RERANK_PROMPT, "prompt after the pair (as the scoring stage)")
-    max_len: int = _f(384, "max tokens of the pair = the scoring stage's --reranker_max_length")
-    query_max_len: Optional[int] = _f(None, "max query tokens = --reranker_query_max_length (None: max_len*3//4)")
-    train_group_size: int = _f(8, "1 positive + (train_group_size - 1) negatives per query")
-    per_device_train_batch_size: int = _f(2, "queries per step (each gives train_group_size pairs)")
-    gradient_accumulation_steps: int = _f(1, "micro-batches per optimizer step")
-    max_train_queries: Optional[int] = _f(None, "use a seeded sample of this many train queries; None: all")
-    learning_rate: float = _f(2e-4, "AdamW learning rate")
-    num_train_epochs: int = _f(1, "epochs")
-    warmup_ratio: float = _f(0.1, "linear warmup share, then linear decay")
-    max_grad_norm: float = _f(1.0, "gradient clipping (0: off)")
-    weight_decay: float = _f(0.0, "AdamW weight decay")
-    lora_rank: int = _f(8, "LoRA r")
-    lora_alpha: float = _f(16, "LoRA alpha")
-    lora_dropout: float = _f(0.05, "LoRA dropout")
-    target_modules: str = _f("q_proj,k_proj,v_proj,o_proj", "LoRA target modules, comma-separated")
-    lora_last_layers: Optional[int] = _f(None, "LoRA only in the last n decoder layers (smaller, faster); None: all")
-    gradient_checkpointing: bool = _f(False, "recompute activations in backward")
-    fp16: bool = _f(True, "mixed precision on CUDA (bf16 from cc 8); CPU: fp32")
-    seed: int = _f(42, "seed of sampling, batching, LoRA init and dropout")
-    eval_batch_size: int = _f(16, "pairs per forward pass when scoring eval_data")
-    devices: Optional[str] = _f(None, "cpu | cuda:0 (one device); None: cuda:0 or cpu")
-    overwrite_output_dir: bool = _f(False, "start over instead of resuming output_dir")
-    trust_remote_code: bool = _f(False, "allow model code from the model folder")
-    show_progress: bool = _f(True, "tqdm bars")
+    model_name_or_path: str = arg("demo:gemma-3-270m", "base LLM: demo:<alias> or a HF folder")
+    train_data: str = arg("model_output/teacher/train_mined.jsonl", "mined train queries (query, pos, neg)")
+    eval_data: Optional[str] = arg(None, "mined queries scored after every epoch (group top-1 / MAP); None: none")
+    output_dir: str = arg("model_output/teacher", "lora_epoch_{n} adapters, metrics.jsonl")
+    query_instruction_for_rerank: Optional[str] = arg("A: ", "query instruction (as the scoring stage)")
+    query_instruction_format: str = arg("{}{}", "format(instruction, query)")
+    passage_instruction_for_rerank: Optional[str] = arg("B: ", "passage instruction")
+    passage_instruction_format: str = arg("{}{}", "format(instruction, passage)")
+    prompt: str = arg(RERANK_PROMPT, "prompt after the pair (as the scoring stage)")
+    max_len: int = arg(384, "max tokens of the pair = the scoring stage's --reranker_max_length")
+    query_max_len: Optional[int] = arg(None, "max query tokens = --reranker_query_max_length (None: max_len*3//4)")
+    train_group_size: int = arg(8, "1 positive + (train_group_size - 1) negatives per query")
+    per_device_train_batch_size: int = arg(2, "queries per step (each gives train_group_size pairs)")
+    gradient_accumulation_steps: int = arg(1, "micro-batches per optimizer step")
+    max_train_queries: Optional[int] = arg(None, "use a seeded sample of this many train queries; None: all")
+    learning_rate: float = arg(2e-4, "AdamW learning rate")
+    num_train_epochs: int = arg(1, "epochs")
+    warmup_ratio: float = arg(0.1, "linear warmup share, then linear decay")
+    max_grad_norm: float = arg(1.0, "gradient clipping (0: off)")
+    weight_decay: float = arg(0.0, "AdamW weight decay")
+    lora_rank: int = arg(8, "LoRA r")
+    lora_alpha: float = arg(16, "LoRA alpha")
+    lora_dropout: float = arg(0.05, "LoRA dropout")
+    target_modules: str = arg("q_proj,k_proj,v_proj,o_proj", "LoRA target modules, comma-separated")
+    lora_last_layers: Optional[int] = arg(None, "LoRA only in the last n decoder layers (smaller, faster); None: all")
+    gradient_checkpointing: bool = arg(False, "recompute activations in backward")
+    fp16: bool = arg(True, "mixed precision on CUDA (bf16 from cc 8); CPU: fp32")
+    seed: int = arg(42, "seed of sampling, batching, LoRA init and dropout")
+    eval_batch_size: int = arg(16, "pairs per forward pass when scoring eval_data")
+    devices: Optional[str] = arg(None, "cpu | cuda:0 (one device); None: cuda:0 or cpu")
+    overwrite_output_dir: bool = arg(False, "start over instead of resuming output_dir")
+    trust_remote_code: bool = arg(False, "allow model code from the model folder")
+    show_progress: bool = arg(True, "tqdm bars")
 
     def __post_init__(self):
         for k in ("max_len", "train_group_size", "per_device_train_batch_size", "num_train_epochs",
