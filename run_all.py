@@ -28,6 +28,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
+from helpers.formatting import FLAG_SPELLINGS, canonical_flags  # noqa: E402
 from helpers.io_utils import write_json  # noqa: E402
 
 
@@ -87,6 +88,7 @@ def apply_overrides(steps: list[dict], sets: list[str], declared: dict[str, dict
         if "=" not in item:
             raise ChainError(f"--set {item!r}: expected key=value")
         key, raw = item.split("=", 1)
+        key = ".".join(FLAG_SPELLINGS.get(k, k) for k in key.split("."))
         value = yaml.safe_load(raw) if raw != "" else ""
         step_names = {s["name"] for s in steps}
         if "." in key and key.split(".", 1)[0] in step_names:
@@ -190,7 +192,8 @@ def main(argv=None) -> int:
                 raise ChainError(f"--var {item!r}: expected KEY=VALUE with KEY one of the profile's vars: "
                                  f"{', '.join(prof.get('vars') or {}) or '(none)'}")
             ctx[key] = value
-        steps = [dict(s, parameters=substitute(dict(s.get("parameters") or {}), ctx)) for s in prof["steps"]]
+        steps = [dict(s, parameters=canonical_flags(substitute(dict(s.get("parameters") or {}), ctx)))
+                 for s in prof["steps"]]
         import papermill as pm
         declared = {s["name"]: pm.inspect_notebook(str(notebook_path(s["notebook"]))) for s in steps}
         apply_overrides(steps, a.sets, declared)

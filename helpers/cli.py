@@ -31,6 +31,13 @@ def run(main: Callable[[Optional[list]], object], argv: Optional[list] = None) -
 
 
 # ----------------------------------------------------------------------------- dataclass -> argparse
+NONE_WORDS = ("none", "")
+
+
+def _is_none_word(v) -> bool:
+    return v is None or str(v).strip().lower() in NONE_WORDS
+
+
 def str2bool(v) -> bool:
     """HF-style booleans: True/False (also 1/0, yes/no, t/f), case-insensitive."""
     if isinstance(v, bool):
@@ -46,44 +53,107 @@ def str2bool(v) -> bool:
 
 def none_or_str(v):
     """``None`` / ``none`` / empty on a command line mean None."""
-    return None if v is None or str(v).strip().lower() in ("none", "") else str(v)
+    return None if _is_none_word(v) else str(v)
+
+
+def none_or_bool(v):
+    """An ``Optional[bool]`` value: ``None`` / ``none`` / empty mean None, else :func:`str2bool`."""
+    return None if _is_none_word(v) else str2bool(v)
+
+
+def none_or(type_):
+    """``Optional[int]`` / ``Optional[float]``: ``None`` / ``none`` / empty mean None, else ``type_(v)``."""
+    def convert(v):
+        return None if _is_none_word(v) else type_(v)
+    convert.__name__ = type_.__name__        # argparse names it in "invalid int value: ..."
+    return convert
+
+
+def _sequence_action(container, elem, optional: bool):
+    """argparse action of a list/tuple field (``nargs='*'``): the values converted by ``elem`` into
+    ``container``; a lone ``None`` means None when the field is Optional; no values: empty."""
+    import argparse
+
+    class SequenceAction(argparse.Action):
+        def __call__(self, parser, namespace, values, option_string=None):
+            if optional and len(values) == 1 and _is_none_word(values[0]):
+                setattr(namespace, self.dest, None)
+                return
+            try:
+                out = container(elem(v) for v in values)
+            except (TypeError, ValueError):
+                raise argparse.ArgumentError(self, f"expected {elem.__name__} values, got {values!r}")
+            setattr(namespace, self.dest, out)
+    return SequenceAction
+
+
+def field_kwargs(f, hint) -> dict:
+    """``add_argument`` keywords (type, nargs, action) for a dataclass field of type ``hint``.
+
+    Every ``Optional[...]`` field parses ``None`` / ``none`` / empty as None, whatever its default,
+    so that :func:`helpers.launch.dataclass_argv` can pass None on a command line; booleans take
+    ``True``/``False`` or stand alone; lists and tuples take any number of values."""
+    import typing
+    args = typing.get_args(hint)
+    optional = type(None) in args
+    base = next((a for a in args if a is not type(None)), hint) if optional else hint
+    origin = typing.get_origin(base) or base
+    if base is bool:
+        return dict(type=none_or_bool if optional else str2bool, nargs="?", const=True,
+                    metavar="True|False" + ("|None" if optional else ""))
+    if base in (int, float):
+        return dict(type=none_or(base) if optional else base)
+    if origin in (list, tuple):
+        elems = [a for a in typing.get_args(base) if a is not Ellipsis]
+        elem = elems[0] if elems and elems[0] in (int, float, str) else str
+        return dict(nargs="*", action=_sequence_action(origin, elem, optional))
+    return dict(type=none_or_str if optional else str)
 
 
 def dataclass_parser(cls, description: str = "", prog: Optional[str] = None, aliases: Optional[dict] = None,
-                     choices: Optional[dict] = None):
-    """One ``--flag`` per dataclass field, with its help text, default and type.
+                     choices: Optional[dict] = None, overrides: Optional[dict] = None,
+                     parser_class=None, epilog: Optional[str] = None):
+    """One ``--flag`` per dataclass field, with its help text, default and type (:func:`field_kwargs`).
 
     Booleans take ``True``/``False`` or stand alone (``--flag`` means True), as in HF's scripts;
-    ``Optional[list]`` fields take several values; ``aliases`` maps a field to extra flag names
-    (FlagEmbedding's spellings); ``choices`` restricts a field's values.
+    ``Optional[...]`` fields take ``None``; list/tuple fields take several values; ``aliases`` maps
+    a field to extra flag names (FlagEmbedding's spellings); ``choices`` restricts a field's values;
+    ``overrides`` replaces a field's ``add_argument`` keywords (e.g. FlagEmbedding's list syntax for
+    a string field); ``parser_class`` is an ``argparse.ArgumentParser`` subclass.
     """
     import argparse
     import dataclasses
     import typing
-    p = argparse.ArgumentParser(prog=prog, description=description,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = (parser_class or argparse.ArgumentParser)(prog=prog, description=description, epilog=epilog,
+                                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        t = hints[f.name]
-        base = next((a for a in typing.get_args(t) if a is not type(None)), t)
         kw = {"help": f.metadata.get("help", ""), "dest": f.name}
         if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             kw["required"] = True
         else:
             kw["default"] = f.default if f.default is not dataclasses.MISSING else f.default_factory()
             kw["help"] += f" (default: {kw['default']})"
-        if base is bool:
-            kw.update(type=str2bool, nargs="?", const=True, metavar="True|False")
-        elif base in (int, float):
-            kw["type"] = base
-        elif base is list or typing.get_origin(base) is list:
-            kw["nargs"] = "+"
-        else:
-            kw["type"] = none_or_str if f.default is None else str
+        kw.update(field_kwargs(f, hints[f.name]))
         if choices and f.name in choices:
-            kw["choices"] = choices[f.name]
+            kw["choices"] = list(choices[f.name]) + ([None] if type(None) in typing.get_args(hints[f.name]) else [])
+        kw.update((overrides or {}).get(f.name, {}))
         p.add_argument(f"--{f.name}", *(aliases or {}).get(f.name, []), **kw)
     return p
+
+
+def given_dests(parser, argv: list) -> set:
+    """The ``dest`` of every option that ``argv`` sets explicitly (not left at its default)."""
+    import argparse
+    saved = [(a, a.default) for a in parser._actions]
+    try:
+        for a, _ in saved:
+            a.default = argparse.SUPPRESS
+        ns, _ = argparse.ArgumentParser.parse_known_args(parser, list(argv))
+    finally:
+        for a, d in saved:
+            a.default = d
+    return set(vars(ns))
 
 
 def arg(default, help: str):

@@ -2,7 +2,8 @@
 
 * The base model (``AutoModel``), never the language-model head; right padding; pad token set
   when missing (EOS, else UNK).
-* Queries: instruction (a row's ``prompt`` overrides the global one), the ICL suffix and
+* Queries: instruction (a row's ``prompt`` overrides the global one where the class uses row
+  prompts: decoders by default, encoders when ``use_row_prompts``), the ICL suffix and
   optional in-context examples (decoder-only-icl), FlagEmbedding's truncation rule
   (:mod:`helpers.formatting`). Passages: plain text.
 * EOS rule: when the tokenizer is meant to append EOS (attribute ``add_eos_token`` or the key in
@@ -26,8 +27,8 @@ import torch
 from tqdm.auto import tqdm
 
 from helpers.devices import dtype_for, parse_devices
-from helpers.formatting import (examples_prefix, instructed_query, row_instruction,
-                                select_examples, tokenize_icl_queries, tokenize_texts)
+from helpers.formatting import (describe_instruction, examples_prefix, instructed_query, row_instruction,
+                                select_examples, tokenize_icl_queries, tokenize_texts, uses_row_prompts)
 from helpers.models import resolve_model
 from helpers.pooling import pool
 from helpers.prompts import ICL_EXAMPLE_FORMAT, ICL_QUERY_FORMAT, ICL_SUFFIX, unescape
@@ -56,6 +57,55 @@ def _load_tokenizer(path: str, trust_remote_code: bool):
     return tok
 
 
+def is_adapter_folder(path) -> bool:
+    """A LoRA adapter folder: adapter_config.json and no config.json."""
+    return (Path(path) / "adapter_config.json").exists() and not (Path(path) / "config.json").exists()
+
+
+def adapter_chain(model_name_or_path: str) -> tuple[str, list[str]]:
+    """``(base folder, adapter folders in merge order)`` for a model folder or an adapter folder.
+
+    An adapter's base (``base_model_name_or_path`` of adapter_config.json) may itself be an
+    adapter folder (round 2 trained from round 1's ``lora_epoch_n``): followed down to a model."""
+    path, adapters, seen = resolve_model(model_name_or_path), [], set()
+    while is_adapter_folder(path):
+        if Path(path).resolve() in seen:
+            raise ValueError(f"adapter {adapters[0]!r}: its chain of base models loops at {path!r}")
+        seen.add(Path(path).resolve())
+        adapters.append(path)
+        cfg = Path(path) / "adapter_config.json"
+        base = json.loads(cfg.read_text(encoding="utf-8")).get("base_model_name_or_path")
+        if not base:
+            raise ValueError(f"{cfg}: no base_model_name_or_path, so the adapter's base model is unknown")
+        path = resolve_model(base)
+    return path, adapters[::-1]
+
+
+def load_base_model(model_name_or_path: str, dtype="auto", trust_remote_code: bool = False,
+                    quantization_config=None, device_map=None):
+    """``AutoModel`` of a model folder, or of an adapter folder: its base with the adapter(s) merged.
+
+    Loaded where ``from_pretrained`` puts it (CPU unless ``device_map``), in ``dtype`` ("auto": the
+    stored precision); each adapter of :func:`adapter_chain` is merged in turn. A merged model's
+    ``name_or_path`` is the adapter folder, so an adapter trained on it names that folder as its
+    base (and loads onto the same weights)."""
+    from transformers import AutoModel
+    base_path, adapters = adapter_chain(model_name_or_path)
+    kwargs = dict(dtype=dtype, trust_remote_code=trust_remote_code, use_safetensors=True)
+    if quantization_config is not None:
+        kwargs["quantization_config"] = quantization_config
+    if device_map is not None:
+        kwargs["device_map"] = device_map
+    model = AutoModel.from_pretrained(base_path, **kwargs)
+    if adapters:
+        from peft import PeftModel
+        for adapter in adapters:
+            model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+            log.info("merged adapter %s", adapter)
+        model.name_or_path = adapters[-1]
+    return model
+
+
 def load_embedding_model(model_name_or_path: str, model_class: str = "decoder-only-icl",
                          device: str = "cpu", dtype: Optional[torch.dtype] = None,
                          load_in_4bit: bool = False, trust_remote_code: bool = False):
@@ -66,32 +116,26 @@ def load_embedding_model(model_name_or_path: str, model_class: str = "decoder-on
     (:func:`helpers.devices.dtype_for`). ``load_in_4bit`` quantizes the base with bitsandbytes
     (CUDA only). safetensors only.
     """
-    from transformers import AutoModel
     if model_class not in MODEL_CLASSES:
         raise ValueError(f"embedder_model_class {model_class!r} unknown; choose one of {MODEL_CLASSES}")
-    path = resolve_model(model_name_or_path)
     device = str(device)
     dtype = dtype or dtype_for(device)
-    adapter = (Path(path) / "adapter_config.json").exists() and not (Path(path) / "config.json").exists()
-    base_path = path
-    if adapter:
-        base_name = json.loads((Path(path) / "adapter_config.json").read_text())["base_model_name_or_path"]
-        base_path = resolve_model(base_name)
-    tok_path = path if any((Path(path) / f).exists() for f in ("tokenizer.json", "tokenizer_config.json")) else base_path
+    base_path, adapters = adapter_chain(model_name_or_path)
+    # the tokenizer of the outermost folder that has one (adapters are saved with theirs)
+    tok_path = next((f for f in adapters[::-1] + [base_path]
+                     if any((Path(f) / t).exists() for t in ("tokenizer.json", "tokenizer_config.json"))),
+                    base_path)
     tok = _load_tokenizer(tok_path, trust_remote_code)
-    kwargs = dict(dtype=dtype, trust_remote_code=trust_remote_code, use_safetensors=True)
+    quant, device_map = None, None
     if load_in_4bit:
         if not device.startswith("cuda"):
             raise ValueError("load_in_4bit needs a CUDA device (bitsandbytes); got " + device)
         from transformers import BitsAndBytesConfig
-        kwargs["quantization_config"] = BitsAndBytesConfig(
+        quant = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=dtype)
-        kwargs["device_map"] = {"": device}
-    model = AutoModel.from_pretrained(base_path, **kwargs)
-    if adapter:
-        from peft import PeftModel
-        model = PeftModel.from_pretrained(model, path).merge_and_unload()
+        device_map = {"": device}
+    model = load_base_model(model_name_or_path, dtype, trust_remote_code, quant, device_map)
     if not load_in_4bit:
         model.to(device)
     model.eval()
@@ -132,7 +176,8 @@ class EmbedderConfig:
     model_name_or_path: str = "demo:smollm2-135m-instruct"
     model_class: str = "decoder-only-icl"            # decoder-only-icl | decoder-only-base | encoder-only-base
     pooling_method: Optional[str] = None             # last_token | mean | cls; None: class default
-    query_instruction_for_retrieval: Optional[str] = None   # rows' "prompt" overrides it
+    query_instruction_for_retrieval: Optional[str] = None   # global instruction (None: none)
+    use_row_prompts: Optional[bool] = None           # rows' "prompt" overrides it; None: class default
     query_instruction_format: Optional[str] = None   # None: class default; literal \n = newline
     add_examples_for_task: bool = False              # ICL examples (decoder-only-icl only)
     examples_file: Optional[str] = None              # examples.json of the data stage
@@ -158,6 +203,7 @@ class EmbedderConfig:
         self.query_instruction_format = unescape(self.query_instruction_format)
         self.examples_instruction_format = unescape(self.examples_instruction_format)
         self.suffix = unescape(self.suffix)
+        self.use_row_prompts = uses_row_prompts(self.model_class, self.use_row_prompts)
         decoder = self.model_class.startswith("decoder")
         if self.pooling_method is None:
             self.pooling_method = "last_token" if decoder else None   # encoder: resolved at load
@@ -223,7 +269,7 @@ class Embedder:
         texts, prefixes = [], []
         for r in rows:
             r = {"query": r} if isinstance(r, str) else r
-            instr = row_instruction(r, c.query_instruction_for_retrieval)
+            instr = row_instruction(r, c.query_instruction_for_retrieval, c.use_row_prompts)
             texts.append(instructed_query(r["query"], instr, c.query_instruction_format))
             prefix = ""
             if self.examples is not None:
@@ -246,6 +292,7 @@ class Embedder:
     # ------------------------------------------------------------------ public encoding
     def encode_queries(self, rows: Sequence) -> np.ndarray:
         """Rows of the query contract (``query``, optional ``prompt``, ids for examples)."""
+        log.info(describe_instruction(rows, self.config.query_instruction_for_retrieval, self.config.use_row_prompts))
         return self.encode_ids(self.tokenize_queries(rows), "queries")
 
     def encode_corpus(self, texts: Sequence[str]) -> np.ndarray:

@@ -6,14 +6,21 @@ r"""Stage 04: evaluate an embedder on the test queries -> rankings, MAP@25, Reca
 
 The model is a ``demo:<alias>``, a Hugging Face folder (a merged model), or a LoRA adapter folder
 (``adapter_config.json``: loaded on its base and merged, by :mod:`helpers.embedder`).
-Queries are encoded with their instruction (a row's ``prompt`` wins), the whole corpus without,
+Queries are encoded with their instruction (a row's ``prompt`` wins where ``use_row_prompts``: by
+default for decoders, not for encoders), the whole corpus without,
 ranked by inner product (:func:`helpers.search.search`; ties: lower corpus position first).
 
 Seen/unseen: a test query is *seen* when every gold id of it is a ``pos_ids`` of the train split,
 else *unseen* (the competition's hidden test was mostly unseen).
 
-Writes ``rankings.jsonl``, ``metrics.json`` and ``metrics.csv`` (one row per subset: all, seen,
-unseen) under ``output_dir``; each file atomically replaced.
+Writes ``rankings.jsonl``, ``per_query.jsonl`` (per query: gold rank, seen, AP@25, Recall@25,
+Recall@100: what paired comparisons need), ``metrics.json`` and ``metrics.csv`` (one row per
+subset: all, seen, unseen) under ``output_dir``; each file atomically replaced.
+
+Several models (:func:`evaluate_models`): ``comparison.csv`` / ``comparison.json``, each model's
+bootstrap 95% interval of MAP@25 and, against a ``reference_model``, the per-query paired
+difference of AP@25, Recall@25 and Recall@100 with a paired-bootstrap 95% interval
+(:mod:`helpers.paired`), overall and on the seen / unseen subsets.
 """
 from __future__ import annotations
 
@@ -31,7 +38,9 @@ import numpy as np
 
 from .cli import dataclass_parser
 from .io_utils import atomic_path, check_writable, load_corpus, read_jsonl, validate_queries, write_json, write_jsonl
+from .formatting import canonical_flags, flag_aliases
 from .metrics import ids_from_indices, per_query
+from .paired import align, bootstrap_mean, paired_bootstrap
 from .models import resolve_model
 from .search import search
 
@@ -40,6 +49,7 @@ log = logging.getLogger(__name__)
 DEFAULT_KS = tuple(range(1, 101))
 TABLE_KS = (25, 50, 75, 100)
 SUBSETS = ("all", "seen", "unseen")
+PAIRED_KS = (25, 100)      # Recall@k kept per query (where k <= topk) for paired comparisons
 _METRIC = re.compile(r"^(MAP@\d+|Recall@\d+|MRR)$")
 
 
@@ -145,12 +155,43 @@ def metrics_csv(rows: Sequence[dict]) -> str:
     return buf.getvalue()
 
 
-def comparison_table(results: dict, ks: Sequence[int] = TABLE_KS, map_k: int = 25, digits: int = 4) -> list[dict]:
-    """The seed's table: one row per model/epoch: ``Model/Epoch | MAP@25 | Recall@25 | ...``."""
+def _ci(iv, digits: int, signed: bool = False):
+    if not iv or iv.get("lo") is None:
+        return None
+    f = f"{{:{'+' if signed else ''}.{digits}f}}"
+    return f"[{f.format(iv['lo'])}, {f.format(iv['hi'])}]"
+
+
+def comparison_table(results: dict, ks: Sequence[int] = TABLE_KS, map_k: int = 25, digits: int = 4,
+                     subset: str = "all") -> list[dict]:
+    """The seed's table: one row per model/epoch: ``Model/Epoch | MAP@25 | Recall@25 | ...``.
+
+    With the bootstrap results of :func:`evaluate_models` it adds ``MAP@25 95% CI`` (the model's
+    own interval) and, when a reference model was given, per compared metric ``dMAP@25`` and
+    ``dMAP@25 95% CI`` (paired difference against the reference and its interval; likewise
+    ``dRecall@25``, ``dRecall@100``), ``better`` / ``worse`` / ``same`` (shares of queries whose
+    AP@25 went up / down / stayed) and ``verdict`` ("better", "worse", "no difference" when the
+    interval contains 0; "reference" on the reference's own row). ``subset``: all, seen or unseen.
+    """
+    if subset not in SUBSETS:
+        raise ValueError(f"comparison_table: subset must be one of {SUBSETS}, got {subset!r}")
+    key = f"MAP@{map_k}"
     out = []
     for label, m in results.items():
-        row = {"Model/Epoch": label, f"MAP@{map_k}": m.get(f"MAP@{map_k}")}
-        row.update({f"Recall@{k}": m.get(f"Recall@{k}") for k in ks})
+        sm = m if subset == "all" else (m.get(subset) or {})
+        row = {"Model/Epoch": label, key: sm.get(key)}
+        if "intervals" in m:
+            row[f"{key} 95% CI"] = _ci(m["intervals"].get(subset, {}).get(key), digits)
+        row.update({f"Recall@{k}": sm.get(f"Recall@{k}") for k in ks})
+        p = m.get("paired")
+        if p is not None:
+            st = p.get(subset, {})
+            for k in p["metrics"]:
+                row[f"d{k}"] = st.get(k, {}).get("mean_diff")
+                row[f"d{k} 95% CI"] = _ci(st.get(k), digits, signed=True)
+            s = st.get(key, {})
+            row.update({c: s.get(c) for c in ("better", "worse", "same")})
+            row["verdict"] = "reference" if p["reference"] is None else s.get("verdict")
         out.append({k: (round(v, digits) if isinstance(v, float) else v) for k, v in row.items()})
     return out
 
@@ -165,9 +206,12 @@ class EmbedderArgs:
     pooling_method: Optional[str] = field(default=None, metadata={"help": "last_token | mean | cls (default: by class)"})
     normalize_embeddings: bool = field(default=True, metadata={"help": "L2-normalise embeddings"})
     query_instruction_for_retrieval: Optional[str] = field(default=None, metadata={
-        "help": "global instruction (a row's prompt overrides it)"})
-    query_instruction_format_for_retrieval: Optional[str] = field(default=None, metadata={
-        "help": "format of instruction + query (default by class, e.g. <instruct>{}\\n<query>{})"})
+        "help": "global instruction, None: none (a row's prompt overrides it where use_row_prompts)"})
+    use_row_prompts: Optional[bool] = field(default=None, metadata={
+        "help": "rows' prompts override the global instruction; None: class default (decoders yes, encoders no)"})
+    query_instruction_format: Optional[str] = field(default=None, metadata={
+        "help": "format of instruction + query (default by class, e.g. <instruct>{}\\n<query>{}); "
+                "also --query_instruction_format_for_retrieval"})
     examples_for_task: Optional[str] = field(default=None, metadata={
         "help": "examples.json of the data stage: in-context examples (decoder-only-icl)"})
     examples_number: int = field(default=1, metadata={"help": "in-context examples per query"})
@@ -197,8 +241,8 @@ def embedder_config(a: EmbedderArgs):
     return EmbedderConfig(
         model_name_or_path=a.model_name_or_path, model_class=a.embedder_model_class,
         pooling_method=a.pooling_method, normalize=a.normalize_embeddings,
-        query_instruction_for_retrieval=a.query_instruction_for_retrieval,
-        query_instruction_format=a.query_instruction_format_for_retrieval,
+        query_instruction_for_retrieval=a.query_instruction_for_retrieval, use_row_prompts=a.use_row_prompts,
+        query_instruction_format=a.query_instruction_format,
         add_examples_for_task=bool(a.examples_for_task), examples_file=a.examples_for_task,
         examples_number=a.examples_number, query_max_length=a.embedder_query_max_length,
         passage_max_length=a.embedder_passage_max_length, batch_size=a.embedder_batch_size,
@@ -242,7 +286,9 @@ def run_evaluation(args: EvalArgs, embedder=None) -> dict:
     t2 = time.time()
     ranked, scores = rank_corpus(q, p, corpus_ids, max(args.topk, args.map_k))
     metrics = score_rankings(ranked, rows, corpus_ids, train, range(1, args.topk + 1), args.map_k)
-    gold_rank = per_query(ranked, [r["pos_ids"] for r in rows], ks=(1,), map_k=args.map_k)["rank"]
+    pq = per_query(ranked, [r["pos_ids"] for r in rows], ks=[k for k in PAIRED_KS if k <= args.topk],
+                   map_k=args.map_k)
+    gold_rank = pq["rank"]
     seen = seen_ids(train) if train is not None else None
     metrics = {"label": label, "model_name_or_path": args.model_name_or_path, **metrics,
                "encode_seconds": round(t2 - t1, 2), "n_passages": len(corpus_ids)}
@@ -251,6 +297,8 @@ def run_evaluation(args: EvalArgs, embedder=None) -> dict:
          "seen": None if seen is None else all(g in seen for g in r["pos_ids"]),
          "ranked_ids": ids, "scores": [round(float(s), 6) for s in sc]}
         for r, ids, sc, gr in zip(rows, ranked, scores, gold_rank)])
+    write_jsonl(out / "per_query.jsonl", per_query_rows(
+        rows, pq, [None if seen is None else all(g in seen for g in r["pos_ids"]) for r in rows]))
     with atomic_path(out / "metrics.csv") as tmp:
         tmp.write_text(metrics_csv(metrics_rows(metrics, label)), encoding="utf-8")
     write_json(out / "metrics.json", {**metrics, "args": asdict(args)})
@@ -329,29 +377,49 @@ def reuse_key(args: EvalArgs) -> dict:
 
 
 def evaluate_models(specs: Sequence[dict], queries_file: str, corpus_file: str, output_dir: str,
-                    train_queries_file: Optional[str] = None, reuse_existing: bool = False, **common) -> dict:
+                    train_queries_file: Optional[str] = None, reuse_existing: bool = False,
+                    reference_model: Optional[str] = None, n_resamples: int = 1000, bootstrap_seed: int = 0,
+                    **common) -> dict:
     """Run :func:`run_evaluation` for each spec (its own folder ``output_dir/<label>``); write
     ``comparison.csv`` and ``comparison.json``; returns ``{label: metrics}`` (with ``epoch``).
 
     ``common``: :class:`EvalArgs` fields for every model; a spec's own keys win.
     ``reuse_existing``: a model whose folder already holds metrics for the same settings, model
     files and data (``reuse_key.json``, see :func:`reuse_key`) is not evaluated again.
+    Every model's metrics get ``"intervals"``: its own bootstrap 95% interval of MAP@25,
+    Recall@25, Recall@100 per subset (``n_resamples`` resamples of the queries, seeded by
+    ``bootstrap_seed``). ``reference_model`` (a label): every model also gets ``"paired"``, the
+    paired-bootstrap difference against that model per subset (see :func:`paired_comparisons`);
+    ``comparison.csv`` gains the columns of :func:`comparison_columns`.
     """
     names = {f.name for f in fields(EvalArgs)}
+    common = canonical_flags(common)
+    specs = [canonical_flags(s) for s in specs]
     for s in specs:      # check every spec before the first (slow) model runs
         unknown = set(s) - names - {"path", "class", "label", "epoch"}
         if unknown:
             raise ValueError(f"model spec {s.get('label')!r}: unknown keys {sorted(unknown)}")
+    labels = [s["label"] for s in specs]
+    if reference_model is not None and reference_model not in labels:
+        raise ValueError(f"reference_model {reference_model!r} is not one of the models: "
+                         f"{', '.join(map(repr, labels))}")
+    if isinstance(n_resamples, bool) or not isinstance(n_resamples, int) or n_resamples < 1:
+        raise ValueError(f"n_resamples must be a positive integer, got {n_resamples!r}")
+    folders = {label: Path(output_dir) / slug(label) for label in labels}
+    clash = sorted({str(f) for f in folders.values() if list(folders.values()).count(f) > 1})
+    if clash:
+        raise ValueError(f"model labels share an output folder ({', '.join(clash)}): rename one")
     results = {}
     for s in specs:
         kw = {**common, **{k: v for k, v in s.items() if k in names}}
         args = EvalArgs(**{**kw, "model_name_or_path": s["path"], "embedder_model_class": s["class"],
                            "label": s["label"], "queries_file": queries_file, "corpus_file": corpus_file,
                            "train_queries_file": train_queries_file,
-                           "output_dir": str(Path(output_dir) / slug(s["label"]))})
+                           "output_dir": str(folders[s["label"]])})
         key_path = Path(args.output_dir) / "reuse_key.json"
         key = reuse_key(args) if reuse_existing else None
         if key is not None and key_path.exists() and (Path(args.output_dir) / "metrics.json").exists() \
+                and (Path(args.output_dir) / "rankings.jsonl").exists() \
                 and json.loads(key_path.read_text(encoding="utf-8")) == key:
             m = json.loads((Path(args.output_dir) / "metrics.json").read_text(encoding="utf-8"))
             m.pop("args", None)
@@ -362,16 +430,141 @@ def evaluate_models(specs: Sequence[dict], queries_file: str, corpus_file: str, 
         if key is not None:
             write_json(key_path, key)
         _free_memory()      # one model at a time: release the last one before loading the next
-    rows = [{"epoch": m["epoch"], **r} for label, m in results.items() for r in metrics_rows(m, label)]
+    tables = {label: per_query_table(folders[label]) for label in results}
+    for label, extra in paired_comparisons(tables, reference_model, n_resamples, bootstrap_seed).items():
+        results[label].update(extra)
+    rows = [{"epoch": m["epoch"], **r, **comparison_columns(m, r["subset"])}
+            for label, m in results.items() for r in metrics_rows(m, label)]
     with atomic_path(Path(output_dir) / "comparison.csv") as tmp:
         tmp.write_text(metrics_csv(rows), encoding="utf-8")
     write_json(Path(output_dir) / "comparison.json", results)
+    if reference_model is not None:
+        for label, m in results.items():
+            st = m["paired"].get("all", {}).get(next(k for k in m["paired"]["metrics"] if k.startswith("MAP@")))
+            if st:
+                log.info("%s vs %s: dMAP %+.4f [%+.4f, %+.4f] (%s; better %.0f%%, worse %.0f%% of queries)", label,
+                         reference_model, st["mean_diff"], st["lo"], st["hi"], st["verdict"], 100 * st["better"],
+                         100 * st["worse"])
     return results
+
+
+# ----------------------------------------------------------------------------- per-query values, paired comparisons
+def per_query_rows(query_rows: Sequence[dict], pq: dict, seen_flags: Sequence[Optional[bool]]) -> list[dict]:
+    """Rows of ``per_query.jsonl``: ``{query_id, rank (1-based, None: not ranked), seen,
+    "AP@25", "Recall@25", "Recall@100"}`` from :func:`helpers.metrics.per_query` arrays."""
+    keys = [k for k in pq if k.startswith(("MAP@", "Recall@"))]
+    return [{"query_id": r["query_id"], "rank": int(pq["rank"][i]) or None, "seen": seen_flags[i],
+             **{("AP@" + k[4:] if k.startswith("MAP@") else k): float(pq[k][i]) for k in keys}}
+            for i, r in enumerate(query_rows)]
+
+
+def _metric_names(table: dict) -> list[str]:
+    keys = [k for k in table if k != "seen"]
+    return sorted(keys, key=lambda k: (not k.startswith("MAP@"), int(k.split("@")[1])))
+
+
+def per_query_table(model_dir) -> dict:
+    """A model folder's per-query values: ``{"seen": {qid: bool|None}, "MAP@25": {qid: AP@25},
+    "Recall@25": {qid: ...}, ...}`` from its ``per_query.jsonl``. A folder written before that
+    file existed gets it now, computed from its ``rankings.jsonl`` (and ``metrics.json`` args)."""
+    d = Path(model_dir)
+    f = d / "per_query.jsonl"
+    if not f.exists():
+        if not (d / "rankings.jsonl").exists():
+            raise FileNotFoundError(f"{d}: no per_query.jsonl or rankings.jsonl: evaluate this model again")
+        args = json.loads((d / "metrics.json").read_text(encoding="utf-8")).get("args", {}) \
+            if (d / "metrics.json").exists() else {}
+        ranks = read_jsonl(d / "rankings.jsonl")
+        topk = args.get("topk", min(len(r["ranked_ids"]) for r in ranks))
+        pq = per_query([r["ranked_ids"] for r in ranks], [r["pos_ids"] for r in ranks],
+                       ks=[k for k in PAIRED_KS if k <= topk], map_k=args.get("map_k", 25))
+        write_jsonl(f, per_query_rows(ranks, pq, [r.get("seen") for r in ranks]))
+    table = {"seen": {}}
+    for r in read_jsonl(f):
+        q = r["query_id"]
+        table["seen"][q] = r.get("seen")
+        for k, v in r.items():
+            if k.startswith("AP@"):
+                table.setdefault("MAP@" + k[3:], {})[q] = float(v)
+            elif k.startswith("Recall@"):
+                table.setdefault(k, {})[q] = float(v)
+    return table
+
+
+def _subset_ids(table: dict, subset: str) -> Optional[list]:
+    ids = sorted(table["seen"])
+    if subset == "all":
+        return ids
+    if any(table["seen"][q] is None for q in ids):
+        return None                    # no train file: no split
+    return [q for q in ids if table["seen"][q] is (subset == "seen")]
+
+
+def paired_comparisons(tables: dict, reference: Optional[str] = None, n_resamples: int = 1000,
+                       seed: int = 0) -> dict:
+    """``{label: {"intervals": ..., "paired": ...}}`` from :func:`per_query_table` tables.
+
+    ``intervals[subset][metric]``: the model's own :func:`helpers.paired.bootstrap_mean`.
+    With a ``reference`` label, ``paired = {"reference": label (None for the reference itself),
+    "metrics": [compared metrics], subset: {metric: helpers.paired.paired_bootstrap(reference,
+    model)}}``, subsets all / seen / unseen (seen by the reference's flags; a subset without
+    queries is left out). Pairing is by query id over sorted ids; different query sets are an error.
+    """
+    if reference is not None and reference not in tables:
+        raise ValueError(f"reference {reference!r} is not one of the models: {', '.join(map(repr, tables))}")
+    out = {}
+    for label, t in tables.items():
+        iv = {}
+        for sub in SUBSETS:
+            ids = _subset_ids(t, sub)
+            if ids:
+                iv[sub] = {k: bootstrap_mean([t[k][q] for q in ids], n_resamples, seed) for k in _metric_names(t)}
+        out[label] = {"intervals": iv}
+    if reference is None:
+        return out
+    ref = tables[reference]
+    metrics = [k for k in _metric_names(ref) if all(k in t for t in tables.values())]
+    if not any(k.startswith("MAP@") for k in metrics):
+        raise ValueError("paired comparison: the models do not share a MAP@k (different map_k?)")
+    for label, t in tables.items():
+        p = {"reference": None if label == reference else reference, "metrics": metrics}
+        if label != reference:
+            align(ref[metrics[0]], t[metrics[0]], reference, label)     # same query set, else an error naming both
+            for sub in SUBSETS:
+                ids = _subset_ids(ref, sub)
+                if ids:
+                    p[sub] = {k: paired_bootstrap([ref[k][q] for q in ids], [t[k][q] for q in ids], n_resamples,
+                                                  seed, label_a=reference, label_b=label) for k in metrics}
+        out[label]["paired"] = p
+    return out
+
+
+def comparison_columns(m: dict, subset: str = "all") -> dict:
+    """Extra ``comparison.csv`` columns of one model and subset: ``MAP@25_lo``, ``MAP@25_hi``
+    (own interval), and with a reference ``reference`` (empty on the reference's row), per
+    compared metric ``dMAP@25``, ``dMAP@25_lo``, ``dMAP@25_hi`` (then ``dRecall@25...``,
+    ``dRecall@100...``), ``better``, ``worse``, ``same`` (shares of queries by AP@25),
+    ``significant`` (False when the dMAP interval contains 0) and ``verdict``."""
+    cols = {}
+    key = next((k for k in m if str(k).startswith("MAP@")), "MAP@25")
+    if "intervals" in m:
+        iv = m["intervals"].get(subset, {}).get(key, {})
+        cols[f"{key}_lo"], cols[f"{key}_hi"] = iv.get("lo"), iv.get("hi")
+    p = m.get("paired")
+    if p is not None:
+        cols["reference"] = p["reference"]
+        st = p.get(subset, {})
+        for k in p["metrics"]:
+            s = st.get(k, {})
+            cols.update({f"d{k}": s.get("mean_diff"), f"d{k}_lo": s.get("lo"), f"d{k}_hi": s.get("hi")})
+        s = st.get(key, {})
+        cols.update({c: s.get(c) for c in ("better", "worse", "same", "significant", "verdict")})
+    return cols
 
 
 # ----------------------------------------------------------------------------- command line
 def build_parser(cls, description: str):
-    return dataclass_parser(cls, description)
+    return dataclass_parser(cls, description, aliases=flag_aliases())
 
 
 def main(argv=None) -> None:

@@ -4,7 +4,9 @@ Pure functions, shared by mining (inference) and training (ICL queries at train 
 
 * :func:`instructed_query`: ``query_instruction_format.format(instruction, query)``; a literal
   backslash-n in the format means a newline; no instruction -> the query unchanged.
-* :func:`row_instruction`: a row's non-empty ``prompt`` overrides the global instruction.
+* :func:`uses_row_prompts` / :func:`row_instruction`: a row's non-empty ``prompt`` overrides the
+  global instruction, for model classes that use row prompts (decoders by default; encoders only
+  when asked); :func:`describe_instruction` says which instruction was used, for the log.
 * :func:`format_example` / :func:`examples_prefix`: in-context examples, each
   ``<instruct>{}\\n<query>{}\\n<response>{}``, joined by blank lines, followed by a blank line.
 * :func:`select_examples`: examples for one query from examples.json: same construct first, then
@@ -22,9 +24,33 @@ from typing import Optional, Sequence
 
 from helpers.prompts import ICL_EXAMPLE_FORMAT, ICL_QUERY_FORMAT, ICL_SUFFIX, unescape
 
-__all__ = ["instructed_query", "row_instruction", "format_example", "examples_prefix",
+__all__ = ["instructed_query", "uses_row_prompts", "row_instruction", "describe_instruction", "join_examples", "format_example", "examples_prefix",
            "select_examples", "tokenize_icl_queries", "tokenize_texts", "ICL_QUERY_FORMAT",
            "ICL_EXAMPLE_FORMAT", "ICL_SUFFIX"]
+
+
+# Other spellings of our flags that every stage, notebook and profile accepts (FlagEmbedding's
+# evaluation scripts call the format flag ``query_instruction_format_for_retrieval``).
+FLAG_SPELLINGS = {"query_instruction_format_for_retrieval": "query_instruction_format"}
+
+
+def canonical_flags(params: dict) -> dict:
+    """``params`` with other spellings renamed to ours; both spellings at once is an error."""
+    out = dict(params)
+    for other, ours in FLAG_SPELLINGS.items():
+        if other in out:
+            if ours in out and out[ours] != out[other]:
+                raise ValueError(f"{other} and {ours} are the same flag, given twice with different values")
+            out[ours] = out.pop(other)
+    return out
+
+
+def flag_aliases() -> dict:
+    """``dataclass_parser`` aliases for the other spellings: ``{ours: ["--other"]}``."""
+    out: dict[str, list] = {}
+    for other, ours in FLAG_SPELLINGS.items():
+        out.setdefault(ours, []).append(f"--{other}")
+    return out
 
 
 def instructed_query(query: str, instruction: Optional[str], fmt: str = ICL_QUERY_FORMAT) -> str:
@@ -41,10 +67,38 @@ def instructed_query(query: str, instruction: Optional[str], fmt: str = ICL_QUER
     return fmt.format(instruction, query)
 
 
-def row_instruction(row: dict, default: Optional[str]) -> Optional[str]:
-    """A row's ``prompt`` (when a non-empty string) overrides the global instruction."""
-    p = row.get("prompt") if isinstance(row, dict) else None
+def uses_row_prompts(model_class: str, use_row_prompts: Optional[bool] = None) -> bool:
+    """Whether rows' ``prompt`` fields count; ``None``: the model class's default.
+
+    Decoder embedders are instruction-following (the data stage writes the retrieval instruction
+    into every row's prompt for them); ``encoder-only-base`` models are used without an
+    instruction unless asked (FlagEmbedding's encoder default, and what sentence-transformers
+    gives for the same model), so their default is False. Mining, training and evaluation all
+    call this one rule.
+    """
+    if use_row_prompts is None:
+        return not str(model_class).startswith("encoder")
+    return bool(use_row_prompts)
+
+
+def row_instruction(row: dict, default: Optional[str], use_row_prompts: bool = True) -> Optional[str]:
+    """A row's ``prompt`` (when a non-empty string, and ``use_row_prompts``) overrides the global
+    instruction ``default``."""
+    p = row.get("prompt") if use_row_prompts and isinstance(row, dict) else None
     return p if isinstance(p, str) and p.strip() else default
+
+
+def describe_instruction(rows: Sequence, default: Optional[str], use_row_prompts: bool) -> str:
+    """One log line's worth: which instruction(s) the queries of ``rows`` get."""
+    used: dict[Optional[str], int] = {}
+    for r in rows:
+        i = row_instruction(r, default, use_row_prompts) if isinstance(r, dict) else default
+        used[i] = used.get(i, 0) + 1
+    parts = [f"{n} x " + ("no instruction" if i is None else repr(i if len(i) <= 80 else i[:77] + "..."))
+             for i, n in sorted(used.items(), key=lambda kv: -kv[1])[:3]]
+    more = f" (+{len(used) - 3} more)" if len(used) > 3 else ""
+    src = "rows' prompts, else the global instruction" if use_row_prompts else "the global instruction only (row prompts ignored)"
+    return f"query instruction from {src}: " + "; ".join(parts) + more
 
 
 def format_example(instruction: str, query: str, response: str,
@@ -59,11 +113,13 @@ def examples_prefix(examples: Sequence[dict], default_instruction: Optional[str]
     Each example is a dict with ``query``, ``response`` and optionally ``instruct`` (else the
     default instruction), as FlagEmbedding's ``set_examples``.
     """
-    if not examples:
-        return ""
-    parts = [format_example(e.get("instruct", default_instruction), e.get("query", ""),
-                            e.get("response", ""), fmt) for e in examples]
-    return "\n\n".join(parts) + "\n\n"
+    return join_examples([format_example(e.get("instruct", default_instruction), e.get("query", ""),
+                                         e.get("response", ""), fmt) for e in examples])
+
+
+def join_examples(parts: Sequence[str]) -> str:
+    """Formatted examples -> the prefix before a query: joined and ended by blank lines."""
+    return "".join(p + "\n\n" for p in parts)
 
 
 def _stable_key(seed: int, qid: str, eid: str) -> str:

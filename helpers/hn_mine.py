@@ -12,7 +12,8 @@
 
 Differences from FlagEmbedding, all deliberate: identity by id (``pos_ids``), a seeded
 generator (``--seed``), ``--pooling_method`` and ``--query_instruction_format`` default to the
-model class's own; a row's ``prompt`` overrides ``--query_instruction_for_retrieval``; in-context
+model class's own; a row's ``prompt`` overrides ``--query_instruction_for_retrieval`` for
+decoders (``--use_row_prompts``: encoders do not read row prompts unless asked); in-context
 examples come per query from examples.json (same construct, then subject, then any).
 """
 from __future__ import annotations
@@ -29,6 +30,7 @@ import numpy as np
 
 from helpers.cli import dataclass_parser
 from helpers.embedder import MODEL_CLASSES, Embedder, EmbedderConfig
+from helpers.formatting import flag_aliases
 from helpers.io_utils import check_writable, load_corpus, read_jsonl, validate_queries, write_jsonl
 from helpers.metrics import ids_from_indices, retrieval_metrics
 from helpers.models import resolve_model
@@ -55,6 +57,8 @@ class HnMineArgs:
     shuffle_data: bool = field(default=False, metadata={"help": "shuffle the output rows (seeded)"})
     query_instruction_for_retrieval: Optional[str] = field(default=None, metadata={
         "help": "retrieval instruction; a row's non-empty 'prompt' overrides it"})
+    use_row_prompts: Optional[bool] = field(default=None, metadata={
+        "help": "rows' prompts override the global instruction; None: class default (decoders yes, encoders no)"})
     query_instruction_format: Optional[str] = field(default=None, metadata={
         "help": "format(instruction, query); literal \\n = newline (default: the class's own)"})
     add_examples_for_task: bool = field(default=False, metadata={"help": "in-context examples (decoder-only-icl)"})
@@ -87,7 +91,7 @@ class HnMineArgs:
             model_name_or_path=self.embedder_name_or_path, model_class=self.embedder_model_class,
             pooling_method=self.pooling_method,
             query_instruction_for_retrieval=self.query_instruction_for_retrieval,
-            query_instruction_format=self.query_instruction_format,
+            use_row_prompts=self.use_row_prompts, query_instruction_format=self.query_instruction_format,
             add_examples_for_task=self.add_examples_for_task, examples_file=ex_file,
             examples_number=self.examples_number, examples_instruction_format=self.examples_instruction_format,
             examples_seed=self.seed, query_max_length=self.embedder_query_max_length,
@@ -195,7 +199,7 @@ def hn_mine(args: HnMineArgs, embedder: Optional[Embedder] = None,
 
 
 # ----------------------------------------------------------------------------- command line
-ALIASES = {"query_instruction_format": ["--query_instruction_format_for_retrieval"]}
+ALIASES = flag_aliases()
 
 
 def build_parser():

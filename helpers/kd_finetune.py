@@ -22,14 +22,15 @@ import torch
 from helpers.cli import arg
 from helpers.devices import dtype_for, parse_devices
 from helpers.embedder import DEFAULT_QUERY_FORMAT, MODEL_CLASSES, Embedder, EmbedderConfig, \
-    load_embedding_model, manual_eos
+    _encoder_pooling_default, load_embedding_model, manual_eos
+from helpers.formatting import describe_instruction, uses_row_prompts
 from helpers.io_utils import check_writable, load_corpus, validate_queries
 from helpers.launch import dataclass_argv, inside_torchrun, launch
 from helpers.losses import EmbedderLoss
 from helpers.metrics import retrieval_metrics
 from helpers.models import resolve_model
 from helpers.pooling import pool
-from helpers.prompts import ICL_SUFFIX, RETRIEVAL_INSTRUCTION
+from helpers.prompts import ICL_SUFFIX
 from helpers.search import search
 from helpers.train import DEFAULT_TARGETS, TrainConfig, add_lora, dist_info, fit, init_distributed, \
     save_dir_atomic
@@ -53,7 +54,8 @@ class KDArgs:
     lora_rank: int = arg(64, "LoRA r")
     lora_alpha: float = arg(32, "LoRA alpha")
     lora_dropout: float = arg(0.1, "LoRA dropout")
-    target_modules: str = arg(",".join(DEFAULT_TARGETS), "LoRA target modules, comma-separated")
+    target_modules: Optional[str] = arg(None, "LoRA target modules, comma-separated; None: the architecture's "
+                                        "(decoders: q/k/v/o/gate/up/down_proj), logged")
     temperature: float = arg(0.02, "scores = q.p / temperature")
     train_group_size: int = arg(8, "1 positive + (train_group_size - 1) negatives per query")
     knowledge_distillation: bool = arg(True, "distill pos_scores/neg_scores; False: hard negatives only")
@@ -69,12 +71,16 @@ class KDArgs:
     weight_decay: float = arg(0.0, "AdamW weight decay")
     seed: int = arg(42, "seed of sampling, shuffling, dropout and the eval batches")
     load_in_4bit: bool = arg(False, "QLoRA: 4-bit base (bitsandbytes, CUDA); LoRA weights stay fp32")
-    query_instruction_for_retrieval: Optional[str] = arg(RETRIEVAL_INSTRUCTION, "instruction; a row's prompt overrides it")
+    pooling_method: Optional[str] = arg(None, "last_token | mean | cls; None: last_token for decoders, the folder's own (or cls) for encoders")
+    query_instruction_for_retrieval: Optional[str] = arg(None, "global instruction; None: none (rows' prompts still apply where use_row_prompts)")
+    use_row_prompts: Optional[bool] = arg(None, "a row's prompt overrides the global instruction; None: the class default (decoders yes, encoders no)")
     query_instruction_format: Optional[str] = arg(None, "None: class default (<instruct>{}\\n<query>{} for icl)")
     max_examples: int = arg(5, "decoder-only-icl: 0..max_examples in-batch examples per training query")
     example_query_max_len: int = arg(64, "tokens of an example's query")
     example_passage_max_len: int = arg(96, "tokens of an example's response")
     icl_suffix_str: str = arg(ICL_SUFFIX, "ICL query suffix")
+    eval_examples_for_task: Optional[str] = arg(None, "examples.json: in-context examples in the per-epoch retrieval eval (decoder-only-icl), as 04_eval's examples_for_task; None: none")
+    eval_examples_number: int = arg(1, "in-context examples per eval query (same construct first, as the seed's evaluation)")
     save_merged_lora_model: bool = arg(True, "write merged_model_lora_epoch_{n} after every epoch")
     eval_batch_size: int = arg(32, "batch size of the per-epoch corpus/query embedding")
     devices: Optional[str] = arg(None, "cpu | cuda:0 | 0,1 (several: torchrun); None: cuda:0 or cpu")
@@ -90,16 +96,64 @@ class KDArgs:
             self.query_instruction_format = DEFAULT_QUERY_FORMAT[self.embedder_model_class]
         if isinstance(self.target_modules, (list, tuple)):
             self.target_modules = ",".join(self.target_modules)
+        self.target_modules = self.target_modules or None
         for k in ("num_train_epochs", "per_device_train_batch_size", "train_group_size",
                   "query_max_len", "passage_max_len", "gradient_accumulation_steps"):
             if int(getattr(self, k)) < 1:
                 raise ValueError(f"{k} must be at least 1, got {getattr(self, k)}")
         if self.corpus_file and not self.eval_data:
             raise ValueError("corpus_file is given but eval_data is not: the retrieval metrics need both")
+        if int(self.max_examples) < 0:
+            raise ValueError(f"max_examples must be at least 0, got {self.max_examples}")
+        self.embedder_config()          # the inference side's checks (pooling, examples) up front
 
     @property
     def decoder(self) -> bool:
         return self.embedder_model_class.startswith("decoder")
+
+    @property
+    def icl(self) -> bool:
+        return self.embedder_model_class == "decoder-only-icl"
+
+    @property
+    def row_prompts(self) -> bool:
+        return uses_row_prompts(self.embedder_model_class, self.use_row_prompts)
+
+    def group_data_config(self) -> GroupDataConfig:
+        """How training queries and groups are built (``append_eos`` is set once the tokenizer is known)."""
+        return GroupDataConfig(
+            train_group_size=self.train_group_size, query_max_len=self.query_max_len,
+            passage_max_len=self.passage_max_len, knowledge_distillation=self.knowledge_distillation,
+            query_instruction_for_retrieval=self.query_instruction_for_retrieval,
+            query_instruction_format=self.query_instruction_format, use_row_prompts=self.row_prompts,
+            icl=self.icl, use_examples=self.icl and self.max_examples > 0, max_examples=self.max_examples,
+            example_query_max_len=self.example_query_max_len, example_passage_max_len=self.example_passage_max_len,
+            icl_suffix_str=self.icl_suffix_str)
+
+    def embedder_config(self, pooling: Optional[str] = None) -> EmbedderConfig:
+        """The inference embedder of this student: the per-epoch evaluation uses it, and it is
+        what mining and 04_eval build from the same flags (same instruction rule, lengths, suffix)."""
+        return EmbedderConfig(
+            model_name_or_path=self.model_name_or_path, model_class=self.embedder_model_class,
+            pooling_method=pooling or self.pooling_method,
+            query_instruction_for_retrieval=self.query_instruction_for_retrieval,
+            use_row_prompts=self.use_row_prompts, query_instruction_format=self.query_instruction_format,
+            suffix=self.icl_suffix_str, query_max_length=self.query_max_len,
+            passage_max_length=self.passage_max_len, batch_size=self.eval_batch_size,
+            add_examples_for_task=bool(self.eval_examples_for_task), examples_file=self.eval_examples_for_task,
+            examples_number=self.eval_examples_number, show_progress=self.show_progress)
+
+
+def training_tokenizer(tok, decoder: bool) -> bool:
+    """Make ``tok`` end every text with EOS for a decoder (FlagEmbedding's ``add_eos_token``,
+    saved with the model so inference appends it too) -> whether we append it ourselves."""
+    if decoder:
+        try:
+            tok.add_eos_token = True           # transformers 5 fast tokenizers append it themselves
+        except (AttributeError, ValueError):
+            pass
+        tok.init_kwargs["add_eos_token"] = True
+    return decoder and manual_eos(tok)
 
 
 def encode(model, inputs: dict, pooling: str) -> torch.Tensor:
@@ -128,11 +182,14 @@ def save_tokenizer(tok, path, add_eos: bool, pooling: Optional[str] = None) -> N
 
 def merge_adapter(base_name: str, adapter_dir, target, tok, add_eos: bool, trust_remote_code=False,
                   pooling: Optional[str] = None) -> None:
-    """Merge ``adapter_dir`` into a freshly loaded base in its stored (unquantized) precision, on CPU."""
+    """Merge ``adapter_dir`` into a freshly loaded base in its stored (unquantized) precision, on CPU.
+
+    ``base_name`` may itself be an adapter folder (a student that was a previous round's
+    ``lora_epoch_n``): its own adapter(s) are merged into their base first, as the trainer loaded it."""
     from peft import PeftModel
-    from transformers import AutoModel
-    base = AutoModel.from_pretrained(resolve_model(base_name), dtype="auto", use_safetensors=True,
-                                     trust_remote_code=trust_remote_code)
+
+    from helpers.embedder import load_base_model
+    base = load_base_model(base_name, dtype="auto", trust_remote_code=trust_remote_code)
     merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
 
     def save(tmp):
@@ -142,12 +199,7 @@ def merge_adapter(base_name: str, adapter_dir, target, tok, add_eos: bool, trust
 
 
 def retrieval_eval(model, tok, args: KDArgs, rows, corpus_ids, corpus_texts, pooling: str) -> dict:
-    cfg = EmbedderConfig(model_name_or_path=args.model_name_or_path, model_class=args.embedder_model_class,
-                         pooling_method=pooling, query_instruction_for_retrieval=args.query_instruction_for_retrieval,
-                         query_instruction_format=args.query_instruction_format, suffix=args.icl_suffix_str,
-                         query_max_length=args.query_max_len, passage_max_length=args.passage_max_len,
-                         batch_size=args.eval_batch_size, show_progress=args.show_progress)
-    emb = Embedder(cfg, model, tok)
+    emb = Embedder(args.embedder_config(pooling), model, tok)
     q, p = emb.encode_queries(rows), emb.encode_corpus(corpus_texts)
     _, idx = search(q, p, topk=100)
     ranked = [[corpus_ids[j] for j in r] for r in idx]
@@ -176,15 +228,9 @@ def _train(args: KDArgs, devices: list[str], on_log=None) -> list[dict]:
     log.info("kd_finetune arguments: %s", json.dumps(asdict(args), ensure_ascii=False))
     resolve_model(args.model_name_or_path)      # a missing model folder fails before any work
     check_writable(Path(args.output_dir) / "metrics.jsonl")
-    dcfg = GroupDataConfig(
-        train_group_size=args.train_group_size, query_max_len=args.query_max_len,
-        passage_max_len=args.passage_max_len, knowledge_distillation=args.knowledge_distillation,
-        query_instruction_for_retrieval=args.query_instruction_for_retrieval,
-        query_instruction_format=args.query_instruction_format,
-        use_examples=args.embedder_model_class == "decoder-only-icl" and args.max_examples > 0,
-        max_examples=args.max_examples, example_query_max_len=args.example_query_max_len,
-        example_passage_max_len=args.example_passage_max_len, icl_suffix_str=args.icl_suffix_str)
+    dcfg = args.group_data_config()
     train_rows = load_group_rows(args.train_data, dcfg)
+    log.info("train %s", describe_instruction(train_rows, args.query_instruction_for_retrieval, args.row_prompts))
     eval_rows = load_group_rows(args.eval_data, dcfg) if args.eval_data else None
     corpus_ids, corpus_texts = load_corpus(args.corpus_file) if args.corpus_file else (None, None)
     if eval_rows is not None and corpus_ids is not None:    # gold ids absent would score 0 silently
@@ -192,25 +238,16 @@ def _train(args: KDArgs, devices: list[str], on_log=None) -> list[dict]:
     dtype = dtype_for(device, args.fp16)
     model, tok = load_embedding_model(args.model_name_or_path, args.embedder_model_class, device, dtype,
                                       args.load_in_4bit, args.trust_remote_code)
-    if args.decoder:
-        try:
-            tok.add_eos_token = True           # transformers 5 fast tokenizers append it themselves
-        except (AttributeError, ValueError):
-            pass
-        tok.init_kwargs["add_eos_token"] = True
-    dcfg.append_eos = args.decoder and manual_eos(tok)
-    pooling = "last_token" if args.decoder else EmbedderConfig(
-        model_name_or_path=args.model_name_or_path, model_class=args.embedder_model_class).pooling_method
-    if pooling is None:
-        from helpers.embedder import _encoder_pooling_default
-        pooling = _encoder_pooling_default(resolve_model(args.model_name_or_path))
+    dcfg.append_eos = training_tokenizer(tok, args.decoder)
+    pooling = args.embedder_config().pooling_method or _encoder_pooling_default(resolve_model(args.model_name_or_path))
+    log.info("pooling: %s", pooling)
     tcfg = TrainConfig(
         output_dir=args.output_dir, learning_rate=args.learning_rate, num_train_epochs=args.num_train_epochs,
         gradient_accumulation_steps=args.gradient_accumulation_steps, warmup_ratio=args.warmup_ratio,
         weight_decay=args.weight_decay, max_grad_norm=args.max_grad_norm, seed=args.seed, fp16=args.fp16,
         gradient_checkpointing=args.gradient_checkpointing, lora_rank=args.lora_rank,
         lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
-        target_modules=tuple(t.strip() for t in args.target_modules.split(",") if t.strip()),
+        target_modules=tuple(t.strip() for t in (args.target_modules or "").split(",") if t.strip()),
         logging_steps=args.logging_steps, overwrite_output_dir=args.overwrite_output_dir,
         show_progress=args.show_progress,
         resume_keys={k: v for k, v in asdict(args).items() if k not in (
@@ -264,14 +301,16 @@ def _train(args: KDArgs, devices: list[str], on_log=None) -> list[dict]:
 
 
 def build_parser():
-    from helpers.cli import dataclass_parser
-    return dataclass_parser(KDArgs, __doc__, prog="python -m helpers.kd_finetune",
-                            aliases={"save_merged_lora_model": ["--save_merged"]})
+    """KDArgs' flags plus FlagEmbedding's fine-tuning flags (``helpers.seed_flags``): mapped onto
+    KDArgs, or accepted with no effect and named in one warning; ``parse_args`` -> KDArgs' fields."""
+    from helpers.seed_flags import EMBEDDER_FLAGS, seed_parser
+    return seed_parser(KDArgs, __doc__, prog="python -m helpers.kd_finetune",
+                       aliases={"save_merged_lora_model": ["--save_merged"]}, table=EMBEDDER_FLAGS)
 
 
 def main(argv=None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    a = build_parser().parse_args(argv)
+    a = build_parser().parse_args(argv)     # a pasted seed command: its flags mapped, one warning
     rows = kd_finetune(KDArgs(**vars(a)))
     rank, _, _ = dist_info()
     if rank == 0:

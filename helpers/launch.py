@@ -17,15 +17,23 @@ def inside_torchrun() -> bool:
 
 
 def dataclass_argv(args, skip=()) -> list[str]:
-    """A dataclass instance -> ``["--name", "value", ...]`` (None left out; lists space-joined)."""
+    """A dataclass instance -> the command line that parses back to it (``helpers.cli.dataclass_parser``).
+
+    Every field is passed, None included (``--eval_data=None``): a field left out would fall back
+    to its default in the child, and an ``Optional`` field's default need not be None. Scalars go
+    as ``--name=value`` (a value may start with ``-``); lists and tuples as ``--name v1 v2 ...``
+    (no values: empty). Floats keep their ``repr`` (exact). Limits of the text form: an
+    ``Optional[str]`` field holding ``""`` or ``"None"`` comes back as None.
+    """
     out = []
     for f in fields(args):
-        v = getattr(args, f.name)
-        if f.name in skip or v is None:
+        if f.name in skip:
             continue
+        v = getattr(args, f.name)
         if isinstance(v, (list, tuple)):
-            v = ",".join(map(str, v))
-        out += [f"--{f.name}", str(v)]
+            out += [f"--{f.name}", *map(str, v)]
+        else:
+            out.append(f"--{f.name}={'None' if v is None else v}")
     return out
 
 

@@ -1,4 +1,5 @@
 """Evaluation plots (matplotlib, safe without a display): Recall@k curves, a metric by epoch,
+MAP@25 bars with bootstrap intervals against a reference,
 seen vs unseen bars. Each function returns the figure and, given ``path``, saves a PNG atomically.
 No pyplot: figures are plain ``Figure`` objects, so nothing depends on a display backend (a
 notebook shows the saved PNG, or the figure itself).
@@ -131,5 +132,62 @@ def plot_seen_unseen(results: Mapping[str, Mapping], metric: str = "MAP@25", pat
     ax.set_ylabel(metric)
     ax.set_title(title or f"{metric}: seen vs unseen misconceptions")
     ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    return _finish(fig, path)
+
+
+def plot_map_with_intervals(results: Mapping[str, Mapping], reference: str | None = None, path=None,
+                            metric: str = "MAP@25", subset: str = "all", title: str | None = None):
+    """One bar per model/epoch: ``metric`` with its own bootstrap 95% interval as error bars.
+
+    ``results``: :func:`helpers.evaluate.evaluate_models`' output (``"intervals"`` per model; a
+    model without one is drawn without error bar). ``reference``: the label drawn hatched, with
+    a dashed line at its value (default: the reference of the paired comparison, if any); a model
+    with a paired comparison is annotated with its difference and ``*`` when the interval of the
+    difference excludes 0. ``subset``: all, seen or unseen.
+    """
+    if not results:
+        raise ValueError("plot_map_with_intervals: nothing to plot")
+    if reference is None:
+        reference = next((m["paired"]["reference"] for m in results.values()
+                          if (m.get("paired") or {}).get("reference")), None)
+    if reference is not None and reference not in results:
+        raise ValueError(f"plot_map_with_intervals: reference {reference!r} is not one of "
+                         f"{', '.join(map(repr, results))}")
+    labels, ys, errs = [], [], []
+    for label, m in results.items():
+        sm = m if subset == "all" else (m.get(subset) or {})
+        if sm.get(metric) is None:
+            continue
+        y = float(sm[metric])
+        iv = ((m.get("intervals") or {}).get(subset) or {}).get(metric)
+        labels.append(label)
+        ys.append(y)
+        errs.append((y - iv["lo"], iv["hi"] - y) if iv else (0.0, 0.0))
+    if not labels:
+        raise ValueError(f"plot_map_with_intervals: no model has {metric!r} on subset {subset!r}")
+    fig, ax = _figure(max(5, 1.1 * len(labels) + 2), 4)
+    colors = ["tab:gray" if lab == reference else "tab:blue" for lab in labels]
+    bars = ax.bar(range(len(labels)), ys, 0.6, color=colors, yerr=[[e[0] for e in errs], [e[1] for e in errs]],
+                  capsize=4, error_kw={"lw": 1.2})
+    for b, lab in zip(bars, labels):
+        if lab == reference:
+            b.set_hatch("//")
+            ax.axhline(b.get_height(), ls="--", lw=1, color="tab:gray", label=f"reference: {lab}")
+        st = (((results[lab].get("paired") or {}).get(subset) or {}).get(metric))
+        if st:
+            ax.annotate(f"Δ{st['mean_diff']:+.3f}{'*' if st['significant'] else ''}",
+                        (b.get_x() + b.get_width() / 2, 0), xytext=(0, 3), textcoords="offset points",
+                        ha="center", va="bottom", fontsize=7, color="white" if b.get_height() > 0.05 else "black")
+    ax.set_xticks(range(len(labels)))
+    ax.set_xticklabels([f"{s} (ref)" if s == reference else str(s) for s in labels], rotation=20, ha="right",
+                       fontsize=8)
+    if ax.texts:
+        ax.set_xlabel("Δ: paired difference vs the reference (*: its 95% interval excludes 0)", fontsize=8)
+    ax.set_ylabel(metric)
+    ax.set_ylim(bottom=0)
+    ax.set_title(title or f"{metric} with bootstrap 95% intervals" + ("" if subset == "all" else f" ({subset})"))
+    if reference is not None:
+        ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     return _finish(fig, path)

@@ -20,6 +20,7 @@ from typing import Optional, Sequence
 
 from .data import LETTERS, build_queries, corpus_rows, load_misconceptions, load_questions
 from .evaluate import EmbedderArgs, build_parser, embedder_config, rank_corpus
+from .formatting import canonical_flags
 from .io_utils import InputError, atomic_path, check_writable
 from .models import resolve_model
 from .prompts import QUERY_TEMPLATE, RETRIEVAL_INSTRUCTION, unescape
@@ -180,7 +181,7 @@ def submit_with(spec: dict, test_csv: str, output_file: str, misconception_csv: 
     ``test_csv``; ``common`` holds embedder flags (a spec's own keys win)."""
     from dataclasses import fields as dc_fields
     names = {f.name for f in dc_fields(SubmissionArgs)}
-    kw = {k: v for k, v in {**common, **spec}.items() if k in names}
+    kw = {k: v for k, v in canonical_flags({**canonical_flags(common), **spec}).items() if k in names}
     mapping = misconception_csv or str(Path(test_csv).parent / "misconception_mapping.csv")
     return make_submission(SubmissionArgs(**{**kw, "model_name_or_path": spec["path"],
                                              "embedder_model_class": spec["class"], "test_csv": test_csv,

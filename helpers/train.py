@@ -84,19 +84,108 @@ def barrier() -> None:
 
 
 # ----------------------------------------------------------------------------- LoRA
+# Fused decoder projections (Phi-3: qkv_proj, gate_up_proj), adapted with DEFAULT_TARGETS when auto.
+_FUSED_TARGETS = ("qkv_proj", "gate_up_proj")
+# Modules never adapted when the targets are chosen automatically: output heads.
+HEAD_NAMES = frozenset({"lm_head", "embed_out", "score", "classifier", "pooler", "cls", "qa_outputs",
+                        "head", "heads", "output_projection"})
+
+
+def _is_linear(m) -> bool:
+    # nn.Linear, bitsandbytes' Linear4bit/Linear8bitLt, and GPT-2-style Conv1D (peft adapts all three)
+    name = type(m).__name__
+    return isinstance(m, torch.nn.Linear) or name.startswith("Linear") or name == "Conv1D"
+
+
 def linear_names(model) -> set[str]:
-    return {n.split(".")[-1] for n, m in model.named_modules()
-            if isinstance(m, torch.nn.Linear) or type(m).__name__.startswith("Linear")}
+    return {n.split(".")[-1] for n, m in model.named_modules() if _is_linear(m)}
+
+
+def _peft_lora_mapping() -> dict:
+    """peft's default LoRA targets by ``config.model_type`` ({} when this peft has none)."""
+    for where in ("peft.utils.constants", "peft.utils", "peft.utils.other"):
+        try:
+            mod = __import__(where, fromlist=["_"])
+        except ImportError:
+            continue
+        mapping = getattr(mod, "TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING", None)
+        if isinstance(mapping, dict):
+            return mapping
+    return {}
+
+
+def _model_types(model) -> list[str]:
+    cfg = getattr(model, "config", None)
+    types = [getattr(cfg, "model_type", None)]
+    get_text = getattr(cfg, "get_text_config", None)
+    if callable(get_text):
+        try:
+            types.append(getattr(get_text(), "model_type", None))
+        except Exception:   # configs without a text part
+            pass
+    return [t for t in dict.fromkeys(types) if t]
+
+
+def resolve_target_modules(model, requested=None) -> tuple[list[str], str]:
+    """LoRA target modules for ``model`` -> ``(targets, reason)``; ValueError when there are none.
+
+    ``requested`` (names of linear layers, matched on the last part of a module's name): those
+    present in the model, in the given order; ``"all-linear"`` alone means every linear layer but
+    the output heads. Empty or None: automatic, by architecture: a decoder (a model with any of
+    :data:`DEFAULT_TARGETS`) gets those it has; otherwise peft's defaults for its
+    ``config.model_type`` (BERT: query, value); otherwise every linear layer but the output heads
+    (:data:`HEAD_NAMES`; a head's leaf name shared with body layers, e.g. ``dense``, makes the
+    targets full module names).
+    """
+    present = linear_names(model)
+    if isinstance(requested, str):
+        requested = requested.split(",")
+    requested = list(dict.fromkeys(t.strip() for t in (requested or ()) if t and t.strip()))
+    if requested == ["all-linear"]:
+        return _all_linear_but_heads(model, "requested all-linear")
+    if requested:
+        targets = [t for t in requested if t in present]
+        if not targets:
+            raise ValueError(f"target_modules {requested}: none is a linear layer of this model; "
+                             f"its linear layers are {sorted(present)}")
+        missing = [t for t in requested if t not in present]
+        return targets, "as requested" + (f"; not in this model: {missing}" if missing else "")
+    decoder = [t for t in DEFAULT_TARGETS + _FUSED_TARGETS if t in present]
+    if decoder and not getattr(getattr(model, "config", None), "is_encoder_decoder", False):
+        return decoder, "auto: a decoder, the project's DEFAULT_TARGETS it has"
+    types = _model_types(model)
+    mapping = _peft_lora_mapping()
+    for mt in types:
+        known = mapping.get(mt) or ()
+        targets = [t for t in ([known] if isinstance(known, str) else known) if t in present]
+        if targets:
+            return targets, f"auto: peft's LoRA default for model_type {mt!r}"
+    return _all_linear_but_heads(model, f"auto: peft has no LoRA default for model_type "
+                                        f"{'/'.join(types) or '?'}")
+
+
+def _all_linear_but_heads(model, why: str) -> tuple[list[str], str]:
+    linear = [n for n, m in model.named_modules() if _is_linear(m)]
+    body = [n for n in linear if not HEAD_NAMES.intersection(n.split("."))]
+    if not body:
+        raise ValueError(f"no LoRA target ({why}): every linear layer of this model is an output "
+                         f"head: {sorted(linear)}")
+    leaves = list(dict.fromkeys(n.split(".")[-1] for n in body))
+    in_body = set(body)
+    head_leaves = {n.split(".")[-1] for n in linear if n not in in_body}
+    why += ", so every linear layer but the output heads"
+    if head_leaves.intersection(leaves):          # e.g. BERT-like "dense" in the layers and the pooler
+        return body, why + " (full module names: a head shares a layer name)"
+    return leaves, why
 
 
 def add_lora(model, cfg: TrainConfig, task_type=None):
-    """Wrap ``model`` with LoRA adapters; LoRA weights in fp32; gradient checkpointing on."""
+    """Wrap ``model`` with LoRA adapters; LoRA weights in fp32; gradient checkpointing on.
+
+    ``cfg.target_modules`` empty (or None): chosen by architecture (:func:`resolve_target_modules`),
+    logged with the reason."""
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
-    present = linear_names(model)
-    targets = [t for t in cfg.target_modules if t in present]
-    if not targets:
-        raise ValueError(f"target_modules {list(cfg.target_modules)}: none is a linear layer of this "
-                         f"model; its linear layers are {sorted(present)}")
+    targets, reason = resolve_target_modules(model, cfg.target_modules)
     if getattr(model, "is_loaded_in_4bit", False):
         model = prepare_model_for_kbit_training(
             model, use_gradient_checkpointing=cfg.gradient_checkpointing,
@@ -116,9 +205,14 @@ def add_lora(model, cfg: TrainConfig, task_type=None):
             p.data = p.data.float()
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     n_all = sum(p.numel() for p in model.parameters())
-    log.info("LoRA r=%d alpha=%s on %s: %d trainable of %d parameters (%.2f%%)", cfg.lora_rank,
-             cfg.lora_alpha, targets, n_train, n_all, 100 * n_train / max(n_all, 1))
+    log.info("LoRA r=%d alpha=%s on %s (%s): %d trainable of %d parameters (%.2f%%)", cfg.lora_rank,
+             cfg.lora_alpha, _short(targets), reason, n_train, n_all, 100 * n_train / max(n_all, 1))
     return model
+
+
+def _short(names, keep: int = 8) -> str:
+    names = list(names)
+    return str(names) if len(names) <= keep else f"{names[:keep]}... ({len(names)} modules)"
 
 
 # ----------------------------------------------------------------------------- loop pieces

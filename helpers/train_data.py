@@ -4,9 +4,11 @@ FlagEmbedding semantics: one positive chosen at random, negatives sampled withou
 from ``neg`` (with repetition when there are too few, logged once per file), teacher scores
 carried in the same order; batches of ``per_device_train_batch_size`` queries per device (the
 last incomplete global batch is dropped for training, kept for evaluation); for
-``decoder-only-icl`` every query gets 0..``max_examples`` other (query, positive) pairs of its
-batch as in-context examples and ends with the ICL suffix. Decoder models see EOS at the end of
-every text (appended once). Everything is seeded by (seed, epoch, step, rank): a batch is the same
+``decoder-only-icl`` every query ends with the ICL suffix (with or without examples) and, when
+examples are on, gets 0..``max_examples`` other (query, positive) pairs of its batch as
+in-context examples, as many as fit beside the whole query. Query token ids come from the
+embedder's own functions (:mod:`helpers.formatting`), so a query is the same ids in training as
+at inference. Decoder models see EOS at the end of every text (appended once). Everything is seeded by (seed, epoch, step, rank): a batch is the same
 whichever batches were built before it, which makes resuming exact.
 """
 from __future__ import annotations
@@ -19,10 +21,10 @@ from typing import Optional
 
 import torch
 
-from helpers.formatting import (examples_prefix, instructed_query, row_instruction,
-                                tokenize_icl_queries, tokenize_texts)
+from helpers.formatting import (instructed_query, join_examples, row_instruction, tokenize_icl_queries,
+                                tokenize_texts)
 from helpers.io_utils import InputError, read_jsonl, validate_queries
-from helpers.prompts import ICL_QUERY_FORMAT, ICL_SUFFIX, RETRIEVAL_INSTRUCTION, unescape
+from helpers.prompts import ICL_QUERY_FORMAT, ICL_SUFFIX, unescape
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +35,10 @@ class GroupDataConfig:
     query_max_len: int = 512
     passage_max_len: int = 512
     knowledge_distillation: bool = True
-    query_instruction_for_retrieval: Optional[str] = RETRIEVAL_INSTRUCTION
+    query_instruction_for_retrieval: Optional[str] = None
     query_instruction_format: str = ICL_QUERY_FORMAT
+    use_row_prompts: bool = True        # a row's prompt overrides the global instruction
+    icl: bool = True                    # decoder-only-icl: queries end with the ICL suffix
     use_examples: bool = False          # decoder-only-icl: in-batch in-context examples
     max_examples: int = 5
     example_query_max_len: int = 64
@@ -141,11 +145,12 @@ class GroupBatches:
             yield self.build([self.rows[i] for i in local], rng)
 
     def texts(self, rows: list[dict], rng: random.Random):
-        """(query texts, passage texts, flat teacher scores or None) of one batch."""
+        """(instructed query texts, their examples prefixes, passage texts, flat teacher scores
+        or None) of one batch. The prefixes are ``""`` without in-context examples."""
         c = self.cfg
         queries, passages, scores, pairs = [], [], [], []
         for r in rows:
-            q = instructed_query(r["query"], row_instruction(r, c.query_instruction_for_retrieval),
+            q = instructed_query(r["query"], row_instruction(r, c.query_instruction_for_retrieval, c.use_row_prompts),
                                  c.query_instruction_format)
             ps, sc = sample_group(r, c.train_group_size, rng, c.knowledge_distillation)
             queries.append(q)
@@ -153,37 +158,42 @@ class GroupBatches:
             if sc is not None:
                 scores.extend(sc)
             if c.use_examples:
-                pairs.append((_cut(self.tok, q, c.example_query_max_len),
-                              _cut(self.tok, ps[0], c.example_passage_max_len)))
+                pairs.append(unescape(c.icl_suffix_str).join(
+                    (_cut(self.tok, q, c.example_query_max_len), _cut(self.tok, ps[0], c.example_passage_max_len))))
+        prefixes = [""] * len(queries)
         if c.use_examples:
-            queries = [self._with_examples(i, q, pairs, rng) for i, q in enumerate(queries)]
-        return queries, passages, (scores if c.knowledge_distillation else None)
+            lengths = [len(x) for x in self._query_ids(queries, prefixes)]
+            prefixes = [self._examples_prefix(i, lengths[i], pairs, rng) for i in range(len(queries))]
+        return queries, prefixes, passages, (scores if c.knowledge_distillation else None)
 
-    def _with_examples(self, i, query, pairs, rng):
+    def _examples_prefix(self, i: int, query_len: int, pairs: list[str], rng: random.Random) -> str:
+        """0..max_examples other queries of the batch (with their positives) as in-context
+        examples of query ``i``, FlagEmbedding's draw. Examples are dropped (from the last) until
+        the query, at its own length ``query_len``, fits ``query_max_len`` with them: an example
+        never cuts the query (FlagEmbedding budgets ``query_max_len - 512`` and then truncates
+        the end of the query, which on Eedi is the wrong-answer line)."""
         c = self.cfg
         k = rng.randint(0, c.max_examples)
         if k == 0 or len(pairs) < 2:
-            return query
+            return ""
         pick = [j for j in rng.sample(range(len(pairs)), min(k + 1, len(pairs))) if j != i][:k]
-        # FlagEmbedding keeps the prefix within query_max_len - 512 tokens; with short demo
-        # lengths that leaves nothing, so the budget is at least half of query_max_len.
-        budget = max(c.query_max_len - 512, c.query_max_len // 2)
-        prefix = ""
-        for j in pick:
-            tmp = prefix + unescape(c.icl_suffix_str).join(pairs[j]) + "\n\n"
-            if len(self.tok(tmp)["input_ids"]) > budget:
-                break
-            prefix = tmp
-        return prefix + query
+        room = c.query_max_len - query_len
+        while pick and len(self.tok(join_examples([pairs[j] for j in pick]), add_special_tokens=False)["input_ids"]) > room:
+            pick.pop()
+        return join_examples([pairs[j] for j in pick])
+
+    def _query_ids(self, queries: list[str], prefixes: list[str]) -> list[list[int]]:
+        """Query token ids, by the embedder's own functions (so training = inference)."""
+        c = self.cfg
+        if c.icl:
+            return tokenize_icl_queries(self.tok, queries, c.query_max_len, prefixes,
+                                        unescape(c.icl_suffix_str), append_eos=c.append_eos)
+        return tokenize_texts(self.tok, queries, c.query_max_len, append_eos=c.append_eos)
 
     def build(self, rows: list[dict], rng: random.Random) -> dict:
         c = self.cfg
-        queries, passages, scores = self.texts(rows, rng)
-        if c.use_examples:
-            q_ids = tokenize_icl_queries(self.tok, queries, c.query_max_len, "",
-                                         unescape(c.icl_suffix_str), append_eos=c.append_eos)
-        else:
-            q_ids = tokenize_texts(self.tok, queries, c.query_max_len, append_eos=c.append_eos)
+        queries, prefixes, passages, scores = self.texts(rows, rng)
+        q_ids = self._query_ids(queries, prefixes)
         p_ids = tokenize_texts(self.tok, passages, c.passage_max_len, append_eos=c.append_eos)
         pad = self.tok.pad_token_id
         out = {"queries": pad_batch(q_ids, pad, self.left), "passages": pad_batch(p_ids, pad, self.left)}

@@ -1,6 +1,7 @@
 import pytest
 
-from helpers.plots import plot_metric_by_epoch, plot_recall_curves, plot_seen_unseen, recall_curve
+from helpers.plots import (plot_map_with_intervals, plot_metric_by_epoch, plot_recall_curves, plot_seen_unseen,
+                           recall_curve)
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -66,3 +67,37 @@ def test_metric_by_epoch_baselines(tmp_path):
     labels = [line.get_label() for line in fig.axes[0].get_lines()]
     assert labels == ["MAP@25", "MAP@25 base"]
     assert _is_png(tmp_path / "m.png")
+
+
+def _with_interval(scale, lo, hi, paired=None):
+    m = _metrics(scale)
+    m["intervals"] = {"all": {"MAP@25": {"mean": m["MAP@25"], "lo": lo, "hi": hi, "n": 10}}}
+    if paired is not None:
+        m["paired"] = paired
+    return m
+
+
+def test_map_with_intervals_png(tmp_path):
+    ref = {"reference": None, "metrics": ["MAP@25"]}
+    st = {"mean_diff": 0.1, "lo": 0.02, "hi": 0.18, "significant": True}
+    res = {"base": _with_interval(0.3, 0.05, 0.15, ref),
+           "epoch 1": _with_interval(0.6, 0.15, 0.25, {"reference": "base", "metrics": ["MAP@25"],
+                                                       "all": {"MAP@25": st}}),
+           "no interval": _metrics(0.45)}
+    out = tmp_path / "map_ci.png"
+    fig = plot_map_with_intervals(res, path=out)                       # reference found in the paired info
+    assert _is_png(out)
+    ax = fig.axes[0]
+    bars = ax.patches
+    assert [round(b.get_height(), 4) for b in bars] == [0.1, 0.2, 0.15]
+    assert bars[0].get_hatch() == "//" and not bars[1].get_hatch()
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["base (ref)", "epoch 1", "no interval"]
+    segs = [c for c in ax.collections if len(c.get_segments()) == 3][0].get_segments()   # the error bars
+    assert [(round(s[0][1], 4), round(s[1][1], 4)) for s in segs] == [(0.05, 0.15), (0.15, 0.25), (0.15, 0.15)]
+    assert any(t.get_text() == "Δ+0.100*" for t in ax.texts)
+    assert [line.get_label() for line in ax.get_lines() if line.get_label().startswith("reference")] == ["reference: base"]
+    plot_map_with_intervals(res, reference=None, path=None)
+    with pytest.raises(ValueError, match="'nope' is not one of"):
+        plot_map_with_intervals(res, reference="nope")
+    with pytest.raises(ValueError, match="no model has"):
+        plot_map_with_intervals(res, subset="seen")

@@ -97,8 +97,8 @@ def test_icl_examples_are_other_pairs_of_the_batch(tok):
     gb = GroupBatches(rows, tok, cfg, batch_size=4, seed=0)
     seen_examples = 0
     for seed in range(8):
-        qs, _, _ = gb.texts(rows, random.Random(seed))
-        for i, q in enumerate(qs):
+        qs, prefixes, _, _ = gb.texts(rows, random.Random(seed))
+        for i, q in enumerate(p + q for p, q in zip(prefixes, qs)):
             own = f"<instruct>Find it.\n<query>query {i}"
             assert q.endswith(own)
             prefix = q[:-len(own)]
