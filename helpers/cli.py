@@ -112,19 +112,20 @@ def field_kwargs(f, hint) -> dict:
 
 def dataclass_parser(cls, description: str = "", prog: Optional[str] = None, aliases: Optional[dict] = None,
                      choices: Optional[dict] = None, overrides: Optional[dict] = None,
-                     parser_class=None, epilog: Optional[str] = None):
+                     parser_class=None, epilog: Optional[str] = None, usage: Optional[str] = None):
     """One ``--flag`` per dataclass field, with its help text, default and type (:func:`field_kwargs`).
 
     Booleans take ``True``/``False`` or stand alone (``--flag`` means True), as in HF's scripts;
     ``Optional[...]`` fields take ``None``; list/tuple fields take several values; ``aliases`` maps
     a field to extra flag names (FlagEmbedding's spellings); ``choices`` restricts a field's values;
     ``overrides`` replaces a field's ``add_argument`` keywords (e.g. FlagEmbedding's list syntax for
-    a string field); ``parser_class`` is an ``argparse.ArgumentParser`` subclass.
+    a string field); ``parser_class`` is an ``argparse.ArgumentParser`` subclass; ``usage`` and
+    ``epilog`` go to it.
     """
     import argparse
     import dataclasses
     import typing
-    p = (parser_class or argparse.ArgumentParser)(prog=prog, description=description, epilog=epilog,
+    p = (parser_class or argparse.ArgumentParser)(prog=prog, description=description, epilog=epilog, usage=usage,
                                                   formatter_class=argparse.RawDescriptionHelpFormatter)
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):

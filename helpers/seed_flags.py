@@ -214,7 +214,7 @@ def apply_seed_flags(ns: dict, given: set, table: Sequence[SeedFlag] = EMBEDDER_
 
 def noop_warning(noops: list) -> str:
     return ("FlagEmbedding flags accepted but with no effect here: " +
-            "; ".join(f"--{f} ({reason})" for f, _, reason in noops))
+            " | ".join(f"--{f}: {reason}" for f, _, reason in noops))
 
 
 def report(res: SeedResult) -> None:
@@ -222,7 +222,7 @@ def report(res: SeedResult) -> None:
     if res.mapped:
         log.info("FlagEmbedding flags mapped: %s", "; ".join(res.mapped))
     if res.noops:
-        log.warning(noop_warning(res.noops))
+        log.warning("%s", noop_warning(res.noops))
 
 
 class SeedFlagParser(argparse.ArgumentParser):
@@ -255,7 +255,8 @@ def seed_parser(cls, description: str = "", prog: Optional[str] = None, aliases:
     for kw in overrides.values():
         kw.pop("metavar", None)
     p = dataclass_parser(cls, description, prog=prog, aliases=aliases, choices=choices, overrides=overrides,
-                         parser_class=SeedFlagParser,
+                         parser_class=SeedFlagParser, usage="%(prog)s [-h] [--FLAG VALUE ...] (flags below; "
+                         "FlagEmbedding's in their own group)",
                          epilog="FlagEmbedding's flags are accepted so that a pasted seed command runs: "
                                 "see 'FlagEmbedding flags' above (table: helpers/seed_flags.py).")
     p.seed_table = tuple(table)

@@ -68,7 +68,7 @@ class RerankerTrainArgs:
     lora_rank: int = arg(8, "LoRA r")
     lora_alpha: float = arg(16, "LoRA alpha")
     lora_dropout: float = arg(0.05, "LoRA dropout")
-    target_modules: str = arg("q_proj,k_proj,v_proj,o_proj", "LoRA target modules, comma-separated")
+    target_modules: Optional[str] = arg("q_proj,k_proj,v_proj,o_proj", "LoRA target modules, comma-separated; None: the architecture's (see helpers.train.resolve_target_modules)")
     lora_last_layers: Optional[int] = arg(None, "LoRA only in the last n decoder layers (smaller, faster); None: all")
     gradient_checkpointing: bool = arg(False, "recompute activations in backward")
     fp16: bool = arg(True, "mixed precision on CUDA (bf16 from cc 8); CPU: fp32")
@@ -216,7 +216,7 @@ def train_reranker(args: RerankerTrainArgs) -> list[dict]:
         weight_decay=args.weight_decay, max_grad_norm=args.max_grad_norm, seed=args.seed, fp16=args.fp16,
         gradient_checkpointing=args.gradient_checkpointing, lora_rank=args.lora_rank,
         lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
-        target_modules=tuple(t.strip() for t in args.target_modules.split(",") if t.strip()),
+        target_modules=tuple(t.strip() for t in (args.target_modules or "").split(",") if t.strip()),
         layers_to_transform=layers, overwrite_output_dir=args.overwrite_output_dir,
         show_progress=args.show_progress,
         resume_keys={k: v for k, v in asdict(args).items() if k not in (

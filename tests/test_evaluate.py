@@ -257,12 +257,16 @@ def test_notebook_runs_and_writes_everything(tmp_path, repo_root):
                         queries_file=str(d / "test_queries.jsonl"), corpus_file=str(d / "corpus.jsonl"),
                         train_queries_file=str(d / "train_queries.jsonl"), output_dir=str(out),
                         embedder_query_max_length=64, embedder_passage_max_length=32, devices="cpu",
-                        training_metrics_file=str(kd / "metrics.jsonl"),
-                        test_csv=str(test_csv), sample_submission=None,
+                        training_metrics_file=str(kd / "metrics.jsonl"), reference_model="base",
+                        n_resamples=200, test_csv=str(test_csv), sample_submission=None,
                         submission_file=str(tmp_path / "submission.csv")))
     for name in ("recall_curves.png", "map_by_epoch.png", "seen_unseen.png", "training_by_epoch.png", "comparison.csv",
-                 "base/metrics.json", "epoch_1/rankings.jsonl"):
+                 "map_intervals.png", "base/metrics.json", "epoch_1/rankings.jsonl", "epoch_1/per_query.jsonl"):
         assert (out / name).stat().st_size > 0, name
+    import csv
+    comp = list(csv.DictReader((out / "comparison.csv").open()))
+    epoch = [r for r in comp if r["label"] == "epoch 1" and r["subset"] == "all"][0]
+    assert epoch["reference"] == "base" and float(epoch["dMAP@25"]) == 0.0     # the same model
     lines = (tmp_path / "submission.csv").read_text().splitlines()
     assert lines[0] == "QuestionId_Answer,MisconceptionId"
     assert sorted(x.split(",")[0] for x in lines[1:]) == ["5_A", "5_C", "5_D", "6_A", "6_B", "6_C"]
