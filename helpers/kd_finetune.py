@@ -23,7 +23,7 @@ from helpers.cli import arg
 from helpers.devices import dtype_for, parse_devices
 from helpers.embedder import DEFAULT_QUERY_FORMAT, MODEL_CLASSES, Embedder, EmbedderConfig, \
     _encoder_pooling_default, load_embedding_model, manual_eos
-from helpers.formatting import describe_instruction, uses_row_prompts
+from helpers.formatting import describe_instruction, flag_aliases, uses_row_prompts
 from helpers.io_utils import check_writable, load_corpus, validate_queries
 from helpers.launch import dataclass_argv, inside_torchrun, launch
 from helpers.losses import EmbedderLoss
@@ -44,8 +44,8 @@ class KDArgs:
     model_name_or_path: str = arg("demo:smollm2-135m-instruct", "student: demo:<alias> or a HF folder")
     embedder_model_class: str = arg("decoder-only-icl", "decoder-only-icl | decoder-only-base | encoder-only-base")
     train_data: str = arg("model_output/demo/scored/train_scored.jsonl", "mined (and scored, for KD) train queries")
-    eval_data: Optional[str] = arg("model_output/demo/scored/test_scored.jsonl", "scored test queries: eval_loss and retrieval metrics")
-    corpus_file: Optional[str] = arg("model_output/demo/data/corpus.jsonl", "corpus for the per-epoch retrieval metrics")
+    eval_data: Optional[str] = arg(None, "scored test queries: eval_loss and retrieval metrics (None: no per-epoch evaluation)")
+    corpus_file: Optional[str] = arg(None, "corpus for the per-epoch retrieval metrics (needs eval_data)")
     output_dir: str = arg("model_output/demo/kd", "adapters, merged models, metrics.jsonl")
     learning_rate: float = arg(1e-4, "AdamW learning rate")
     num_train_epochs: int = arg(5, "epochs")
@@ -305,7 +305,7 @@ def build_parser():
     KDArgs, or accepted with no effect and named in one warning; ``parse_args`` -> KDArgs' fields."""
     from helpers.seed_flags import EMBEDDER_FLAGS, seed_parser
     return seed_parser(KDArgs, __doc__, prog="python -m helpers.kd_finetune",
-                       aliases={"save_merged_lora_model": ["--save_merged"]}, table=EMBEDDER_FLAGS)
+                       aliases={"save_merged_lora_model": ["--save_merged"], **flag_aliases()}, table=EMBEDDER_FLAGS)
 
 
 def main(argv=None) -> None:
