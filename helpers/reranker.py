@@ -198,23 +198,37 @@ class CrossEncoderReranker(BaseReranker):
     @torch.no_grad()
     def _score_on(self, rep, qs, ps):
         device, model = rep
-        groups = self.layout.encode(qs, ps)
-        flat = [(g, j, item) for g, items in enumerate(groups) for j, item in enumerate(items)]
-        if self.sort_by_length:
-            flat.sort(key=lambda x: -len(x[2][0]))
-        out = [[0.0] * len(items) for items in groups]
-        starts = range(0, len(flat), self.batch_size)
-        for s in tqdm(starts, desc="rerank", disable=not self.show_progress or len(starts) < 2):
-            chunk = flat[s:s + self.batch_size]
-            ids, mask = pad([c[2][0] for c in chunk], self.pad_id, "right")
-            types, _ = pad([c[2][1] for c in chunk], 0, "right")
-            kw = dict(input_ids=ids.to(device), attention_mask=mask.to(device))
-            if "token_type_ids" in self.tokenizer.model_input_names:
-                kw["token_type_ids"] = types.to(device)
-            logits = model(**kw).logits.view(-1).float().cpu().tolist()
-            for (g, j, _), v in zip(chunk, logits):
-                out[g][j] = v
-        return out
+        return cross_encoder_scores(model, self.tokenizer, self.layout, qs, ps, device, self.batch_size,
+                                    self.sort_by_length, self.show_progress)
+
+
+def cross_encoder_inputs(items, tokenizer, pad_id: int, device="cpu") -> dict:
+    """Padded model inputs of encoded pairs (``(ids, token_type_ids)`` of
+    :meth:`helpers.rerank_inputs.EncoderLayout.encode_pair`); right padding. Training and scoring
+    both build their batches here, so the teacher is scored on what it was trained on."""
+    ids, mask = pad([it[0] for it in items], pad_id, "right")
+    kw = dict(input_ids=ids.to(device), attention_mask=mask.to(device))
+    if "token_type_ids" in tokenizer.model_input_names:
+        kw["token_type_ids"] = pad([it[1] for it in items], 0, "right")[0].to(device)
+    return kw
+
+
+def cross_encoder_scores(model, tokenizer, layout, qs, ps, device, batch_size, sort_by_length=True,
+                         show_progress=True) -> list[list[float]]:
+    """The single logit of a sequence-classification head for every (query, passage) of each group."""
+    groups = layout.encode(qs, ps)
+    flat = [(g, j, item) for g, items in enumerate(groups) for j, item in enumerate(items)]
+    if sort_by_length:
+        flat.sort(key=lambda x: -len(x[2][0]))
+    out = [[0.0] * len(items) for items in groups]
+    pad_id = tokenizer.pad_token_id or 0
+    starts = range(0, len(flat), batch_size)
+    for s in tqdm(starts, desc="rerank", disable=not show_progress or len(starts) < 2):
+        chunk = flat[s:s + batch_size]
+        logits = model(**cross_encoder_inputs([c[2] for c in chunk], tokenizer, pad_id, device)).logits
+        for (g, j, _), v in zip(chunk, logits.view(-1).float().cpu().tolist()):
+            out[g][j] = v
+    return out
 
 
 def load_reranker(reranker_name_or_path, reranker_model_class="decoder-only-base", **kw):
@@ -229,4 +243,5 @@ def load_reranker(reranker_name_or_path, reranker_model_class="decoder-only-base
                      f"choose one of {', '.join(MODEL_CLASSES)}")
 
 
-__all__ = ["LLMReranker", "CrossEncoderReranker", "load_reranker", "sigmoid", "last_real_index"]
+__all__ = ["LLMReranker", "CrossEncoderReranker", "load_reranker", "sigmoid", "last_real_index",
+           "cross_encoder_inputs", "cross_encoder_scores"]

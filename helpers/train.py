@@ -46,7 +46,7 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     seed: int = 42
     fp16: bool = True                   # mixed precision on CUDA (bf16 from cc 8); CPU: fp32
-    gradient_checkpointing: bool = True
+    gradient_checkpointing: bool = True   # the kd stage resolves None (auto) first: checkpointing_rule
     lora_rank: int = 64
     lora_alpha: float = 32
     lora_dropout: float = 0.1
@@ -56,6 +56,8 @@ class TrainConfig:
     overwrite_output_dir: bool = False
     show_progress: bool = True
     resume_keys: dict = field(default_factory=dict)   # what must match to resume (data, model...)
+    use_lora: bool = True               # False: full fine-tuning (every weight trained, kept in fp32)
+    fast_lora: bool = True              # fused LoRA forward/backward on CPU (helpers.fast_lora)
 
 
 # ----------------------------------------------------------------------------- distributed
@@ -180,10 +182,13 @@ def _all_linear_but_heads(model, why: str) -> tuple[list[str], str]:
 
 
 def add_lora(model, cfg: TrainConfig, task_type=None):
-    """Wrap ``model`` with LoRA adapters; LoRA weights in fp32; gradient checkpointing on.
+    """Wrap ``model`` with LoRA adapters; LoRA weights in fp32; gradient checkpointing as configured.
 
     ``cfg.target_modules`` empty (or None): chosen by architecture (:func:`resolve_target_modules`),
-    logged with the reason."""
+    logged with the reason. ``cfg.use_lora`` False: no adapters, full fine-tuning (every weight
+    trainable, in fp32; mixed precision comes from autocast as for LoRA)."""
+    if not cfg.use_lora:
+        return _full_finetuning(model, cfg)
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
     targets, reason = resolve_target_modules(model, cfg.target_modules)
     if getattr(model, "is_loaded_in_4bit", False):
@@ -203,11 +208,75 @@ def add_lora(model, cfg: TrainConfig, task_type=None):
     for p in model.parameters():
         if p.requires_grad and p.dtype != torch.float32:
             p.data = p.data.float()
+    n_fast = 0
+    if cfg.fast_lora:
+        from helpers import fast_lora
+        n_fast = fast_lora.enable(model)
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     n_all = sum(p.numel() for p in model.parameters())
-    log.info("LoRA r=%d alpha=%s on %s (%s): %d trainable of %d parameters (%.2f%%)", cfg.lora_rank,
-             cfg.lora_alpha, _short(targets), reason, n_train, n_all, 100 * n_train / max(n_all, 1))
+    log.info("LoRA r=%d alpha=%s on %s (%s): %d trainable of %d parameters (%.2f%%)%s", cfg.lora_rank,
+             cfg.lora_alpha, _short(targets), reason, n_train, n_all, 100 * n_train / max(n_all, 1),
+             f"; fused CPU forward/backward on {n_fast} layers" if n_fast else "")
     return model
+
+
+def _full_finetuning(model, cfg: TrainConfig):
+    if getattr(model, "is_loaded_in_4bit", False):
+        raise ValueError("full fine-tuning (use_lora False) of a 4-bit base is not possible; use LoRA (QLoRA)")
+    model.float()                                # fp32 master weights; autocast gives bf16/fp16 compute
+    for p in model.parameters():
+        p.requires_grad_(True)
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if hasattr(getattr(model, "config", None), "use_cache"):
+        model.config.use_cache = False
+    log.info("full fine-tuning: all %d parameters trainable (fp32)", sum(p.numel() for p in model.parameters()))
+    return model
+
+
+def _available_memory(device) -> tuple[int, str]:
+    """Bytes free for activations on ``device`` -> (bytes, where)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free), f"{device} free memory"
+    try:
+        with open("/proc/meminfo") as f:
+            info = {ln.split(":")[0]: int(ln.split()[1]) * 1024 for ln in f}
+        return info["MemAvailable"], "available RAM"
+    except (OSError, KeyError, ValueError, IndexError):
+        return 0, "RAM (unknown)"
+
+
+def activation_bytes(model, tokens: int, longest: int, texts: int, bytes_per: int) -> int:
+    """Rough activation memory of one training forward without checkpointing: ~34 x tokens x hidden
+    per layer (Korthikanti et al. 2022) plus the attention matrices (eager/math attention keeps
+    scores, probabilities and the dropout mask: ~3 x heads x longest^2 per text and layer)."""
+    cfg = getattr(model, "config", None)
+    get_text = getattr(cfg, "get_text_config", None)
+    if callable(get_text):
+        try:
+            cfg = get_text()
+        except Exception:
+            pass
+    hidden = int(getattr(cfg, "hidden_size", 0) or getattr(cfg, "d_model", 0) or 1024)
+    layers = int(getattr(cfg, "num_hidden_layers", 0) or getattr(cfg, "n_layer", 0) or 24)
+    heads = int(getattr(cfg, "num_attention_heads", 0) or 16)
+    return layers * bytes_per * (34 * tokens * hidden + 3 * heads * longest * longest * texts)
+
+
+def checkpointing_rule(requested, model, device, tokens: int, longest: int, texts: int,
+                       dtype=torch.float32, share: float = 0.5) -> tuple[bool, str]:
+    """Gradient checkpointing is a memory tool: ``requested`` True/False is obeyed; None (auto) turns
+    it on only when one step's activations at the max lengths (:func:`activation_bytes`) would take
+    more than ``share`` of the memory free on ``device`` -> (on, the reason to log)."""
+    if requested is not None:
+        return bool(requested), "as requested"
+    need = activation_bytes(model, tokens, longest, texts, torch.finfo(dtype).bits // 8)
+    free, where = _available_memory(device)
+    on = free <= 0 or need > share * free
+    return on, (f"auto: activations ~{need / 2 ** 30:.1f} GiB at the max lengths vs {free / 2 ** 30:.1f} GiB "
+                f"{where}: {'on (memory needs it)' if on else 'off (it fits; checkpointing would only cost time)'}")
 
 
 def _short(names, keep: int = 8) -> str:

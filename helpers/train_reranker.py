@@ -1,21 +1,30 @@
-"""Fine-tune a ``decoder-only-base`` ("Yes"-logit) reranker with LoRA: the demo's teacher.
+"""Fine-tune a teacher reranker: an LLM ("Yes" logit, ``decoder-only-base``, LoRA; the demo's
+teacher) or a cross-encoder (``encoder-only-base``: a one-logit classification head on an encoder,
+LoRA or full fine-tuning).
 
     python -m helpers.train_reranker --model_name_or_path demo:gemma-3-270m \
         --train_data mined_train.jsonl --output_dir model_output/teacher \
         --train_group_size 8 --max_len 128 --lora_rank 8 --target_modules q_proj,v_proj
+    python -m helpers.train_reranker --reranker_model_class encoder-only-base \
+        --model_name_or_path demo:all-minilm-l6-v2 --use_lora False --train_data ... --output_dir ...
 
-FlagEmbedding's LLM-reranker fine-tuning objective: every query gives a group of 1 positive +
-(``train_group_size`` - 1) negatives sampled from its ``neg``; each pair is laid out exactly as the
-scoring stage lays it out (:class:`helpers.rerank_inputs.DecoderLayout`: ``[bos] A: query \\n B:
-passage \\n prompt``, same truncation) and scored by the "Yes" logit at its last real token
-(:class:`helpers.rerank_paths` head); the loss is the cross-entropy of each group's scores with
-the positive, index 0, as the target. Sampling and batching are the embedder trainer's
-(:mod:`helpers.train_data`), the loop is :func:`helpers.train.fit` (LoRA, schedule, clipping,
-per-epoch adapters ``lora_epoch_{n}``, resume). With ``eval_data`` (a mined file), every epoch
-scores each eval query's whole group and logs the positive's top-1 rate and MAP in its group.
+FlagEmbedding's reranker fine-tuning objective: every query gives a group of 1 positive +
+(``train_group_size`` - 1) negatives sampled from its ``neg``; the loss is the cross-entropy of
+each group's scores with the positive, index 0, as the target. Each pair is laid out exactly as
+the scoring stage lays it out: for an LLM :class:`helpers.rerank_inputs.DecoderLayout` (``[bos] A:
+query \n B: passage \n prompt``, same truncation) scored by the "Yes" logit at its last real token
+(:class:`helpers.rerank_paths` head); for a cross-encoder the (query, passage) text pair in the
+tokenizer's template, the passage truncated first (:class:`helpers.rerank_inputs.EncoderLayout`),
+scored by the head's logit (:func:`helpers.reranker.cross_encoder_scores`). Sampling and batching
+are the embedder trainer's (:mod:`helpers.train_data`), the loop is :func:`helpers.train.fit`
+(schedule, clipping, per-epoch ``lora_epoch_{n}``, resume). With ``eval_data`` (a mined file),
+every epoch scores each eval query's whole group and logs the positive's top-1 rate and MAP in
+its group.
 
-The adapter loads in the scoring stage: ``python -m helpers.add_reranker_score --peft_adapter
-<output_dir>/lora_epoch_{n}`` with the same instructions, prompt and max lengths.
+An LLM adapter loads in the scoring stage with ``python -m helpers.add_reranker_score
+--peft_adapter <output_dir>/lora_epoch_{n}``; a cross-encoder is saved whole after every epoch as
+``<output_dir>/model_epoch_{n}`` (``--reranker_name_or_path`` of the scoring stage, with
+``--reranker_model_class encoder-only-base``). Use the same instructions and max lengths there.
 """
 from __future__ import annotations
 
@@ -37,15 +46,20 @@ from helpers.rerank_inputs import DecoderLayout, format_text, pad
 from helpers.rerank_paths import PrefixPath
 from helpers.rerank_paths import _Head as YesHead
 from helpers.rerank_stats import group_rank_stats
-from helpers.train import TrainConfig, add_lora, fit
+from helpers.train import TrainConfig, add_lora, fit, save_dir_atomic
 from helpers.train_data import batch_indices, sample_group
 
 log = logging.getLogger(__name__)
 
+RERANKER_CLASSES = ("decoder-only-base", "encoder-only-base")
+
 
 @dataclass
 class RerankerTrainArgs:
-    model_name_or_path: str = arg("demo:gemma-3-270m", "base LLM: demo:<alias> or a HF folder")
+    model_name_or_path: str = arg("demo:gemma-3-270m", "base model: demo:<alias> or a HF folder")
+    reranker_model_class: str = arg("decoder-only-base", "decoder-only-base (LLM 'Yes' logit) | "
+                                    "encoder-only-base (cross-encoder: a one-logit classification head)")
+    use_lora: bool = arg(True, "False: full fine-tuning of every weight (encoder-only-base)")
     train_data: str = arg("model_output/teacher/train_mined.jsonl", "mined train queries (query, pos, neg)")
     eval_data: Optional[str] = arg(None, "mined queries scored after every epoch (group top-1 / MAP); None: none")
     output_dir: str = arg("model_output/teacher", "lora_epoch_{n} adapters, metrics.jsonl")
@@ -68,7 +82,8 @@ class RerankerTrainArgs:
     lora_rank: int = arg(8, "LoRA r")
     lora_alpha: float = arg(16, "LoRA alpha")
     lora_dropout: float = arg(0.05, "LoRA dropout")
-    target_modules: Optional[str] = arg("q_proj,k_proj,v_proj,o_proj", "LoRA target modules, comma-separated; None: the architecture's (see helpers.train.resolve_target_modules)")
+    target_modules: Optional[str] = arg(None, "LoRA target modules, comma-separated; None: q,k,v,o_proj for "
+                                        "an LLM, the architecture's for an encoder (helpers.train.resolve_target_modules)")
     lora_last_layers: Optional[int] = arg(None, "LoRA only in the last n decoder layers (smaller, faster); None: all")
     gradient_checkpointing: bool = arg(False, "recompute activations in backward")
     fp16: bool = arg(True, "mixed precision on CUDA (bf16 from cc 8); CPU: fp32")
@@ -89,6 +104,18 @@ class RerankerTrainArgs:
         for k in ("max_train_queries", "lora_last_layers", "query_max_len"):
             if getattr(self, k) is not None and int(getattr(self, k)) < 1:
                 raise ValueError(f"{k} must be at least 1 or None, got {getattr(self, k)}")
+        if self.target_modules is None and self.reranker_model_class == "decoder-only-base":
+            self.target_modules = "q_proj,k_proj,v_proj,o_proj"
+        if self.reranker_model_class not in RERANKER_CLASSES:
+            raise ValueError(f"reranker_model_class {self.reranker_model_class!r}: choose one of "
+                             f"{', '.join(RERANKER_CLASSES)}")
+        if not self.use_lora and self.reranker_model_class != "encoder-only-base":
+            raise ValueError("use_lora False (full fine-tuning) is for encoder-only-base rerankers; "
+                             "an LLM reranker trains LoRA adapters")
+
+    @property
+    def encoder(self) -> bool:
+        return self.reranker_model_class == "encoder-only-base"
 
 
 def group_ce_loss(scores: torch.Tensor, group_size: int) -> torch.Tensor:
@@ -141,6 +168,22 @@ class PairBatches:
             yield self.build([self.rows[i] for i in idx], rng)
 
 
+class EncoderPairBatches(PairBatches):
+    """Cross-encoder groups: query and passage as a text pair in the tokenizer's own template
+    (:class:`helpers.rerank_inputs.EncoderLayout`, the passage truncated first), padded as the
+    scoring stage pads them (:func:`helpers.reranker.cross_encoder_inputs`)."""
+
+    def __init__(self, rows, layout, args: RerankerTrainArgs, tokenizer):
+        super().__init__(rows, layout, args, tokenizer.pad_token_id or 0, "right")
+        self.tok = tokenizer
+
+    def build(self, rows, rng) -> dict:
+        from helpers.reranker import cross_encoder_inputs
+        qs, ps = self.texts(rows, rng)
+        items = [it for group in self.layout.encode(qs, ps) for it in group]
+        return {**cross_encoder_inputs(items, self.tok, self.pad_id), "group_size": self.a.train_group_size}
+
+
 def load_rows(path, args: RerankerTrainArgs, limit=None) -> list[dict]:
     rows = read_jsonl(path)
     validate_queries(rows, path, need_neg=True)
@@ -157,12 +200,26 @@ def load_rows(path, args: RerankerTrainArgs, limit=None) -> list[dict]:
     return rows
 
 
-def score_rows(lm, layout, rows, args, device, yes_id, pad_id, side) -> list[list[float]]:
-    """Every row's [pos..., neg...] scored by the (LoRA) model as the scoring stage would."""
+def _group_texts(rows, args):
     qs = [format_text(args.query_instruction_for_rerank, unescape(args.query_instruction_format), r["query"])
           for r in rows]
     ps = [[format_text(args.passage_instruction_for_rerank, unescape(args.passage_instruction_format), p)
            for p in r["pos"] + r["neg"]] for r in rows]
+    return qs, ps
+
+
+def score_rows_encoder(model, tok, layout, rows, args, device) -> list[list[float]]:
+    """Every row's [pos..., neg...] scored by the cross-encoder as the scoring stage would."""
+    from helpers.reranker import cross_encoder_scores
+    qs, ps = _group_texts(rows, args)
+    with torch.no_grad():
+        return cross_encoder_scores(model, tok, layout, qs, ps, device, args.eval_batch_size,
+                                    show_progress=args.show_progress)
+
+
+def score_rows(lm, layout, rows, args, device, yes_id, pad_id, side) -> list[list[float]]:
+    """Every row's [pos..., neg...] scored by the (LoRA) model as the scoring stage would."""
+    qs, ps = _group_texts(rows, args)
     prefixes, suffixes = layout.encode(qs, ps)
     path = PrefixPath(lm, device, yes_id, pad_id, side, args.eval_batch_size)
     return path.run(prefixes, suffixes, progress=args.show_progress)
@@ -185,6 +242,85 @@ def write_base_name(adapter_dir, base_name: str) -> None:
     cfg.write_text(json.dumps(d, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
+def _train_config(args: RerankerTrainArgs, layers=None) -> TrainConfig:
+    return TrainConfig(
+        output_dir=args.output_dir, learning_rate=args.learning_rate, num_train_epochs=args.num_train_epochs,
+        gradient_accumulation_steps=args.gradient_accumulation_steps, warmup_ratio=args.warmup_ratio,
+        weight_decay=args.weight_decay, max_grad_norm=args.max_grad_norm, seed=args.seed, fp16=args.fp16,
+        gradient_checkpointing=args.gradient_checkpointing, lora_rank=args.lora_rank,
+        lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
+        target_modules=tuple(t.strip() for t in (args.target_modules or "").split(",") if t.strip()),
+        layers_to_transform=layers, overwrite_output_dir=args.overwrite_output_dir,
+        show_progress=args.show_progress,
+        resume_keys={k: v for k, v in asdict(args).items() if k not in (
+            "num_train_epochs", "output_dir", "overwrite_output_dir", "show_progress", "devices",
+            "eval_batch_size", "eval_data")})
+
+
+def _log_steps(row):
+    if row.get("kind") != "epoch" and row["step"] % 10 == 0:
+        log.info("step %d: loss %.4f, lr %.2e", row["step"], row["loss"], row["lr"])
+
+
+def _train_encoder(args: RerankerTrainArgs, path: str, tok, train_rows, eval_rows, device) -> list[dict]:
+    """The cross-encoder teacher: ``AutoModelForSequenceClassification`` with one logit (a new,
+    seeded head on a plain encoder), group cross-entropy, LoRA (head trained in full) or full
+    fine-tuning. After every epoch the whole model (LoRA merged) is saved as
+    ``model_epoch_{n}``, a folder the scoring stage loads with ``--reranker_model_class
+    encoder-only-base``."""
+    import copy
+
+    from transformers import AutoModelForSequenceClassification
+    from helpers.rerank_inputs import EncoderLayout
+    torch.manual_seed(args.seed)                       # the new head's initialisation
+    model = AutoModelForSequenceClassification.from_pretrained(
+        path, num_labels=1, dtype=dtype_for(device, args.fp16), use_safetensors=True,
+        trust_remote_code=args.trust_remote_code).to(device)
+    if tok.pad_token is None:
+        raise ValueError(f"{path}: the tokenizer has no pad token; a cross-encoder needs one")
+    layout = EncoderLayout(tok, args.max_len, args.query_max_len)
+    tcfg = _train_config(args)
+    if args.use_lora:
+        model = add_lora(model, tcfg, task_type="SEQ_CLS")     # peft trains the new head in full
+    else:
+        n = sum(p.numel() for p in model.parameters())
+        log.info("full fine-tuning: %d trainable parameters", n)
+    batches = EncoderPairBatches(train_rows, layout, args, tok)
+    log.info("train: %d queries -> %d batches/epoch of %d x %d pairs (cross-encoder, %s)", len(train_rows),
+             len(batches), args.per_device_train_batch_size, args.train_group_size,
+             "LoRA" if args.use_lora else "full fine-tuning")
+
+    def loss_fn(m, batch):
+        kw = {k: v for k, v in batch.items() if k != "group_size"}
+        return group_ce_loss(m(**kw).logits.view(-1), batch["group_size"])
+
+    def plain(m):
+        return copy.deepcopy(m).merge_and_unload() if args.use_lora else m
+
+    def epoch_end(epoch, m, adapter_dir):
+        was = m.training
+        m.eval()
+        try:
+            whole = plain(m)
+            out = {}
+            if eval_rows is not None:
+                t = time.time()
+                out = {**eval_groups(eval_rows, score_rows_encoder(whole, tok, layout, eval_rows, args, device)),
+                       "eval_seconds": round(time.time() - t, 2)}
+
+            def save(tmp):
+                whole.save_pretrained(str(tmp), safe_serialization=True)
+                tok.save_pretrained(str(tmp))
+            save_dir_atomic(Path(args.output_dir) / f"model_epoch_{epoch}", save)
+            return out
+        finally:
+            m.train(was)
+
+    return fit(model, loss_fn, batches, len(batches), tcfg, device, epoch_end=epoch_end,
+               save_extra=(lambda d: write_base_name(d, args.model_name_or_path)) if args.use_lora else None,
+               on_log=_log_steps)
+
+
 def train_reranker(args: RerankerTrainArgs) -> list[dict]:
     """Train; returns the per-epoch metrics rows (also in ``output_dir/metrics.jsonl``)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -200,6 +336,10 @@ def train_reranker(args: RerankerTrainArgs) -> list[dict]:
     eval_rows = load_rows(args.eval_data, args) if args.eval_data else None
     path = resolve_model(args.model_name_or_path)
     tok = AutoTokenizer.from_pretrained(path, trust_remote_code=args.trust_remote_code)
+    if args.encoder:
+        rows = _train_encoder(args, path, tok, train_rows, eval_rows, device)
+        log.info("train_reranker done in %.1f s -> %s", time.time() - t0, args.output_dir)
+        return rows
     lm = AutoModelForCausalLM.from_pretrained(path, dtype=dtype_for(device, args.fp16), use_safetensors=True,
                                               trust_remote_code=args.trust_remote_code).to(device)
     layout = DecoderLayout(tok, args.max_len, args.query_max_len, unescape(args.prompt))
@@ -210,18 +350,7 @@ def train_reranker(args: RerankerTrainArgs) -> list[dict]:
     layers = None
     if args.lora_last_layers:
         layers = tuple(range(max(0, n_layers - int(args.lora_last_layers)), n_layers))
-    tcfg = TrainConfig(
-        output_dir=args.output_dir, learning_rate=args.learning_rate, num_train_epochs=args.num_train_epochs,
-        gradient_accumulation_steps=args.gradient_accumulation_steps, warmup_ratio=args.warmup_ratio,
-        weight_decay=args.weight_decay, max_grad_norm=args.max_grad_norm, seed=args.seed, fp16=args.fp16,
-        gradient_checkpointing=args.gradient_checkpointing, lora_rank=args.lora_rank,
-        lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
-        target_modules=tuple(t.strip() for t in (args.target_modules or "").split(",") if t.strip()),
-        layers_to_transform=layers, overwrite_output_dir=args.overwrite_output_dir,
-        show_progress=args.show_progress,
-        resume_keys={k: v for k, v in asdict(args).items() if k not in (
-            "num_train_epochs", "output_dir", "overwrite_output_dir", "show_progress", "devices",
-            "eval_batch_size", "eval_data")})
+    tcfg = _train_config(args, layers)
     model = add_lora(lm, tcfg)
     base = model.get_base_model()
     head = YesHead(base, device, yes_id, pad_id, side, args.per_device_train_batch_size)
@@ -246,12 +375,8 @@ def train_reranker(args: RerankerTrainArgs) -> list[dict]:
             m.train(was)
         return {**eval_groups(eval_rows, scores), "eval_seconds": round(time.time() - t, 2)}
 
-    def on_log(row):
-        if row.get("kind") != "epoch" and row["step"] % 10 == 0:
-            log.info("step %d: loss %.4f, lr %.2e", row["step"], row["loss"], row["lr"])
-
     rows = fit(model, loss_fn, batches, len(batches), tcfg, device, epoch_end=epoch_end,
-               save_extra=lambda d: write_base_name(d, args.model_name_or_path), on_log=on_log)
+               save_extra=lambda d: write_base_name(d, args.model_name_or_path), on_log=_log_steps)
     log.info("train_reranker done in %.1f s -> %s", time.time() - t0, args.output_dir)
     return rows
 

@@ -16,7 +16,7 @@ from helpers.io_utils import load_corpus, read_jsonl, validate_queries
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "data" / "demo"
-STEPS = ["prepare", "baseline", "mine_r1", "train_r1", "mine_r2", "score", "train_kd", "compare"]
+STEPS = ["prepare", "baseline", "mine_r1", "train_r1", "mine_r2", "score", "train_hn_r2", "train_kd", "compare"]
 N_QUESTIONS, N_CORPUS, N_TRAIN = 48, 100, 32
 
 
@@ -88,16 +88,26 @@ def test_demo_chain_small(tmp_path, capsys):
         rows = read_jsonl(run / "scored" / f"{split}_scored.jsonl")
         validate_queries(rows, f"scored/{split}", need_neg=True, need_scores=True)
 
-    # both trainings: per-epoch rows, adapters, merged models
-    for rnd in ("train_r1", "train_kd"):
+    # the KD ablation: round 2 with and without the teacher differ in nothing else
+    p_hn, p_kd = manifest["steps"]["train_hn_r2"]["parameters"], manifest["steps"]["train_kd"]["parameters"]
+    assert {k for k in set(p_hn) | set(p_kd) if p_hn.get(k) != p_kd.get(k)} == {"knowledge_distillation", "output_dir"}
+
+    # the trainings: per-epoch rows, adapters, merged models
+    for rnd in ("train_r1", "train_hn_r2", "train_kd"):
         rows = read_jsonl(run / rnd / "metrics.jsonl")
         assert [r["epoch"] for r in rows] == [1] and rows[0]["train_loss"] > 0
         assert (run / rnd / "lora_epoch_1" / "adapter_model.safetensors").stat().st_size > 0
         assert (run / rnd / "merged_model_lora_epoch_1" / "model.safetensors").stat().st_size > 0
 
-    # comparison: three models, the figure, the submission
+    # comparison: four models, KD against round 2 HN-only with its interval, the figures, the submission
     comp = json.loads((run / "eval" / "comparison.json").read_text())
-    assert list(comp) == ["baseline (zero-shot)", "round 1 (hard negatives)", "round 2 (KD)"]
+    assert list(comp) == ["baseline (zero-shot)", "round 1 (hard negatives)", "round 2 (hard negatives only)",
+                          "round 2 (KD)"]
+    with open(run / "eval" / "comparison.csv", newline="") as f:
+        kd = [r for r in csv.DictReader(f) if r["label"] == "round 2 (KD)" and r["subset"] == "all"][0]
+    assert kd["reference"] == "round 2 (hard negatives only)"
+    assert float(kd["dMAP@25_lo"]) <= float(kd["dMAP@25"]) <= float(kd["dMAP@25_hi"])
+    assert (run / "eval" / "map_intervals.png").stat().st_size > 1000
     assert all(m["n_queries"] == len(test) for m in comp.values())
     assert (run / "eval" / "recall_curves.png").stat().st_size > 1000
     with open(run / "submission.csv", newline="") as f:

@@ -132,3 +132,57 @@ def test_seeded_runs_are_identical(tmp_path, tiny_model):
         rows = train_reranker(tiny_args(tmp_path / name, tiny_model, num_train_epochs=1, eval_data=None))
         losses.append(rows[0]["train_loss"])
     assert losses[0] == losses[1]
+
+
+# ----------------------------------------------------------------------------- cross-encoder teacher
+def test_encoder_args_checks():
+    with pytest.raises(ValueError, match="reranker_model_class"):
+        RerankerTrainArgs(reranker_model_class="encoder-only")
+    with pytest.raises(ValueError, match="full fine-tuning"):
+        RerankerTrainArgs(use_lora=False)                     # an LLM reranker trains adapters
+    assert RerankerTrainArgs().target_modules == "q_proj,k_proj,v_proj,o_proj"
+    assert RerankerTrainArgs(reranker_model_class="encoder-only-base").target_modules is None
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("use_lora", [True, False])
+def test_cross_encoder_teacher_trains_and_scores_as_trained(tmp_path, use_lora):
+    """encoder-only-base: pairs in the tokenizer's template, group CE; the saved model_epoch_n
+    scores the eval groups in the scoring stage exactly as training evaluated them. On the real
+    MiniLM: a random tiny BERT's new head sees near-identical pooled outputs and does not move in
+    6 steps."""
+    from transformers import AutoTokenizer
+    from helpers.add_reranker_score import ScoreArgs, add_reranker_score
+    from helpers.rerank_inputs import EncoderLayout
+    from helpers.rerank_stats import group_rank_stats
+    from helpers.train_reranker import EncoderPairBatches, load_rows, train_reranker
+    from helpers.models import resolve_model
+    model = resolve_model("demo:all-minilm-l6-v2")
+    a = tiny_args(tmp_path, model, reranker_model_class="encoder-only-base", target_modules=None,
+                  use_lora=use_lora, learning_rate=1e-3 if use_lora else 2e-4, lora_rank=8, lora_alpha=16)
+    tok = AutoTokenizer.from_pretrained(model)
+    layout = EncoderLayout(tok, a.max_len)
+    rows = load_rows(a.train_data, a)
+    batch = EncoderPairBatches(rows, layout, a, tok).build(rows[:2], random.Random(0))
+    assert batch["input_ids"].shape[0] == 2 * 4 and "token_type_ids" in batch
+    got = batch["input_ids"][0][batch["attention_mask"][0].bool()].tolist()
+    assert got == tok("A: " + rows[0]["query"], "B: " + rows[0]["pos"][0])["input_ids"]   # a text pair, positive first
+
+    out_rows = train_reranker(a)
+    assert [r["epoch"] for r in out_rows] == [1, 2, 3]
+    model_dir = tmp_path / "out" / "model_epoch_3"
+    if use_lora:      # a new one-logit head starts near zero: 6 LoRA steps move it, not the loss much
+        from safetensors.torch import load_file
+        w1, w3 = (load_file(tmp_path / "out" / f"model_epoch_{e}" / "model.safetensors")["classifier.weight"]
+                  for e in (1, 3))
+        assert not torch.equal(w1, w3)
+    else:
+        assert out_rows[-1]["train_loss"] < out_rows[0]["train_loss"] - 0.05
+    assert len(json.loads((model_dir / "config.json").read_text())["id2label"]) == 1     # one logit
+    out = tmp_path / "scored.jsonl"
+    add_reranker_score(ScoreArgs(input_file=a.eval_data, output_file=str(out), reranker_name_or_path=str(model_dir),
+                                 reranker_model_class="encoder-only-base", reranker_max_length=a.max_len,
+                                 reranker_batch_size=8, devices="cpu"))
+    st = group_rank_stats([json.loads(x) for x in out.read_text().splitlines()])
+    assert st["map"] == pytest.approx(out_rows[-1]["group_map"], abs=1e-9)
+    assert st["top1"] == pytest.approx(out_rows[-1]["group_top1"], abs=1e-9)
