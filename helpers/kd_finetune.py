@@ -32,8 +32,8 @@ from helpers.models import resolve_model
 from helpers.pooling import pool
 from helpers.prompts import ICL_SUFFIX
 from helpers.search import search
-from helpers.train import DEFAULT_TARGETS, TrainConfig, add_lora, dist_info, fit, init_distributed, \
-    save_dir_atomic
+from helpers.train import DEFAULT_TARGETS, TrainConfig, add_lora, checkpointing_rule, dist_info, fit, \
+    init_distributed, save_dir_atomic
 from helpers.train_data import GroupBatches, GroupDataConfig, load_group_rows
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,9 @@ class KDArgs:
     negatives_cross_device: bool = arg(False, "share in-batch negatives across devices (DDP)")
     query_max_len: int = arg(512, "query tokens (incl. examples, suffix, EOS)")
     passage_max_len: int = arg(512, "passage tokens (incl. EOS)")
-    gradient_checkpointing: bool = arg(True, "recompute activations in backward (less memory)")
+    gradient_checkpointing: Optional[bool] = arg(None, "recompute activations in backward (less memory, ~1 more forward "
+                                                 "of time); None: auto, on only where one step's activations would not "
+                                                 "fit in half the free device memory (logged)")
     fp16: bool = arg(True, "mixed precision on CUDA: fp16 + GradScaler below cc 8, bf16 from 8; CPU: fp32")
     warmup_ratio: float = arg(0.1, "share of steps with linear warmup (then linear decay)")
     max_grad_norm: float = arg(1.0, "gradient clipping (0: off)")
@@ -88,6 +90,11 @@ class KDArgs:
     overwrite_output_dir: bool = arg(False, "start over instead of resuming output_dir")
     trust_remote_code: bool = arg(False, "allow model code from the model folder")
     show_progress: bool = arg(True, "tqdm bars")
+    use_lora: bool = arg(True, "False: full fine-tuning (every weight trained, fp32 master weights; merged_model_* is the model)")
+    group_by_length: bool = arg(False, "batches of similar query length within shuffled windows of 64 batches (less "
+                                "padding; changes which queries are each other's in-batch negatives)")
+    length_buckets: bool = arg(True, "run each batch's texts in length-sorted chunks, each padded to its own longest "
+                               "(same embeddings and loss; less padding)")
 
     def __post_init__(self):
         if self.embedder_model_class not in MODEL_CLASSES:
@@ -128,7 +135,7 @@ class KDArgs:
             query_instruction_format=self.query_instruction_format, use_row_prompts=self.row_prompts,
             icl=self.icl, use_examples=self.icl and self.max_examples > 0, max_examples=self.max_examples,
             example_query_max_len=self.example_query_max_len, example_passage_max_len=self.example_passage_max_len,
-            icl_suffix_str=self.icl_suffix_str)
+            icl_suffix_str=self.icl_suffix_str, group_by_length=self.group_by_length)
 
     def embedder_config(self, pooling: Optional[str] = None) -> EmbedderConfig:
         """The inference embedder of this student: the per-epoch evaluation uses it, and it is
@@ -156,9 +163,50 @@ def training_tokenizer(tok, decoder: bool) -> bool:
     return decoder and manual_eos(tok)
 
 
-def encode(model, inputs: dict, pooling: str) -> torch.Tensor:
-    out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], return_dict=True)
-    return torch.nn.functional.normalize(pool(out.last_hidden_state, inputs["attention_mask"], pooling).float(), dim=-1)
+def length_chunks(lengths: list[int], overhead: int = 256) -> list[list[int]]:
+    """Rows of a batch in chunks of similar length -> lists of row indices (longest first).
+
+    Minimises the padded tokens (rows x longest, summed over chunks) plus ``overhead`` token
+    equivalents per extra forward (exact dynamic programme over the length-sorted rows)."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    L = [lengths[i] for i in order]
+    n = len(L)
+    best, cut = [0.0] + [float("inf")] * n, [0] * (n + 1)
+    for j in range(1, n + 1):             # best[j]: rows order[:j]; chunk order[i:j] pads to L[i]
+        for i in range(j):
+            c = best[i] + (j - i) * L[i] + (overhead if i else 0)
+            if c < best[j]:
+                best[j], cut[j] = c, i
+    chunks, j = [], n
+    while j > 0:
+        chunks.append(order[cut[j]:j])
+        j = cut[j]
+    return chunks[::-1]
+
+
+def encode(model, inputs: dict, pooling: str, buckets: bool = False, overhead: int = 256) -> torch.Tensor:
+    """Normalised pooled embeddings of a padded batch. ``buckets``: the rows run in length-sorted
+    chunks (:func:`length_chunks`), each cut to its own longest row; the same ids and masks, so the
+    same embeddings (left or right padding)."""
+    ids, mask = inputs["input_ids"], inputs["attention_mask"]
+    if not buckets or ids.shape[0] < 2:
+        out = model(input_ids=ids, attention_mask=mask, return_dict=True)
+        return torch.nn.functional.normalize(pool(out.last_hidden_state, mask, pooling).float(), dim=-1)
+    chunks = length_chunks(mask.sum(dim=1).tolist(), overhead)
+    parts, rows = [], []
+    for idx in chunks:
+        sel = torch.tensor(idx, device=ids.device)
+        m = mask.index_select(0, sel)
+        cols = m.any(dim=0).nonzero().flatten()
+        lo, hi = int(cols[0]), int(cols[-1]) + 1
+        m = m[:, lo:hi]
+        out = model(input_ids=ids.index_select(0, sel)[:, lo:hi], attention_mask=m, return_dict=True)
+        parts.append(pool(out.last_hidden_state, m, pooling).float())
+        rows.extend(idx)
+    emb = torch.cat(parts)
+    inv = torch.empty(len(rows), dtype=torch.long, device=emb.device)
+    inv[torch.tensor(rows, device=emb.device)] = torch.arange(len(rows), device=emb.device)
+    return torch.nn.functional.normalize(emb.index_select(0, inv), dim=-1)
 
 
 def save_tokenizer(tok, path, add_eos: bool, pooling: Optional[str] = None) -> None:
@@ -241,18 +289,28 @@ def _train(args: KDArgs, devices: list[str], on_log=None) -> list[dict]:
     dcfg.append_eos = training_tokenizer(tok, args.decoder)
     pooling = args.embedder_config().pooling_method or _encoder_pooling_default(resolve_model(args.model_name_or_path))
     log.info("pooling: %s", pooling)
+    B, G = args.per_device_train_batch_size, args.train_group_size
+    gc, why = checkpointing_rule(args.gradient_checkpointing, model, device,
+                                 tokens=B * (args.query_max_len + G * args.passage_max_len),
+                                 longest=args.query_max_len, texts=B, dtype=torch.float32 if args.use_lora is False
+                                 else dtype)
+    log.info("gradient checkpointing %s (%s)", "on" if gc else "off", why)
     tcfg = TrainConfig(
         output_dir=args.output_dir, learning_rate=args.learning_rate, num_train_epochs=args.num_train_epochs,
         gradient_accumulation_steps=args.gradient_accumulation_steps, warmup_ratio=args.warmup_ratio,
         weight_decay=args.weight_decay, max_grad_norm=args.max_grad_norm, seed=args.seed, fp16=args.fp16,
-        gradient_checkpointing=args.gradient_checkpointing, lora_rank=args.lora_rank,
+        gradient_checkpointing=gc, use_lora=args.use_lora, lora_rank=args.lora_rank,
         lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
         target_modules=tuple(t.strip() for t in (args.target_modules or "").split(",") if t.strip()),
         logging_steps=args.logging_steps, overwrite_output_dir=args.overwrite_output_dir,
         show_progress=args.show_progress,
         resume_keys={k: v for k, v in asdict(args).items() if k not in (
             "num_train_epochs", "output_dir", "overwrite_output_dir", "show_progress", "devices",
-            "eval_batch_size", "logging_steps", "save_merged_lora_model")} | {"world_size": world})
+            "eval_batch_size", "logging_steps", "save_merged_lora_model",
+            # speed/memory only (same results): a run may resume with other values
+            "gradient_checkpointing", "length_buckets")
+            # new fields, kept out at their defaults so that older runs still resume
+            and not (k, v) in (("use_lora", True), ("group_by_length", False))} | {"world_size": world})
     model = add_lora(model, tcfg)
     if args.negatives_cross_device and world == 1:
         log.info("negatives_cross_device has no effect on one device")
@@ -262,13 +320,16 @@ def _train(args: KDArgs, devices: list[str], on_log=None) -> list[dict]:
     eval_loss_fn = EmbedderLoss(temperature=args.temperature, kd_loss_type=args.kd_loss_type,
                                 teacher_temperature=args.teacher_temperature)
 
+    overhead = 256 if str(device) == "cpu" else 4096     # a forward's fixed cost, in padded tokens
+
+    def enc(m, inputs):
+        return encode(m, inputs, pooling, args.length_buckets, overhead)
+
     def loss_fn(m, batch):
-        return loss(encode(m, batch["queries"], pooling), encode(m, batch["passages"], pooling),
-                    batch.get("teacher_scores"))
+        return loss(enc(m, batch["queries"]), enc(m, batch["passages"]), batch.get("teacher_scores"))
 
     def eval_fn(m, batch):
-        return eval_loss_fn(encode(m, batch["queries"], pooling), encode(m, batch["passages"], pooling),
-                            batch.get("teacher_scores"))
+        return eval_loss_fn(enc(m, batch["queries"]), enc(m, batch["passages"]), batch.get("teacher_scores"))
 
     train_b = GroupBatches(train_rows, tok, dcfg, args.per_device_train_batch_size, args.seed, world, rank)
     eval_b = GroupBatches(eval_rows, tok, dcfg, args.per_device_train_batch_size, args.seed,
@@ -282,7 +343,12 @@ def _train(args: KDArgs, devices: list[str], on_log=None) -> list[dict]:
             t = time.time()
             out.update(retrieval_eval(m, tok, args, eval_rows, corpus_ids, corpus_texts, pooling))
             out["eval_seconds"] = round(time.time() - t, 2)
-        if args.save_merged_lora_model:
+        if args.save_merged_lora_model and not args.use_lora:     # full fine-tuning: the model itself
+            def save(tmp):
+                m.save_pretrained(str(tmp), safe_serialization=True)
+                save_tokenizer(tok, tmp, args.decoder, pooling)
+            save_dir_atomic(Path(args.output_dir) / f"merged_model_lora_epoch_{epoch}", save)
+        elif args.save_merged_lora_model:
             merge_adapter(args.model_name_or_path, adapter_dir,
                           Path(args.output_dir) / f"merged_model_lora_epoch_{epoch}", tok, args.decoder,
                           args.trust_remote_code, pooling)

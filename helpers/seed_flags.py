@@ -124,10 +124,8 @@ EMBEDDER_FLAGS: tuple[SeedFlag, ...] = (
     SeedFlag("target_modules", "list", "target_modules", _names,
              "space- or comma-separated module names; None: the architecture's"),
     SeedFlag("train_data", "list", "train_data", _one_path, "one mined (and scored) file"),
+    SeedFlag("use_lora", "bool", "use_lora", _same, "True: LoRA (the default); False: full fine-tuning"),
     # --- accepted, refused where we cannot honour the value
-    _noop("use_lora", "bool", "LoRA is always on (False is refused)",
-          _must_be_true("--use_lora False: full fine-tuning is not supported by this command (LoRA only); "
-                        "drop the flag or pass --use_lora True")),
     _noop("normalize_embeddings", "bool", "embeddings are always L2-normalised (False is refused)",
           _must_be_true("--normalize_embeddings False is not supported: embeddings are always L2-normalised")),
     _noop("normlized", "bool", "embeddings are always L2-normalised (False is refused; FlagEmbedding 1.2's spelling)",

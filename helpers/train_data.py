@@ -45,6 +45,8 @@ class GroupDataConfig:
     example_passage_max_len: int = 96
     icl_suffix_str: str = ICL_SUFFIX
     append_eos: bool = True             # decoder-only models; encoders keep their [SEP]
+    group_by_length: bool = False       # batches of similar query length (see batch_indices)
+    length_window: int = 64             # ... within shuffled windows of this many global batches
 
 
 def load_group_rows(path, cfg: GroupDataConfig) -> list[dict]:
@@ -90,12 +92,30 @@ def sample_group(row: dict, group_size: int, rng: random.Random, with_scores: bo
 
 
 def batch_indices(n: int, batch_size: int, seed: int, epoch: int, world_size: int = 1,
-                  shuffle: bool = True, drop_last: bool = True) -> list[list[int]]:
-    """Global batches (batch_size x world_size rows each) of one epoch, seeded by (seed, epoch)."""
+                  shuffle: bool = True, drop_last: bool = True, lengths: Optional[list[int]] = None,
+                  window: int = 64) -> list[list[int]]:
+    """Global batches (batch_size x world_size rows each) of one epoch, seeded by (seed, epoch).
+
+    ``lengths`` (length grouping, training only): the shuffled order (the same rows as without it,
+    the same dropped remainder) is cut into windows of ``window`` global batches; inside a window
+    the rows are sorted by length (ties: shuffled order) and cut into batches, and then all batches
+    of the epoch are shuffled (seeded). Every row is still seen once per epoch and each batch is
+    still a random draw of rows (of one length band), but queries of similar length are now each
+    other's in-batch negatives more often (on Eedi: often the other wrong answers of the same
+    question), so the InfoNCE term sees other negatives than with plain shuffling."""
     order = list(range(n))
     if shuffle:
         random.Random(f"{seed}-{epoch}").shuffle(order)
     g = batch_size * world_size
+    if lengths is not None and shuffle:
+        if drop_last:
+            order = order[:n // g * g]
+        out = []
+        for w in range(0, len(order), g * max(1, window)):
+            part = sorted(order[w:w + g * max(1, window)], key=lambda i: lengths[i])
+            out.extend(part[i:i + g] for i in range(0, len(part), g))
+        random.Random(f"{seed}-{epoch}-length-batches").shuffle(out)
+        return out
     out = [order[i:i + g] for i in range(0, n, g)]
     if drop_last and out and len(out[-1]) < g:
         out.pop()
@@ -135,9 +155,21 @@ class GroupBatches:
         return len(batch_indices(len(self.rows), self.batch_size, self.seed, 0, self.world,
                                  self.train, self.train))
 
+    def lengths(self) -> Optional[list[int]]:
+        """Token length of each row's instructed query (no examples), for length grouping; None when off."""
+        if not (self.train and self.cfg.group_by_length):
+            return None
+        if getattr(self, "_lengths", None) is None:
+            c = self.cfg
+            qs = [instructed_query(r["query"], row_instruction(r, c.query_instruction_for_retrieval, c.use_row_prompts),
+                                   c.query_instruction_format) for r in self.rows]
+            self._lengths = [len(x) for x in self.tok(qs, add_special_tokens=False)["input_ids"]]
+        return self._lengths
+
     def __call__(self, epoch: int):
         for step, idx in enumerate(batch_indices(len(self.rows), self.batch_size, self.seed, epoch,
-                                                 self.world, self.train, self.train)):
+                                                 self.world, self.train, self.train, self.lengths(),
+                                                 self.cfg.length_window)):
             local = idx[self.rank * self.batch_size:(self.rank + 1) * self.batch_size]
             if not local:
                 continue

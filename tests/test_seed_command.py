@@ -13,7 +13,7 @@ KD_FIELDS = {f.name for f in fields(KDArgs)}
 # FlagEmbedding's flags that have no effect here, each named in the one warning
 NO_OPS = ["deepspeed", "dataloader_drop_last", "same_dataset_within_batch", "pad_to_multiple_of", "cache_dir",
           "cache_path", "save_steps", "save_lora_every_epoch", "normalize_embeddings", "use_flash_attn",
-          "report_to", "use_lora", "additional_special_tokens", "small_threshold", "drop_threshold",
+          "report_to", "additional_special_tokens", "small_threshold", "drop_threshold",
           "max_example_num_per_dataset", "save_total_limit"]
 
 
@@ -79,10 +79,10 @@ def test_bf16_true_with_fp16_false_is_refused(capsys):
     assert "--bf16" in err and "--fp16" in err
 
 
-def test_use_lora_false_is_a_clear_error(capsys):
-    err = refused(capsys, "--use_lora", "False")
-    assert "full fine-tuning is not supported" in err and "LoRA only" in err
-    assert parse("--use_lora", "True").lora_rank == 64
+def test_use_lora_false_means_full_finetuning():
+    assert parse("--use_lora", "False").use_lora is False
+    assert parse("--use_lora", "True").use_lora is True and parse("--use_lora").use_lora is True
+    assert parse().use_lora is True
 
 
 def test_normalize_embeddings_false_is_refused(capsys):
@@ -157,8 +157,9 @@ def test_help_lists_our_flags_and_the_seed_flags_apart(capsys):
     ours, seed = out.split("FlagEmbedding flags:", 1)
     assert "--learning_rate" in ours and "AdamW learning rate" in ours and "--pooling_method" in ours
     assert "--deepspeed" not in ours
-    for f in ("deepspeed", "sentence_pooling_method", "retrieval_use_examples", "bf16", "use_lora"):
+    for f in ("deepspeed", "sentence_pooling_method", "retrieval_use_examples", "bf16"):
         assert f"--{f}" in seed, f
+    assert "--use_lora" in ours              # our own field now (full fine-tuning with False)
     assert "-> pooling_method" in seed and "no effect here: DeepSpeed" in seed.replace("\n", " ").replace("  ", " ")
 
 
