@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+trust_remote_code = False     # the bench models are local folders; no model code runs
 sys.path.insert(0, str(ROOT))
 
 
@@ -192,7 +193,7 @@ def _st(rows, a) -> list[float]:
     from torch.utils.data import SequentialSampler
     from transformers import TrainerCallback
     from helpers.models import resolve_model
-    model = SentenceTransformer(resolve_model(ENCODER), device="cpu")
+    model = SentenceTransformer(resolve_model(ENCODER), device="cpu", trust_remote_code=trust_remote_code)
     model.max_seq_length = a.query_max_len        # one limit for every column; passages are far shorter
     _, cols = _encoder_batches(model.tokenizer, rows, a.batch, a.group, a.query_max_len, a.passage_max_len,
                                a.steps + 1)
@@ -225,7 +226,7 @@ def padding_stats(rows, a) -> list[tuple]:
     from helpers.kd_finetune import length_chunks
     from helpers.models import resolve_model
     from transformers import AutoTokenizer
-    tok = AutoTokenizer.from_pretrained(resolve_model(ENCODER))
+    tok = AutoTokenizer.from_pretrained(resolve_model(ENCODER), trust_remote_code=trust_remote_code)
     out = []
     for name, gbl in (("random batches", False), ("group_by_length batches", True)):
         gb, _ = _encoder_batches(tok, rows, a.batch, a.group, a.query_max_len, a.passage_max_len, 10 ** 9,

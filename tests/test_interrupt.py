@@ -102,7 +102,8 @@ def test_eval_killed_inside_the_embedding_loop_and_rerun(tmp_path):
         assert (out / name).read_bytes() == (ref / name).read_bytes(), name
     strip = lambda m: {k: v for k, v in m.items() if k not in ("encode_seconds", "args")}
     assert strip(json.loads((out / "metrics.json").read_text())) == strip(json.loads((ref / "metrics.json").read_text()))
-    assert sorted(p.name for p in out.iterdir()) == ["metrics.csv", "metrics.json", "rankings.jsonl"]
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.csv", "metrics.json", "per_query.jsonl", "rankings.jsonl"]
+    assert (out / "per_query.jsonl").read_bytes() == (ref / "per_query.jsonl").read_bytes()
 
 
 # ----------------------------------------------------------------------------- train
