@@ -28,8 +28,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
-from helpers.formatting import FLAG_SPELLINGS, canonical_flags  # noqa: E402
-from helpers.io_utils import write_json  # noqa: E402
+from helpers.common.cli import FLAG_SPELLINGS, canonical_flags  # noqa: E402
+from helpers.common.io_utils import write_json  # noqa: E402
 
 
 class ChainError(RuntimeError):

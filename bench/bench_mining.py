@@ -23,7 +23,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from helpers.embedder import Embedder, EmbedderConfig  # noqa: E402
+from helpers.embed.embedder import Embedder, EmbedderConfig  # noqa: E402
 
 SHARED = Path(os.environ.get("EEDI_SHARED_DIR", ROOT.parent / "shared"))
 FIXTURE_README = {"queries/s": 3.4, "passages/s": 75.0}   # FlagEmbedding 1.4.2, 500 q / 2587 p, 2 threads
@@ -64,7 +64,7 @@ def flag_embedder(cfg: dict):
         from FlagEmbedding import FlagICLModel
     except Exception:       # not installed, or does not import under transformers 5
         return None
-    from helpers.models import resolve_model
+    from helpers.common.models import resolve_model
     return FlagICLModel(resolve_model("demo:smollm2-135m-instruct"), use_fp16=False, devices="cpu",
                         query_instruction_for_retrieval=cfg["query_instruction_for_retrieval"],
                         query_instruction_format=cfg["query_instruction_format"],

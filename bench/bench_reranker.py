@@ -24,7 +24,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from helpers.reranker import LLMReranker  # noqa: E402
+from helpers.rerank.reranker import LLMReranker  # noqa: E402
 
 FIXTURE = ROOT.parent / "shared" / "fixtures" / "flag_reranker_gemma3_270m.json"
 README_FLAG_PAIRS_PER_S = 3.3
@@ -52,7 +52,7 @@ def flag_embedding_pairs_per_s(cfg, pairs):
         from FlagEmbedding import FlagLLMReranker
     except Exception:
         return None
-    from helpers.models import resolve_model
+    from helpers.common.models import resolve_model
     r = FlagLLMReranker(resolve_model("demo:gemma-3-270m"), use_fp16=False, devices="cpu",
                         query_instruction_for_rerank="A: ", passage_instruction_for_rerank="B: ",
                         prompt=cfg["prompt"], max_length=cfg["max_length"], batch_size=cfg["batch_size"])
@@ -88,7 +88,7 @@ def main():
         print(f"{name:40s} {n_pairs / dt:7.2f} pairs/s  ({dt:6.1f} s)  max|diff| vs FlagEmbedding {diff:.1e}",
               flush=True)
     # FlagEmbedding's loop re-done: sorted batches, full vocabulary, plus the probe forward
-    from helpers.rerank_inputs import pad
+    from helpers.rerank.inputs import pad
     pre, suf = r.layout.encode([f"A: {q}" for q in qs], [[f"B: {p}" for p in g] for g in ps])
     longest = sorted((a + b for a, bs in zip(pre, suf) for b in bs), key=len, reverse=True)[:r.batch_size]
     r.fast = dict(yes_only=False, sort_by_length=True, share_prefix=False)

@@ -9,7 +9,7 @@ Model demo:smollm2-135m-instruct (fp32), LoRA r=64 alpha=32 on q/k/v/o/gate/up/d
 decoder-only-icl without in-context examples, query max 256 / passage max 64 tokens. Inputs: the
 demo data's train queries (model_output/demo/data) with negatives drawn from its corpus and random
 teacher scores (the speed does not depend on where negatives come from). Each setting runs in its
-own process through :func:`helpers.train.fit`, so its peak RSS (``resource.getrusage``) is its own;
+own process through :func:`helpers.train.loop.fit`, so its peak RSS (``resource.getrusage``) is its own;
 steps/s = optimizer steps / the loop's own time (the first step included).
 """
 from __future__ import annotations
@@ -36,7 +36,7 @@ def demo_data() -> Path:
         return data
     data = Path(tempfile.gettempdir()) / "bench_train_demo_data"
     if not (data / "train_queries.jsonl").exists():
-        subprocess.run([sys.executable, "-m", "helpers.prepare_data", "--input_dir", str(ROOT / "data/demo"),
+        subprocess.run([sys.executable, "-m", "helpers.data.prepare_data", "--input_dir", str(ROOT / "data/demo"),
                         "--output_dir", str(data), "--split", "question", "--test_fraction", "0.2", "--seed", "42"],
                        cwd=ROOT, check=True, capture_output=True)
     return data
@@ -46,7 +46,7 @@ def make_rows(n, group, queries=None):
     """``n`` train queries (Eedi text) with ``group`` negatives drawn from the corpus and random
     teacher scores (the speed does not depend on where negatives come from). ``queries``: a
     queries JSONL (prepare_data's or a mined file); its corpus.jsonl beside it, else the demo's."""
-    from helpers.io_utils import load_corpus, read_jsonl
+    from helpers.common.io_utils import load_corpus, read_jsonl
     data = demo_data()
     rng = random.Random(0)
     corpus = Path(queries).with_name("corpus.jsonl") if queries else data / "corpus.jsonl"
@@ -65,11 +65,11 @@ def one(gc: bool, steps: int, batch: int, group: int, threads: int) -> dict:
     import resource
     import torch
     torch.set_num_threads(threads)
-    from helpers.kd_finetune import encode
-    from helpers.embedder import load_embedding_model
-    from helpers.losses import EmbedderLoss
-    from helpers.train import TrainConfig, add_lora, fit
-    from helpers.train_data import GroupBatches, GroupDataConfig
+    from helpers.train.kd_finetune import encode
+    from helpers.embed.embedder import load_embedding_model
+    from helpers.train.losses import EmbedderLoss
+    from helpers.train.loop import TrainConfig, add_lora, fit
+    from helpers.train.groups import GroupBatches, GroupDataConfig
     model, tok = load_embedding_model("demo:smollm2-135m-instruct", "decoder-only-icl", "cpu", torch.float32)
     tok.add_eos_token = True
     cfg = TrainConfig(output_dir=tempfile.mkdtemp(prefix="bench_train_"), num_train_epochs=1,
@@ -144,7 +144,7 @@ ENCODER = "demo:all-minilm-l6-v2"
 def _encoder_batches(tok, rows, batch, group, qmax, pmax, steps, seed=0, group_by_length=False):
     """Our GroupBatches for the encoder (no instruction, the model's [CLS]/[SEP]) and, per step, the
     same texts as sentence-transformers columns (anchor, positive, negative_1...)."""
-    from helpers.train_data import GroupBatches, GroupDataConfig, batch_indices
+    from helpers.train.groups import GroupBatches, GroupDataConfig, batch_indices
     dcfg = GroupDataConfig(train_group_size=group, query_max_len=qmax, passage_max_len=pmax, icl=False,
                            use_row_prompts=False, append_eos=False, query_instruction_format="{}{}",
                            group_by_length=group_by_length)
@@ -164,10 +164,10 @@ def _encoder_batches(tok, rows, batch, group, qmax, pmax, steps, seed=0, group_b
 
 def _ours(rows, a, use_lora: bool, buckets: bool) -> list[float]:
     import torch
-    from helpers.embedder import load_embedding_model
-    from helpers.kd_finetune import encode
-    from helpers.losses import EmbedderLoss
-    from helpers.train import TrainConfig, add_lora, fit
+    from helpers.embed.embedder import load_embedding_model
+    from helpers.train.kd_finetune import encode
+    from helpers.train.losses import EmbedderLoss
+    from helpers.train.loop import TrainConfig, add_lora, fit
     model, tok = load_embedding_model(ENCODER, "encoder-only-base", "cpu", torch.float32)
     gb, _ = _encoder_batches(tok, rows, a.batch, a.group, a.query_max_len, a.passage_max_len, a.steps + 1)
     cfg = TrainConfig(output_dir=tempfile.mkdtemp(prefix="bench_vs_st_"), num_train_epochs=1,
@@ -192,7 +192,7 @@ def _st(rows, a) -> list[float]:
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
     from torch.utils.data import SequentialSampler
     from transformers import TrainerCallback
-    from helpers.models import resolve_model
+    from helpers.common.models import resolve_model
     model = SentenceTransformer(resolve_model(ENCODER), device="cpu", trust_remote_code=trust_remote_code)
     model.max_seq_length = a.query_max_len        # one limit for every column; passages are far shorter
     _, cols = _encoder_batches(model.tokenizer, rows, a.batch, a.group, a.query_max_len, a.passage_max_len,
@@ -222,9 +222,9 @@ def _st(rows, a) -> list[float]:
 def padding_stats(rows, a) -> list[tuple]:
     """Real vs padded tokens of the first steps' batches: padded to the batch's longest, with
     length buckets (encode), and with group_by_length batches (+ buckets)."""
-    from helpers.embedder import load_embedding_model
-    from helpers.kd_finetune import length_chunks
-    from helpers.models import resolve_model
+    from helpers.embed.embedder import load_embedding_model
+    from helpers.train.kd_finetune import length_chunks
+    from helpers.common.models import resolve_model
     from transformers import AutoTokenizer
     tok = AutoTokenizer.from_pretrained(resolve_model(ENCODER), trust_remote_code=trust_remote_code)
     out = []
@@ -246,7 +246,7 @@ def padding_stats(rows, a) -> list[tuple]:
 def vs_st(a) -> None:
     """Side by side, one process, same batches: sentence-transformers' SentenceTransformerTrainer
     with MultipleNegativesRankingLoss (anchor, positive, negatives: the same 1 + (group-1) passages
-    per query as ours, so the same texts are embedded), full fine-tuning; ours (helpers.train.fit,
+    per query as ours, so the same texts are embedded), full fine-tuning; ours (helpers.train.loop.fit,
     kl_div KD + InfoNCE) full fine-tuning with and without length buckets, then LoRA (r=64 on
     query,key,value,dense). Same model, batch, max lengths, dropout (train mode in both), threads.
     Runs alternate (A B C D, D C B A ...) so a busy machine slows all alike; per-step medians, the
@@ -288,10 +288,10 @@ def profile(a) -> None:
     optimizer, for peft LoRA with/without checkpointing (the old defaults), fused LoRA, full
     fine-tuning; with and without length buckets. Same batches; the best of ``a.steps`` steps."""
     import torch
-    from helpers.embedder import load_embedding_model
-    from helpers.kd_finetune import encode
-    from helpers.losses import EmbedderLoss
-    from helpers.train import TrainConfig, add_lora
+    from helpers.embed.embedder import load_embedding_model
+    from helpers.train.kd_finetune import encode
+    from helpers.train.losses import EmbedderLoss
+    from helpers.train.loop import TrainConfig, add_lora
     torch.set_num_threads(a.threads)
     rows = make_rows((a.steps + 1) * a.batch, 15, a.data)
     settings = [("LoRA peft, checkpointing on (old default)", True, True, False, False),

@@ -18,3 +18,10 @@ def shared_dir():
 @pytest.fixture(scope="session")
 def repo_root():
     return REPO
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """The tiny decoder student with mined + scored train / test files (tests.factories.tiny_kd_folder)."""
+    from tests.factories import tiny_kd_folder
+    return tiny_kd_folder(tmp_path_factory.mktemp("kd"))

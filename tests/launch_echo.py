@@ -1,8 +1,8 @@
 """A stand-in for a stage under torchrun: ``python -m tests.launch_echo <kd_finetune flags>``.
 
-Parses its argv with the real ``helpers.kd_finetune.build_parser()``, builds ``KDArgs``, joins the
+Parses its argv with the real ``helpers.train.kd_finetune.build_parser()``, builds ``KDArgs``, joins the
 gloo group and writes ``asdict(KDArgs)`` to ``$LAUNCH_ECHO_OUT/rank{RANK}.json``
-(tests/test_launch.py compares it with the parent's arguments).
+(tests/train/test_launch.py compares it with the parent's arguments).
 """
 import json
 import os
@@ -14,7 +14,7 @@ from pathlib import Path
 def main(argv=None) -> None:
     import torch.distributed as dist
 
-    from helpers.kd_finetune import KDArgs, build_parser
+    from helpers.train.kd_finetune import KDArgs, build_parser
     args = KDArgs(**vars(build_parser().parse_args(argv)))
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()

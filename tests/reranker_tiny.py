@@ -35,7 +35,7 @@ def tiny_decoder(kind="gemma3", vocab=300, sliding_window=64, softcap=None, seed
 
 
 def gemma_tokenizer_dir() -> str:
-    from helpers.models import resolve_model
+    from helpers.common.models import resolve_model
     return resolve_model("demo:gemma-3-270m")
 
 
@@ -54,7 +54,7 @@ def save_tiny_gemma_reranker(path, seed=0) -> str:
 def save_tiny_bert_cross_encoder(path, seed=0) -> str:
     """A tiny BertForSequenceClassification (one logit) with the MiniLM tokenizer."""
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
-    from helpers.models import resolve_model
+    from helpers.common.models import resolve_model
     torch.manual_seed(seed)
     tok = AutoTokenizer.from_pretrained(resolve_model("demo:all-minilm-l6-v2"))
     cfg = BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,

@@ -44,29 +44,29 @@ for mod in ("faiss", "bitsandbytes", "peft", "transformers"):
 PY
 [ $? -eq 0 ] || exit 1
 
-$PY -m helpers.prepare_data --input_dir data/demo --output_dir "$OUT/data" > "$OUT/prepare.log" 2>&1 || { cat "$OUT/prepare.log"; exit 1; }
+$PY -m helpers.data.prepare_data --input_dir data/demo --output_dir "$OUT/data" > "$OUT/prepare.log" 2>&1 || { cat "$OUT/prepare.log"; exit 1; }
 head -n "$NQ" "$OUT/data/train_queries.jsonl" > "$OUT/data/train_small.jsonl"
 NT=$(wc -l < "$OUT/data/test_queries.jsonl")
 
 MINE=(--embedder_name_or_path "$EMBEDDER" --embedder_model_class decoder-only-icl --candidate_pool "$OUT/data/corpus.jsonl"
       --range_for_sampling 2-100 --negative_number 7 --devices 0 --use_fp16 True --batch_size 32
       --embedder_query_max_length 256 --embedder_passage_max_length 64)
-step mine_fp16 "$NQ" queries -- $PY -m helpers.hn_mine "${MINE[@]}" --input_file "$OUT/data/train_small.jsonl" --output_file "$OUT/train_mined.jsonl"
-step mine_test "$NT" queries -- $PY -m helpers.hn_mine "${MINE[@]}" --input_file "$OUT/data/test_queries.jsonl" --output_file "$OUT/test_mined.jsonl"
-step mine_4bit "$NQ" queries -- $PY -m helpers.hn_mine "${MINE[@]}" --load_in_4bit True --input_file "$OUT/data/train_small.jsonl" --output_file "$OUT/train_mined_4bit.jsonl"
+step mine_fp16 "$NQ" queries -- $PY -m helpers.mine.hn_mine "${MINE[@]}" --input_file "$OUT/data/train_small.jsonl" --output_file "$OUT/train_mined.jsonl"
+step mine_test "$NT" queries -- $PY -m helpers.mine.hn_mine "${MINE[@]}" --input_file "$OUT/data/test_queries.jsonl" --output_file "$OUT/test_mined.jsonl"
+step mine_4bit "$NQ" queries -- $PY -m helpers.mine.hn_mine "${MINE[@]}" --load_in_4bit True --input_file "$OUT/data/train_small.jsonl" --output_file "$OUT/train_mined_4bit.jsonl"
 
 SCORE=(--reranker_name_or_path "$RERANKER" --reranker_max_length 256 --reranker_batch_size 16 --use_fp16 True --devices 0)
-step score_train $((NQ * 8)) pairs -- $PY -m helpers.add_reranker_score "${SCORE[@]}" --input_file "$OUT/train_mined.jsonl" --output_file "$OUT/train_scored.jsonl"
-step score_test $((NT * 8)) pairs -- $PY -m helpers.add_reranker_score "${SCORE[@]}" --input_file "$OUT/test_mined.jsonl" --output_file "$OUT/test_scored.jsonl"
-step score_plain $((NT * 8)) pairs -- $PY -m helpers.add_reranker_score "${SCORE[@]}" --yes_only False --share_query_prefix False --input_file "$OUT/test_mined.jsonl" --output_file "$OUT/test_scored_plain.jsonl"
+step score_train $((NQ * 8)) pairs -- $PY -m helpers.rerank.add_reranker_score "${SCORE[@]}" --input_file "$OUT/train_mined.jsonl" --output_file "$OUT/train_scored.jsonl"
+step score_test $((NT * 8)) pairs -- $PY -m helpers.rerank.add_reranker_score "${SCORE[@]}" --input_file "$OUT/test_mined.jsonl" --output_file "$OUT/test_scored.jsonl"
+step score_plain $((NT * 8)) pairs -- $PY -m helpers.rerank.add_reranker_score "${SCORE[@]}" --yes_only False --share_query_prefix False --input_file "$OUT/test_mined.jsonl" --output_file "$OUT/test_scored_plain.jsonl"
 
 TRAIN=(--model_name_or_path "$EMBEDDER" --embedder_model_class decoder-only-icl --train_data "$OUT/train_scored.jsonl"
        --eval_data "$OUT/test_scored.jsonl" --corpus_file "$OUT/data/corpus.jsonl" --num_train_epochs 1
        --per_device_train_batch_size 8 --train_group_size 4 --lora_rank 8 --lora_alpha 16 --query_max_len 256
        --passage_max_len 64 --knowledge_distillation True --gradient_checkpointing True --fp16 True)
-step train_torchrun "$NQ" queries -- torchrun --standalone --nproc_per_node 1 -m helpers.kd_finetune "${TRAIN[@]}" --devices 0 --output_dir "$OUT/kd_torchrun"
-step train_qlora "$NQ" queries -- $PY -m helpers.kd_finetune "${TRAIN[@]}" --load_in_4bit True --devices 0 --output_dir "$OUT/kd_qlora"
-step evaluate "$NT" queries -- $PY -m helpers.evaluate --model_name_or_path "$OUT/kd_torchrun/merged_model_lora_epoch_1" --embedder_model_class decoder-only-icl --queries_file "$OUT/data/test_queries.jsonl" --corpus_file "$OUT/data/corpus.jsonl" --output_dir "$OUT/eval" --devices 0
+step train_torchrun "$NQ" queries -- torchrun --standalone --nproc_per_node 1 -m helpers.train.kd_finetune "${TRAIN[@]}" --devices 0 --output_dir "$OUT/kd_torchrun"
+step train_qlora "$NQ" queries -- $PY -m helpers.train.kd_finetune "${TRAIN[@]}" --load_in_4bit True --devices 0 --output_dir "$OUT/kd_qlora"
+step evaluate "$NT" queries -- $PY -m helpers.eval.evaluate --model_name_or_path "$OUT/kd_torchrun/merged_model_lora_epoch_1" --embedder_model_class decoder-only-icl --queries_file "$OUT/data/test_queries.jsonl" --corpus_file "$OUT/data/corpus.jsonl" --output_dir "$OUT/eval" --devices 0
 
 $PY - "$OUT" <<'PY'
 import json, sys

@@ -1,0 +1,2 @@
+"""Embedding models (embedder: three classes, one forward), pooling, and exact inner-product search (search).
+"""

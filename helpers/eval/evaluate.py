@@ -1,0 +1,584 @@
+r"""Stage 04: evaluate an embedder on the test queries -> rankings, MAP@25, Recall@1..100, MRR.
+
+    python -m helpers.eval.evaluate --model_name_or_path M --embedder_model_class decoder-only-icl \
+        --queries_file D/test_queries.jsonl --corpus_file D/corpus.jsonl \
+        [--train_queries_file D/train_queries.jsonl] --output_dir RUN/eval/base
+
+The model is a ``demo:<alias>``, a Hugging Face folder (a merged model), or a LoRA adapter folder
+(``adapter_config.json``: loaded on its base and merged, by :mod:`helpers.embed.embedder`).
+Queries are encoded with their instruction (a row's ``prompt`` wins where ``use_row_prompts``: by
+default for decoders, not for encoders), the whole corpus without,
+ranked by inner product (:func:`helpers.embed.search.search`; ties: lower corpus position first).
+
+Seen/unseen: a test query is *seen* when every gold id of it is a ``pos_ids`` of the train split,
+else *unseen* (the competition's hidden test was mostly unseen).
+
+Writes ``rankings.jsonl``, ``per_query.jsonl`` (per query: gold rank, seen, AP@25, Recall@25,
+Recall@100: what paired comparisons need), ``metrics.json`` and ``metrics.csv`` (one row per
+subset: all, seen, unseen) under ``output_dir``; each file atomically replaced.
+
+Several models (:func:`evaluate_models`): ``comparison.csv`` / ``comparison.json``, each model's
+bootstrap 95% interval of MAP@25 and, against a ``reference_model``, the per-query paired
+difference of AP@25, Recall@25 and Recall@100 with a paired-bootstrap 95% interval
+(:mod:`helpers.eval.paired`), overall and on the seen / unseen subsets.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import re
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Iterable, Optional, Sequence
+
+import numpy as np
+
+from helpers.common.cli import dataclass_parser
+from helpers.common.io_utils import atomic_path, check_writable, load_corpus, read_jsonl, validate_queries, write_json, write_jsonl
+from helpers.common.cli import canonical_flags, flag_aliases
+from helpers.eval.metrics import ids_from_indices, per_query
+from helpers.eval.paired import align, bootstrap_mean, paired_bootstrap
+from helpers.common.models import resolve_model
+from helpers.embed.search import search
+
+log = logging.getLogger(__name__)
+
+DEFAULT_KS = tuple(range(1, 101))
+TABLE_KS = (25, 50, 75, 100)
+SUBSETS = ("all", "seen", "unseen")
+PAIRED_KS = (25, 100)      # Recall@k kept per query (where k <= topk) for paired comparisons
+_METRIC = re.compile(r"^(MAP@\d+|Recall@\d+|MRR)$")
+
+
+# ----------------------------------------------------------------------------- ranking and scoring
+def rank_corpus(q_emb, p_emb, corpus_ids: Sequence[str], topk: int = 100):
+    """-> (ranked ids [Q][k], scores [Q, k]); best first, ties by lower corpus position."""
+    p = np.asarray(p_emb)
+    if p.shape[0] != len(corpus_ids):
+        raise ValueError(f"rank_corpus: {p.shape[0]} passage embeddings for {len(corpus_ids)} corpus ids")
+    scores, idx = search(q_emb, p, topk)
+    return ids_from_indices(idx, list(corpus_ids)), scores
+
+
+def seen_ids(train_rows: Iterable[dict]) -> set:
+    return {pid for r in train_rows for pid in r.get("pos_ids", [])}
+
+
+def _summary(pq: dict, mask: np.ndarray, map_key: str) -> dict:
+    out = {"n_queries": int(mask.sum())}
+    if not mask.any():
+        return out
+    out[map_key] = float(pq[map_key][mask].mean())
+    out.update({k: float(v[mask].mean()) for k, v in pq.items() if k.startswith("Recall@")})
+    out["MRR"] = float(pq["RR"][mask].mean())
+    return out
+
+
+def score_rankings(ranked_ids: Sequence[Sequence[str]], query_rows: Sequence[dict],
+                   corpus_ids: Optional[Iterable[str]] = None, train_rows: Optional[Sequence[dict]] = None,
+                   ks: Iterable[int] = DEFAULT_KS, map_k: int = 25) -> dict:
+    """Metrics of rankings against the rows' ``pos_ids``.
+
+    Returns ``{"n_queries", "MAP@25", "Recall@k"..., "MRR"}`` and, with ``train_rows``, the
+    same under ``"seen"`` and ``"unseen"`` (a subset with no query has only ``n_queries``).
+    A ranked id that is not in ``corpus_ids`` is an error.
+    """
+    if len(ranked_ids) != len(query_rows):
+        raise ValueError(f"score_rankings: {len(ranked_ids)} rankings for {len(query_rows)} queries")
+    if corpus_ids is not None:
+        cset = set(corpus_ids)
+        for r, ranked in zip(query_rows, ranked_ids):
+            for pid in ranked:
+                if pid not in cset:
+                    raise ValueError(f"ranking of query {r.get('query_id')!r}: id {pid!r} is not in the corpus")
+    gold = [r["pos_ids"] for r in query_rows]
+    pq = per_query(ranked_ids, gold, ks=ks, map_k=map_k)
+    map_key = f"MAP@{map_k}"
+    everything = np.ones(len(gold), dtype=bool)
+    out = _summary(pq, everything, map_key)
+    if train_rows is not None:
+        seen = seen_ids(train_rows)
+        is_seen = np.array([all(g in seen for g in gs) for gs in gold], dtype=bool)
+        out["seen"] = _summary(pq, is_seen, map_key)
+        out["unseen"] = _summary(pq, ~is_seen, map_key)
+    return out
+
+
+def evaluate_embeddings(q_emb, p_emb, query_rows: Sequence[dict], corpus_ids: Sequence[str],
+                        train_rows: Optional[Sequence[dict]] = None, ks: Iterable[int] = DEFAULT_KS,
+                        map_k: int = 25) -> dict:
+    """Rank the corpus for already-computed embeddings and score it (see :func:`score_rankings`)."""
+    ks = list(ks)
+    if len(query_rows) != np.asarray(q_emb).shape[0]:
+        raise ValueError(f"evaluate_embeddings: {np.asarray(q_emb).shape[0]} query embeddings for "
+                         f"{len(query_rows)} query rows")
+    ranked, _ = rank_corpus(q_emb, p_emb, corpus_ids, max(ks + [map_k]))
+    return score_rankings(ranked, query_rows, None, train_rows, ks, map_k)
+
+
+def evaluate_embedder(embedder, query_rows: Sequence[dict], corpus_ids: Sequence[str],
+                      corpus_texts: Sequence[str], train_rows: Optional[Sequence[dict]] = None,
+                      ks: Iterable[int] = DEFAULT_KS, map_k: int = 25) -> dict:
+    """Encode queries and corpus with an :class:`helpers.embed.embedder.Embedder` and score (the
+    trainer calls this after every epoch with an Embedder wrapping its model)."""
+    if len(corpus_ids) != len(corpus_texts):
+        raise ValueError(f"evaluate_embedder: {len(corpus_ids)} corpus ids for {len(corpus_texts)} texts")
+    q = embedder.encode_queries(list(query_rows))
+    p = embedder.encode_corpus(list(corpus_texts))
+    return evaluate_embeddings(q, p, query_rows, corpus_ids, train_rows, ks, map_k)
+
+
+# ----------------------------------------------------------------------------- tables
+def metrics_rows(metrics: dict, label: str = "") -> list[dict]:
+    """Flat rows (label, subset, n_queries, MAP@25, MRR, Recall@k...) for CSV / DataFrames."""
+    rows = []
+    for sub in SUBSETS:
+        m = metrics if sub == "all" else metrics.get(sub)
+        if m is None:
+            continue
+        vals = {k: v for k, v in m.items() if k == "n_queries" or _METRIC.match(k)}
+        rows.append({"label": label, "subset": sub, **vals})
+    return rows
+
+
+def metrics_csv(rows: Sequence[dict]) -> str:
+    cols = []
+    for r in rows:
+        cols += [c for c in r if c not in cols]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def _ci(iv, digits: int, signed: bool = False):
+    if not iv or iv.get("lo") is None:
+        return None
+    f = f"{{:{'+' if signed else ''}.{digits}f}}"
+    return f"[{f.format(iv['lo'])}, {f.format(iv['hi'])}]"
+
+
+def comparison_table(results: dict, ks: Sequence[int] = TABLE_KS, map_k: int = 25, digits: int = 4,
+                     subset: str = "all") -> list[dict]:
+    """The seed's table: one row per model/epoch: ``Model/Epoch | MAP@25 | Recall@25 | ...``.
+
+    With the bootstrap results of :func:`evaluate_models` it adds ``MAP@25 95% CI`` (the model's
+    own interval) and, when a reference model was given, per compared metric ``dMAP@25`` and
+    ``dMAP@25 95% CI`` (paired difference against the reference and its interval; likewise
+    ``dRecall@25``, ``dRecall@100``), ``better`` / ``worse`` / ``same`` (shares of queries whose
+    AP@25 went up / down / stayed) and ``verdict`` ("better", "worse", "no difference" when the
+    interval contains 0; "reference" on the reference's own row). ``subset``: all, seen or unseen.
+    """
+    if subset not in SUBSETS:
+        raise ValueError(f"comparison_table: subset must be one of {SUBSETS}, got {subset!r}")
+    key = f"MAP@{map_k}"
+    out = []
+    for label, m in results.items():
+        sm = m if subset == "all" else (m.get(subset) or {})
+        row = {"Model/Epoch": label, key: sm.get(key)}
+        if "intervals" in m:
+            row[f"{key} 95% CI"] = _ci(m["intervals"].get(subset, {}).get(key), digits)
+        row.update({f"Recall@{k}": sm.get(f"Recall@{k}") for k in ks})
+        p = m.get("paired")
+        if p is not None:
+            st = p.get(subset, {})
+            for k in p["metrics"]:
+                row[f"d{k}"] = st.get(k, {}).get("mean_diff")
+                row[f"d{k} 95% CI"] = _ci(st.get(k), digits, signed=True)
+            s = st.get(key, {})
+            row.update({c: s.get(c) for c in ("better", "worse", "same")})
+            row["verdict"] = "reference" if p["reference"] is None else s.get("verdict")
+        out.append({k: (round(v, digits) if isinstance(v, float) else v) for k, v in row.items()})
+    return out
+
+
+# ----------------------------------------------------------------------------- the stage
+@dataclass(kw_only=True)
+class EmbedderArgs:
+    """Embedder flags shared by the evaluation and submission stages (FlagEmbedding's names)."""
+    model_name_or_path: str = field(metadata={"help": "demo:<alias>, a HF folder, a merged model or a LoRA adapter folder"})
+    embedder_model_class: str = field(default="decoder-only-icl", metadata={
+        "help": "decoder-only-icl | decoder-only-base | encoder-only-base"})
+    pooling_method: Optional[str] = field(default=None, metadata={"help": "last_token | mean | cls (default: by class)"})
+    normalize_embeddings: bool = field(default=True, metadata={"help": "L2-normalise embeddings"})
+    query_instruction_for_retrieval: Optional[str] = field(default=None, metadata={
+        "help": "global instruction, None: none (a row's prompt overrides it where use_row_prompts)"})
+    use_row_prompts: Optional[bool] = field(default=None, metadata={
+        "help": "rows' prompts override the global instruction; None: class default (decoders yes, encoders no)"})
+    query_instruction_format: Optional[str] = field(default=None, metadata={
+        "help": "format of instruction + query (default by class, e.g. <instruct>{}\\n<query>{}); "
+                "also --query_instruction_format_for_retrieval"})
+    examples_for_task: Optional[str] = field(default=None, metadata={
+        "help": "examples.json of the data stage: in-context examples (decoder-only-icl)"})
+    examples_number: int = field(default=1, metadata={"help": "in-context examples per query"})
+    embedder_query_max_length: int = field(default=512, metadata={"help": "query tokens"})
+    embedder_passage_max_length: int = field(default=512, metadata={"help": "passage tokens"})
+    embedder_batch_size: int = field(default=64, metadata={"help": "texts per forward pass"})
+    devices: Optional[str] = field(default=None, metadata={"help": "cpu, cuda:0, '0,1' (default: cuda:0 if any)"})
+    use_fp16: bool = field(default=True, metadata={"help": "half precision on CUDA (bf16 from compute capability 8)"})
+    trust_remote_code: bool = field(default=False, metadata={"help": "allow model code from the folder"})
+
+
+@dataclass(kw_only=True)
+class EvalArgs(EmbedderArgs):
+    queries_file: str = field(metadata={"help": "test queries JSONL (query contract; pos_ids are the gold)"})
+    corpus_file: str = field(metadata={"help": "corpus.jsonl ({id, text})"})
+    output_dir: str = field(metadata={"help": "rankings.jsonl, metrics.json, metrics.csv go here"})
+    train_queries_file: Optional[str] = field(default=None, metadata={
+        "help": "train queries JSONL: enables the seen/unseen split"})
+    label: Optional[str] = field(default=None, metadata={"help": "name in tables and plots (default: the model folder name)"})
+    topk: int = field(default=100, metadata={"help": "Recall@1..topk; rankings saved to depth max(topk, map_k)"})
+    map_k: int = field(default=25, metadata={"help": "k of MAP@k"})
+
+
+def embedder_config(a: EmbedderArgs):
+    """:class:`helpers.embed.embedder.EmbedderConfig` from stage arguments (any :class:`EmbedderArgs`)."""
+    from helpers.embed.embedder import EmbedderConfig
+    return EmbedderConfig(
+        model_name_or_path=a.model_name_or_path, model_class=a.embedder_model_class,
+        pooling_method=a.pooling_method, normalize=a.normalize_embeddings,
+        query_instruction_for_retrieval=a.query_instruction_for_retrieval, use_row_prompts=a.use_row_prompts,
+        query_instruction_format=a.query_instruction_format,
+        add_examples_for_task=bool(a.examples_for_task), examples_file=a.examples_for_task,
+        examples_number=a.examples_number, query_max_length=a.embedder_query_max_length,
+        passage_max_length=a.embedder_passage_max_length, batch_size=a.embedder_batch_size,
+        devices=a.devices, use_fp16=a.use_fp16, trust_remote_code=a.trust_remote_code)
+
+
+def default_label(model_name_or_path: str) -> str:
+    s = str(model_name_or_path).rstrip("/")
+    return s.split(":", 1)[1] if s.startswith("demo:") else Path(s).name
+
+
+def run_evaluation(args: EvalArgs, embedder=None) -> dict:
+    """Validate inputs, encode, rank, score, write; returns the metrics (with ``label``).
+
+    ``embedder``: an already-loaded :class:`helpers.embed.embedder.Embedder` to use instead of loading
+    one from the arguments (its own configuration then decides how texts are encoded).
+    """
+    t0 = time.time()
+    out = Path(args.output_dir)
+    label = args.label or default_label(args.model_name_or_path)
+    if args.topk < 1 or args.map_k < 1:
+        raise ValueError(f"topk ({args.topk}) and map_k ({args.map_k}) must be at least 1")
+    if embedder is None:
+        resolve_model(args.model_name_or_path)   # a missing model folder fails first, nothing written
+    check_writable(out / "metrics.json")
+    corpus_ids, corpus_texts = load_corpus(args.corpus_file)
+    rows = read_jsonl(args.queries_file)
+    validate_queries(rows, args.queries_file, corpus_ids=set(corpus_ids))
+    train = None
+    if args.train_queries_file:
+        train = read_jsonl(args.train_queries_file)
+        validate_queries(train, args.train_queries_file, corpus_ids=set(corpus_ids))
+    log.info("evaluate %s (%s): %d queries, %d passages, top %d", label, args.model_name_or_path,
+             len(rows), len(corpus_ids), args.topk)
+    if embedder is None:
+        from helpers.embed.embedder import Embedder
+        embedder = Embedder(embedder_config(args))
+    t1 = time.time()
+    q = embedder.encode_queries(rows)
+    p = embedder.encode_corpus(corpus_texts)
+    t2 = time.time()
+    ranked, scores = rank_corpus(q, p, corpus_ids, max(args.topk, args.map_k))
+    metrics = score_rankings(ranked, rows, corpus_ids, train, range(1, args.topk + 1), args.map_k)
+    pq = per_query(ranked, [r["pos_ids"] for r in rows], ks=[k for k in PAIRED_KS if k <= args.topk],
+                   map_k=args.map_k)
+    gold_rank = pq["rank"]
+    seen = seen_ids(train) if train is not None else None
+    metrics = {"label": label, "model_name_or_path": args.model_name_or_path, **metrics,
+               "encode_seconds": round(t2 - t1, 2), "n_passages": len(corpus_ids)}
+    write_jsonl(out / "rankings.jsonl", [
+        {"query_id": r["query_id"], "pos_ids": r["pos_ids"], "rank": int(gr) or None,
+         "seen": None if seen is None else all(g in seen for g in r["pos_ids"]),
+         "ranked_ids": ids, "scores": [round(float(s), 6) for s in sc]}
+        for r, ids, sc, gr in zip(rows, ranked, scores, gold_rank)])
+    write_jsonl(out / "per_query.jsonl", per_query_rows(
+        rows, pq, [None if seen is None else all(g in seen for g in r["pos_ids"]) for r in rows]))
+    with atomic_path(out / "metrics.csv") as tmp:
+        tmp.write_text(metrics_csv(metrics_rows(metrics, label)), encoding="utf-8")
+    write_json(out / "metrics.json", {**metrics, "args": asdict(args)})
+    log.info("%s: MAP@%d %.4f, Recall@%d %.4f, MRR %.4f (encode %.1fs, total %.1fs) -> %s", label, args.map_k,
+             metrics[f"MAP@{args.map_k}"], args.topk, metrics[f"Recall@{args.topk}"], metrics["MRR"], t2 - t1,
+             time.time() - t0, out)
+    return metrics
+
+
+# ----------------------------------------------------------------------------- several models
+_EPOCH = re.compile(r"epoch_(\d+)$")
+
+
+def model_specs(models: Sequence, epoch_glob: Optional[str] = None,
+                default_class: str = "decoder-only-icl") -> list[dict]:
+    """Normalise the models to compare: ``{"label", "path", "class", "epoch"}`` dicts.
+
+    ``models``: dicts (``path`` required; ``label``, ``class``, ``epoch`` and any
+    :class:`EvalArgs` field optional) or plain paths. ``epoch_glob`` (e.g.
+    ``model_output/demo/kd/merged_model_lora_epoch_*``) adds every folder it matches, in epoch
+    order, labelled ``epoch {n}``. Labels must be unique.
+    """
+    import glob
+    out = []
+    for m in models or []:
+        m = {"path": m} if isinstance(m, str) else dict(m)
+        if not m.get("path"):
+            raise ValueError(f"model spec {m!r}: 'path' is required")
+        m.setdefault("class", default_class)
+        m.setdefault("label", default_label(m["path"]))
+        if m.get("epoch") is None:
+            hit = _EPOCH.search(str(m["path"]).rstrip("/"))
+            m["epoch"] = int(hit.group(1)) if hit else None
+        out.append(m)
+    if epoch_glob:
+        found = [p for p in glob.glob(epoch_glob) if Path(p).is_dir() and _EPOCH.search(p.rstrip("/"))]
+        for p in sorted(found, key=lambda p: int(_EPOCH.search(p.rstrip("/")).group(1))):
+            if any(Path(p).resolve() == Path(m["path"]).resolve() for m in out if not m["path"].startswith("demo:")):
+                continue
+            n = int(_EPOCH.search(p.rstrip("/")).group(1))
+            out.append({"path": p, "class": default_class, "label": f"epoch {n}", "epoch": n})
+    labels = [m["label"] for m in out]
+    dup = sorted({x for x in labels if labels.count(x) > 1})
+    if dup:
+        raise ValueError(f"model labels must be unique, repeated: {', '.join(dup)}")
+    if not out:
+        raise ValueError("no model to evaluate (empty list and no epoch folder found)")
+    return out
+
+
+def _free_memory():
+    import gc
+    gc.collect()
+    try:
+        import torch
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except ImportError:
+        pass
+
+
+def slug(label: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(label)).strip("_") or "model"
+
+
+def reuse_key(args: EvalArgs) -> dict:
+    """What must not change for a model's saved metrics to stand: the settings, the model's files
+    (name, size, mtime) and the content of the data files."""
+    import hashlib
+    model = Path(resolve_model(args.model_name_or_path))
+    files = sorted((str(f.relative_to(model)), f.stat().st_size, f.stat().st_mtime_ns)
+                   for f in model.rglob("*") if f.is_file()) if model.is_dir() else []
+    data = {k: hashlib.sha256(Path(v).read_bytes()).hexdigest() for k, v in
+            (("queries", args.queries_file), ("corpus", args.corpus_file), ("train", args.train_queries_file)) if v}
+    return json.loads(json.dumps({"args": asdict(args), "model_files": files, "data": data}))
+
+
+def evaluate_models(specs: Sequence[dict], queries_file: str, corpus_file: str, output_dir: str,
+                    train_queries_file: Optional[str] = None, reuse_existing: bool = False,
+                    reference_model: Optional[str] = None, n_resamples: int = 1000, bootstrap_seed: int = 0,
+                    **common) -> dict:
+    """Run :func:`run_evaluation` for each spec (its own folder ``output_dir/<label>``); write
+    ``comparison.csv`` and ``comparison.json``; returns ``{label: metrics}`` (with ``epoch``).
+
+    ``common``: :class:`EvalArgs` fields for every model; a spec's own keys win.
+    ``reuse_existing``: a model whose folder already holds metrics for the same settings, model
+    files and data (``reuse_key.json``, see :func:`reuse_key`) is not evaluated again.
+    Every model's metrics get ``"intervals"``: its own bootstrap 95% interval of MAP@25,
+    Recall@25, Recall@100 per subset (``n_resamples`` resamples of the queries, seeded by
+    ``bootstrap_seed``). ``reference_model`` (a label): every model also gets ``"paired"``, the
+    paired-bootstrap difference against that model per subset (see :func:`paired_comparisons`);
+    ``comparison.csv`` gains the columns of :func:`comparison_columns`.
+    """
+    names = {f.name for f in fields(EvalArgs)}
+    common = canonical_flags(common)
+    specs = [canonical_flags(s) for s in specs]
+    for s in specs:      # check every spec before the first (slow) model runs
+        unknown = set(s) - names - {"path", "class", "label", "epoch"}
+        if unknown:
+            raise ValueError(f"model spec {s.get('label')!r}: unknown keys {sorted(unknown)}")
+    labels = [s["label"] for s in specs]
+    if reference_model is not None and reference_model not in labels:
+        raise ValueError(f"reference_model {reference_model!r} is not one of the models: "
+                         f"{', '.join(map(repr, labels))}")
+    if isinstance(n_resamples, bool) or not isinstance(n_resamples, int) or n_resamples < 1:
+        raise ValueError(f"n_resamples must be a positive integer, got {n_resamples!r}")
+    folders = {label: Path(output_dir) / slug(label) for label in labels}
+    clash = sorted({str(f) for f in folders.values() if list(folders.values()).count(f) > 1})
+    if clash:
+        raise ValueError(f"model labels share an output folder ({', '.join(clash)}): rename one")
+    results = {}
+    for s in specs:
+        kw = {**common, **{k: v for k, v in s.items() if k in names}}
+        args = EvalArgs(**{**kw, "model_name_or_path": s["path"], "embedder_model_class": s["class"],
+                           "label": s["label"], "queries_file": queries_file, "corpus_file": corpus_file,
+                           "train_queries_file": train_queries_file,
+                           "output_dir": str(folders[s["label"]])})
+        key_path = Path(args.output_dir) / "reuse_key.json"
+        key = reuse_key(args) if reuse_existing else None
+        if key is not None and key_path.exists() and (Path(args.output_dir) / "metrics.json").exists() \
+                and (Path(args.output_dir) / "rankings.jsonl").exists() \
+                and json.loads(key_path.read_text(encoding="utf-8")) == key:
+            m = json.loads((Path(args.output_dir) / "metrics.json").read_text(encoding="utf-8"))
+            m.pop("args", None)
+            log.info("%s: reusing the metrics in %s (same settings, model files and data)", s["label"], args.output_dir)
+            results[s["label"]] = {**m, "epoch": s.get("epoch")}
+            continue
+        results[s["label"]] = {**run_evaluation(args), "epoch": s.get("epoch")}
+        if key is not None:
+            write_json(key_path, key)
+        _free_memory()      # one model at a time: release the last one before loading the next
+    tables = {label: per_query_table(folders[label]) for label in results}
+    for label, extra in paired_comparisons(tables, reference_model, n_resamples, bootstrap_seed).items():
+        results[label].update(extra)
+    rows = [{"epoch": m["epoch"], **r, **comparison_columns(m, r["subset"])}
+            for label, m in results.items() for r in metrics_rows(m, label)]
+    with atomic_path(Path(output_dir) / "comparison.csv") as tmp:
+        tmp.write_text(metrics_csv(rows), encoding="utf-8")
+    write_json(Path(output_dir) / "comparison.json", results)
+    if reference_model is not None:
+        for label, m in results.items():
+            st = m["paired"].get("all", {}).get(next(k for k in m["paired"]["metrics"] if k.startswith("MAP@")))
+            if st:
+                log.info("%s vs %s: dMAP %+.4f [%+.4f, %+.4f] (%s; better %.0f%%, worse %.0f%% of queries)", label,
+                         reference_model, st["mean_diff"], st["lo"], st["hi"], st["verdict"], 100 * st["better"],
+                         100 * st["worse"])
+    return results
+
+
+# ----------------------------------------------------------------------------- per-query values, paired comparisons
+def per_query_rows(query_rows: Sequence[dict], pq: dict, seen_flags: Sequence[Optional[bool]]) -> list[dict]:
+    """Rows of ``per_query.jsonl``: ``{query_id, rank (1-based, None: not ranked), seen,
+    "AP@25", "Recall@25", "Recall@100"}`` from :func:`helpers.eval.metrics.per_query` arrays."""
+    keys = [k for k in pq if k.startswith(("MAP@", "Recall@"))]
+    return [{"query_id": r["query_id"], "rank": int(pq["rank"][i]) or None, "seen": seen_flags[i],
+             **{("AP@" + k[4:] if k.startswith("MAP@") else k): float(pq[k][i]) for k in keys}}
+            for i, r in enumerate(query_rows)]
+
+
+def _metric_names(table: dict) -> list[str]:
+    keys = [k for k in table if k != "seen"]
+    return sorted(keys, key=lambda k: (not k.startswith("MAP@"), int(k.split("@")[1])))
+
+
+def per_query_table(model_dir) -> dict:
+    """A model folder's per-query values: ``{"seen": {qid: bool|None}, "MAP@25": {qid: AP@25},
+    "Recall@25": {qid: ...}, ...}`` from its ``per_query.jsonl``. A folder written before that
+    file existed gets it now, computed from its ``rankings.jsonl`` (and ``metrics.json`` args)."""
+    d = Path(model_dir)
+    f = d / "per_query.jsonl"
+    if not f.exists():
+        if not (d / "rankings.jsonl").exists():
+            raise FileNotFoundError(f"{d}: no per_query.jsonl or rankings.jsonl: evaluate this model again")
+        args = json.loads((d / "metrics.json").read_text(encoding="utf-8")).get("args", {}) \
+            if (d / "metrics.json").exists() else {}
+        ranks = read_jsonl(d / "rankings.jsonl")
+        topk = args.get("topk", min(len(r["ranked_ids"]) for r in ranks))
+        pq = per_query([r["ranked_ids"] for r in ranks], [r["pos_ids"] for r in ranks],
+                       ks=[k for k in PAIRED_KS if k <= topk], map_k=args.get("map_k", 25))
+        write_jsonl(f, per_query_rows(ranks, pq, [r.get("seen") for r in ranks]))
+    table = {"seen": {}}
+    for r in read_jsonl(f):
+        q = r["query_id"]
+        table["seen"][q] = r.get("seen")
+        for k, v in r.items():
+            if k.startswith("AP@"):
+                table.setdefault("MAP@" + k[3:], {})[q] = float(v)
+            elif k.startswith("Recall@"):
+                table.setdefault(k, {})[q] = float(v)
+    return table
+
+
+def _subset_ids(table: dict, subset: str) -> Optional[list]:
+    ids = sorted(table["seen"])
+    if subset == "all":
+        return ids
+    if any(table["seen"][q] is None for q in ids):
+        return None                    # no train file: no split
+    return [q for q in ids if table["seen"][q] is (subset == "seen")]
+
+
+def paired_comparisons(tables: dict, reference: Optional[str] = None, n_resamples: int = 1000,
+                       seed: int = 0) -> dict:
+    """``{label: {"intervals": ..., "paired": ...}}`` from :func:`per_query_table` tables.
+
+    ``intervals[subset][metric]``: the model's own :func:`helpers.eval.paired.bootstrap_mean`.
+    With a ``reference`` label, ``paired = {"reference": label (None for the reference itself),
+    "metrics": [compared metrics], subset: {metric: helpers.eval.paired.paired_bootstrap(reference,
+    model)}}``, subsets all / seen / unseen (seen by the reference's flags; a subset without
+    queries is left out). Pairing is by query id over sorted ids; different query sets are an error.
+    """
+    if reference is not None and reference not in tables:
+        raise ValueError(f"reference {reference!r} is not one of the models: {', '.join(map(repr, tables))}")
+    out = {}
+    for label, t in tables.items():
+        iv = {}
+        for sub in SUBSETS:
+            ids = _subset_ids(t, sub)
+            if ids:
+                iv[sub] = {k: bootstrap_mean([t[k][q] for q in ids], n_resamples, seed) for k in _metric_names(t)}
+        out[label] = {"intervals": iv}
+    if reference is None:
+        return out
+    ref = tables[reference]
+    metrics = [k for k in _metric_names(ref) if all(k in t for t in tables.values())]
+    if not any(k.startswith("MAP@") for k in metrics):
+        raise ValueError("paired comparison: the models do not share a MAP@k (different map_k?)")
+    for label, t in tables.items():
+        p = {"reference": None if label == reference else reference, "metrics": metrics}
+        if label != reference:
+            align(ref[metrics[0]], t[metrics[0]], reference, label)     # same query set, else an error naming both
+            for sub in SUBSETS:
+                ids = _subset_ids(ref, sub)
+                if ids:
+                    p[sub] = {k: paired_bootstrap([ref[k][q] for q in ids], [t[k][q] for q in ids], n_resamples,
+                                                  seed, label_a=reference, label_b=label) for k in metrics}
+        out[label]["paired"] = p
+    return out
+
+
+def comparison_columns(m: dict, subset: str = "all") -> dict:
+    """Extra ``comparison.csv`` columns of one model and subset: ``MAP@25_lo``, ``MAP@25_hi``
+    (own interval), and with a reference ``reference`` (empty on the reference's row), per
+    compared metric ``dMAP@25``, ``dMAP@25_lo``, ``dMAP@25_hi`` (then ``dRecall@25...``,
+    ``dRecall@100...``), ``better``, ``worse``, ``same`` (shares of queries by AP@25),
+    ``significant`` (False when the dMAP interval contains 0) and ``verdict``."""
+    cols = {}
+    key = next((k for k in m if str(k).startswith("MAP@")), "MAP@25")
+    if "intervals" in m:
+        iv = m["intervals"].get(subset, {}).get(key, {})
+        cols[f"{key}_lo"], cols[f"{key}_hi"] = iv.get("lo"), iv.get("hi")
+    p = m.get("paired")
+    if p is not None:
+        cols["reference"] = p["reference"]
+        st = p.get(subset, {})
+        for k in p["metrics"]:
+            s = st.get(k, {})
+            cols.update({f"d{k}": s.get("mean_diff"), f"d{k}_lo": s.get("lo"), f"d{k}_hi": s.get("hi")})
+        s = st.get(key, {})
+        cols.update({c: s.get(c) for c in ("better", "worse", "same", "significant", "verdict")})
+    return cols
+
+
+# ----------------------------------------------------------------------------- command line
+def build_parser(cls, description: str):
+    return dataclass_parser(cls, description, aliases=flag_aliases())
+
+
+def main(argv=None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    a = build_parser(EvalArgs, __doc__).parse_args(argv)
+    m = run_evaluation(EvalArgs(**vars(a)))
+    for k in ["n_queries", f"MAP@{a.map_k}", "Recall@1", "Recall@25", "Recall@50", "Recall@75", "Recall@100", "MRR"]:
+        if k in m:
+            print(f"{k:12s} {m[k]}")
+    for sub in ("seen", "unseen"):
+        if sub in m:
+            print(f"{sub:12s} n={m[sub]['n_queries']} MAP@{a.map_k}={m[sub].get(f'MAP@{a.map_k}')}")
+
+
+if __name__ == "__main__":
+    from helpers.common.cli import run
+    run(main)

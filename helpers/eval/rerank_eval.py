@@ -1,0 +1,106 @@
+"""Does the teacher know better than the student? Rerank a bi-encoder's own top k with a reranker.
+
+    python -m helpers.eval.rerank_eval --rankings_file RUN/eval/<model>/rankings.jsonl \\
+        --queries_file D/test_queries.jsonl --corpus_file D/corpus.jsonl \\
+        --reranker_name_or_path RUN/teacher/model_epoch_1 --reranker_model_class encoder-only-base \\
+        --top_k 25 --output_file RUN/teacher/rerank_eval.json
+
+For every query of ``rankings.jsonl`` (written by :mod:`helpers.eval.evaluate`), the first ``top_k``
+passages of the bi-encoder's ranking are scored by the reranker and re-ordered by that score (ties
+keep the bi-encoder's order); a gold passage outside the top k stays outside (rank None). Reported:
+MAP@25 and Recall@k of the bi-encoder's order and of the reranked order, and the paired
+difference reranked - bi-encoder with its bootstrap 95% interval over queries
+(:func:`helpers.eval.paired.paired_bootstrap`). A teacher that does not beat its student here has
+nothing to teach it.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from typing import Optional
+
+from helpers.rerank.add_reranker_score import ScoreArgs, build_reranker
+from helpers.common.cli import dataclass_parser
+from helpers.common.io_utils import InputError, load_corpus, read_jsonl, validate_queries, write_json
+from helpers.eval.paired import paired_bootstrap, per_query_from_ranks
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RerankEvalArgs(ScoreArgs):
+    rankings_file: str = field(default=None, metadata={"help": "rankings.jsonl of helpers.eval.evaluate (query_id, ranked_ids)"})
+    queries_file: str = field(default=None, metadata={"help": "the queries those rankings are of (query text, pos_ids)"})
+    corpus_file: str = field(default=None, metadata={"help": "corpus.jsonl (id -> passage text)"})
+    top_k: int = field(default=25, metadata={"help": "rerank the first top_k passages of each ranking"})
+    n_resamples: int = field(default=1000, metadata={"help": "bootstrap resamples of the queries"})
+    bootstrap_seed: int = field(default=0, metadata={"help": "seed of the resamples"})
+
+    def __post_init__(self):
+        for name in ("rankings_file", "queries_file", "corpus_file", "reranker_name_or_path"):
+            if not getattr(self, name):
+                raise ValueError(f"--{name} is required")
+        if int(self.top_k) < 1:
+            raise ValueError(f"top_k must be at least 1, got {self.top_k}")
+
+
+def rerank(ranked_ids: list[list[str]], queries: list[str], texts: dict, reranker, top_k: int) -> list[list[str]]:
+    """Each ranking's first ``top_k`` ids re-ordered by the reranker's score (stable)."""
+    heads = [ids[:top_k] for ids in ranked_ids]
+    scores = reranker.score_groups(queries, [[texts[i] for i in h] for h in heads])
+    return [[h[j] for j in sorted(range(len(h)), key=lambda j: -s[j])] for h, s in zip(heads, scores)]
+
+
+def gold_rank(ids: list[str], gold: list[str]) -> Optional[int]:
+    return next((k + 1 for k, i in enumerate(ids) if i in set(gold)), None)
+
+
+def rerank_eval(args: RerankEvalArgs, reranker=None) -> dict:
+    ids, texts = load_corpus(args.corpus_file)
+    by_id = dict(zip(ids, texts))
+    rows = {r["query_id"]: r for r in read_jsonl(args.queries_file)}
+    validate_queries(list(rows.values()), args.queries_file, corpus_ids=set(ids))
+    rankings = read_jsonl(args.rankings_file)
+    for r in rankings:
+        if r.get("query_id") not in rows:
+            raise InputError(args.rankings_file, r.get("__line__"), "query_id",
+                             f"{r.get('query_id')!r} is not a query of {args.queries_file}")
+        bad = [i for i in r.get("ranked_ids", [])[:args.top_k] if i not in by_id]
+        if bad:
+            raise InputError(args.rankings_file, r["__line__"], "ranked_ids", f"ids not in the corpus: {bad[:3]}")
+    reranker = reranker or build_reranker(args)
+    qids = [r["query_id"] for r in rankings]
+    before = [r["ranked_ids"][:args.top_k] for r in rankings]
+    after = rerank(before, [rows[q]["query"] for q in qids], by_id, reranker, args.top_k)
+    gold = [rows[q]["pos_ids"] for q in qids]
+    ks = tuple(k for k in (1, 5, 10, 25) if k <= args.top_k)
+    out = {"n_queries": len(qids), "top_k": args.top_k, "reranker": args.reranker_name_or_path}
+    per = {}
+    for name, lists in (("bi-encoder", before), ("reranked", after)):
+        pq = per_query_from_ranks([gold_rank(l, g) for l, g in zip(lists, gold)], map_k=25, ks=ks)
+        per[name] = {m: dict(zip(qids, v.tolist())) for m, v in pq.items()}
+        out[name] = {m: float(v.mean()) for m, v in pq.items()}
+    out["reranked - bi-encoder"] = {
+        m: paired_bootstrap(per["bi-encoder"][m], per["reranked"][m], args.n_resamples, args.bootstrap_seed,
+                            label_a="bi-encoder", label_b="reranked")
+        for m in per["bi-encoder"]}
+    if args.output_file:
+        write_json(args.output_file, {**out, "args": asdict(args)})
+    d = out["reranked - bi-encoder"]["MAP@25"]
+    log.info("rerank top %d of %d queries: MAP@25 %.4f -> %.4f (difference %+.4f, 95%% interval [%+.4f, %+.4f]: %s)",
+             args.top_k, len(qids), out["bi-encoder"]["MAP@25"], out["reranked"]["MAP@25"], d["mean_diff"],
+             d["lo"], d["hi"], d["verdict"])
+    return out
+
+
+def main(argv=None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    a = dataclass_parser(RerankEvalArgs, __doc__, prog="python -m helpers.eval.rerank_eval").parse_args(argv)
+    out = rerank_eval(RerankEvalArgs(**vars(a)))
+    print(json.dumps({k: v for k, v in out.items() if k != "args"}, indent=1))
+
+
+if __name__ == "__main__":
+    from helpers.common.cli import run
+    run(main)

@@ -1,0 +1,201 @@
+r"""Kaggle submission file: ``QuestionId_Answer,MisconceptionId`` with 25 space-separated ids.
+
+    python -m helpers.eval.submission --model_name_or_path M --embedder_model_class C \
+        --test_csv test.csv --misconception_csv misconception_mapping.csv --output_file submission.csv
+
+One row per wrong answer of every test question (``{QuestionId}_{letter}``, the correct letter
+left out), ids ranked best first by the embedder. The file is checked before it is renamed into
+place: header, row set (against ``sample_submission.csv`` when given), exactly ``k`` distinct
+integer ids per row, every id in the misconception mapping.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+from helpers.data.eedi import LETTERS, build_queries, corpus_rows, load_misconceptions, load_questions
+from helpers.eval.evaluate import EmbedderArgs, build_parser, embedder_config, rank_corpus
+from helpers.common.cli import canonical_flags
+from helpers.common.io_utils import InputError, atomic_path, check_writable
+from helpers.common.models import resolve_model
+from helpers.common.prompts import QUERY_TEMPLATE, RETRIEVAL_INSTRUCTION, unescape
+
+log = logging.getLogger(__name__)
+
+HEADER = ("QuestionId_Answer", "MisconceptionId")
+
+
+def expected_row_ids(questions: Sequence[dict]) -> list[str]:
+    """``{QuestionId}_{letter}`` for every wrong answer, in question then letter order."""
+    return [f"{q['QuestionId']}_{x}" for q in questions for x in LETTERS if x != q["CorrectAnswer"]]
+
+
+def format_submission(row_ids: Sequence[str], ranked_ids: Sequence[Sequence[str]], k: int = 25) -> str:
+    """CSV text: header, then ``row_id,id1 id2 ... idk`` (the first ``k`` of each ranking)."""
+    if len(row_ids) != len(ranked_ids):
+        raise ValueError(f"format_submission: {len(row_ids)} row ids for {len(ranked_ids)} rankings")
+    lines = [",".join(HEADER)]
+    for rid, ranked in zip(row_ids, ranked_ids):
+        top = [str(x) for x in list(ranked)[:k]]
+        if len(top) < k:
+            raise ValueError(f"format_submission: row {rid}: only {len(top)} ids, need {k} "
+                             "(is the corpus smaller than k?)")
+        lines.append(f"{rid},{' '.join(top)}")
+    return "\n".join(lines) + "\n"
+
+
+def parse_submission(text: str, path="submission.csv") -> tuple[list[str], list[tuple[int, str, str]]]:
+    """-> (header, [(line, row id, ids cell)]) with shape errors naming the line."""
+    rows = list(csv.reader(io.StringIO(text, newline="")))
+    if not rows:
+        raise InputError(path, None, None, "empty file")
+    out = []
+    for i, r in enumerate(rows[1:], 2):
+        if not r:
+            continue
+        if len(r) != 2:
+            raise InputError(path, i, None, f"{len(r)} cells, expected 2")
+        out.append((i, r[0], r[1]))
+    return [h.strip() for h in rows[0]], out
+
+
+def validate_submission(text: str, expected_rows: Sequence[str] | None = None,
+                        corpus_ids=None, k: int = 25, path="submission.csv") -> None:
+    """Raise :class:`InputError` naming the line and column of the first problem."""
+    header, rows = parse_submission(text, path)
+    if tuple(header) != HEADER:
+        raise InputError(path, 1, None, f"header {','.join(header)!r}, expected {','.join(HEADER)!r}")
+    seen = {}
+    for line, rid, cell in rows:
+        if rid in seen:
+            raise InputError(path, line, HEADER[0], f"duplicate row {rid!r} (first at line {seen[rid]})")
+        seen[rid] = line
+        ids = cell.split(" ")
+        if len(ids) != k:
+            raise InputError(path, line, HEADER[1], f"{len(ids)} ids, expected exactly {k} separated by single spaces")
+        for x in ids:
+            if not (x.isascii() and x.isdigit()) or str(int(x)) != x:
+                raise InputError(path, line, HEADER[1], f"{x!r} is not a plain non-negative integer id")
+            if corpus_ids is not None and x not in corpus_ids:
+                raise InputError(path, line, HEADER[1], f"id {x} is not in the misconception mapping")
+        if len(set(ids)) != k:
+            dup = next(x for j, x in enumerate(ids) if x in ids[:j])
+            raise InputError(path, line, HEADER[1], f"id {dup} appears more than once")
+    if expected_rows is not None:
+        want, got = set(expected_rows), set(seen)
+        if want != got:
+            missing, extra = sorted(want - got), sorted(got - want)
+            raise InputError(path, None, HEADER[0], f"row set differs: {len(missing)} missing "
+                             f"({', '.join(missing[:5])}), {len(extra)} unexpected ({', '.join(extra[:5])})")
+
+
+def sample_row_ids(sample_submission) -> list[str]:
+    """Row ids of Kaggle's ``sample_submission.csv`` (its header checked too)."""
+    path = Path(sample_submission)
+    if not path.exists():
+        raise InputError(path, None, None, "file does not exist")
+    header, rows = parse_submission(path.read_text(encoding="utf-8-sig"), path)
+    if tuple(header) != HEADER:
+        raise InputError(path, 1, None, f"header {','.join(header)!r}, expected {','.join(HEADER)!r}")
+    return [rid for _, rid, _ in rows]
+
+
+def write_submission(path, row_ids: Sequence[str], ranked_ids: Sequence[Sequence[str]], k: int = 25,
+                     expected_rows: Sequence[str] | None = None, corpus_ids=None) -> str:
+    """Format, validate, then write atomically; returns the text. Nothing is written on error."""
+    text = format_submission(row_ids, ranked_ids, k)
+    validate_submission(text, expected_rows if expected_rows is not None else row_ids,
+                        set(corpus_ids) if corpus_ids is not None else None, k, path)
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(text, encoding="utf-8")
+    log.info("wrote %d rows x %d ids -> %s", len(row_ids), k, path)
+    return text
+
+
+# ----------------------------------------------------------------------------- the stage
+@dataclass(kw_only=True)
+class SubmissionArgs(EmbedderArgs):
+    test_csv: str = field(metadata={"help": "Kaggle test.csv (no misconception columns needed)"})
+    misconception_csv: str = field(metadata={"help": "misconception_mapping.csv (the corpus)"})
+    output_file: str = field(default="submission.csv", metadata={"help": "where the submission is written"})
+    sample_submission: Optional[str] = field(default=None, metadata={
+        "help": "Kaggle sample_submission.csv: its header and row set are checked against ours"})
+    query_template: str = field(default=QUERY_TEMPLATE, metadata={"help": "query text template (as the data stage)"})
+    query_instruction: str = field(default=RETRIEVAL_INSTRUCTION, metadata={
+        "help": "retrieval instruction stored as each query's prompt (as the data stage)"})
+    k: int = field(default=25, metadata={"help": "misconception ids per row"})
+
+
+def make_submission(args: SubmissionArgs, embedder=None) -> dict:
+    """Queries from test.csv (every wrong answer), rank all misconceptions, write the file.
+
+    Returns ``{"rows", "output_file", "queries"}`` (the query rows, for a look in the notebook).
+    """
+    t0 = time.time()
+    if args.k < 1:
+        raise ValueError(f"k must be at least 1, got {args.k}")
+    if embedder is None:
+        resolve_model(args.model_name_or_path)      # a missing model folder fails before any work
+    check_writable(args.output_file)
+    mapping = load_misconceptions(args.misconception_csv)
+    corpus = corpus_rows(mapping)
+    if len(corpus) < args.k:
+        raise InputError(args.misconception_csv, None, None,
+                         f"{len(corpus)} misconceptions, fewer than the {args.k} ids each row needs")
+    questions = load_questions(args.test_csv, labelled=False)
+    rows = build_queries(questions, None, unescape(args.query_template), args.query_instruction,
+                         labelled_only=False)
+    row_ids = [r["query_id"] for r in rows]
+    expected = expected_row_ids(questions)
+    if args.sample_submission:
+        sample = sample_row_ids(args.sample_submission)
+        if set(sample) != set(expected):
+            missing, extra = sorted(set(sample) - set(expected)), sorted(set(expected) - set(sample))
+            raise InputError(args.sample_submission, None, HEADER[0],
+                             f"rows differ from the wrong answers of {args.test_csv}: {len(missing)} only in "
+                             f"the sample ({', '.join(missing[:5])}), {len(extra)} only in test.csv "
+                             f"({', '.join(extra[:5])})")
+    log.info("submission: %d questions -> %d rows; %d misconceptions; model %s", len(questions), len(rows),
+             len(corpus), args.model_name_or_path)
+    if embedder is None:
+        from helpers.embed.embedder import Embedder
+        embedder = Embedder(embedder_config(args))
+    q = embedder.encode_queries(rows)
+    p = embedder.encode_corpus([c["text"] for c in corpus])
+    ids = [c["id"] for c in corpus]
+    ranked, _ = rank_corpus(q, p, ids, args.k)
+    write_submission(args.output_file, row_ids, ranked, args.k, expected, ids)
+    log.info("submission written in %.1fs -> %s", time.time() - t0, args.output_file)
+    return {"rows": len(row_ids), "output_file": str(args.output_file), "queries": rows}
+
+
+def submit_with(spec: dict, test_csv: str, output_file: str, misconception_csv: Optional[str] = None,
+                sample_submission: Optional[str] = None, **common) -> dict:
+    """:func:`make_submission` for one model spec of :func:`helpers.eval.evaluate.model_specs`
+    (``path``, ``class``, optional flags); ``misconception_csv`` defaults to the file beside
+    ``test_csv``; ``common`` holds embedder flags (a spec's own keys win)."""
+    from dataclasses import fields as dc_fields
+    names = {f.name for f in dc_fields(SubmissionArgs)}
+    kw = {k: v for k, v in canonical_flags({**canonical_flags(common), **spec}).items() if k in names}
+    mapping = misconception_csv or str(Path(test_csv).parent / "misconception_mapping.csv")
+    return make_submission(SubmissionArgs(**{**kw, "model_name_or_path": spec["path"],
+                                             "embedder_model_class": spec["class"], "test_csv": test_csv,
+                                             "misconception_csv": mapping, "output_file": output_file,
+                                             "sample_submission": sample_submission}))
+
+
+def main(argv=None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    a = build_parser(SubmissionArgs, __doc__).parse_args(argv)
+    out = make_submission(SubmissionArgs(**vars(a)))
+    print(f"{out['rows']} rows -> {out['output_file']}")
+
+
+if __name__ == "__main__":
+    from helpers.common.cli import run
+    run(main)

@@ -1,0 +1,221 @@
+"""Stage 01: hard-negative mining, FlagEmbedding's ``hn_mine`` flags and meaning.
+
+    python -m helpers.mine.hn_mine --embedder_name_or_path demo:smollm2-135m-instruct \\
+        --embedder_model_class decoder-only-icl --pooling_method last_token \\
+        --input_file model_output/demo/data/train_queries.jsonl \\
+        --output_file model_output/demo/mined/train_mined.jsonl \\
+        --candidate_pool model_output/demo/data/corpus.jsonl \\
+        --range_for_sampling 2-100 --negative_number 15 --devices cpu --shuffle_data True \\
+        --query_instruction_for_retrieval "Given a multiple choice math question ..." \\
+        --query_instruction_format '<instruct>{}\\n<query>{}' --add_examples_for_task False \\
+        --batch_size 64 --embedder_query_max_length 1024 --embedder_passage_max_length 512
+
+Differences from FlagEmbedding, all deliberate: identity by id (``pos_ids``), a seeded
+generator (``--seed``), ``--pooling_method`` and ``--query_instruction_format`` default to the
+model class's own; a row's ``prompt`` overrides ``--query_instruction_for_retrieval`` for
+decoders (``--use_row_prompts``: encoders do not read row prompts unless asked); in-context
+examples come per query from examples.json (same construct, then subject, then any).
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from helpers.common.cli import dataclass_parser
+from helpers.embed.embedder import MODEL_CLASSES, Embedder, EmbedderConfig
+from helpers.common.cli import flag_aliases
+from helpers.common.io_utils import check_writable, load_corpus, read_jsonl, validate_queries, write_jsonl
+from helpers.eval.metrics import ids_from_indices, retrieval_metrics
+from helpers.common.models import resolve_model
+from helpers.mine.mining import (check_positive_texts, corpus_from_queries, parse_range, sample_negatives,
+                            shuffle_rows)
+from helpers.embed.search import search
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class HnMineArgs:
+    embedder_name_or_path: str = field(metadata={"help": "embedder: demo:<alias> or a local Hugging Face folder"})
+    input_file: str = field(metadata={"help": "queries JSONL (query, pos, pos_ids, ...) to mine negatives for"})
+    output_file: str = field(metadata={"help": "mined JSONL: the input rows with neg/neg_ids filled"})
+    embedder_model_class: str = field(default="decoder-only-icl", metadata={"help": " | ".join(MODEL_CLASSES)})
+    pooling_method: Optional[str] = field(default=None, metadata={
+        "help": "last_token | mean | cls (default: last_token for decoders, the folder's own or cls for encoders)"})
+    candidate_pool: Optional[str] = field(default=None, metadata={
+        "help": "corpus JSONL {id, text}; default: every pos/neg of the input, by id"})
+    range_for_sampling: str = field(default="10-210", metadata={"help": "sample from the 0-based slice [a:b] of the ranking"})
+    negative_number: int = field(default=15, metadata={"help": "negatives per query"})
+    devices: Optional[list] = field(default=None, metadata={"help": "cpu, cuda:0 cuda:1, 0 1 ... (default: cuda:0 if any, else cpu)"})
+    shuffle_data: bool = field(default=False, metadata={"help": "shuffle the output rows (seeded)"})
+    query_instruction_for_retrieval: Optional[str] = field(default=None, metadata={
+        "help": "retrieval instruction; a row's non-empty 'prompt' overrides it"})
+    use_row_prompts: Optional[bool] = field(default=None, metadata={
+        "help": "rows' prompts override the global instruction; None: class default (decoders yes, encoders no)"})
+    query_instruction_format: Optional[str] = field(default=None, metadata={
+        "help": "format(instruction, query); literal \\n = newline (default: the class's own)"})
+    add_examples_for_task: bool = field(default=False, metadata={"help": "in-context examples (decoder-only-icl)"})
+    examples_file: Optional[str] = field(default=None, metadata={
+        "help": "examples.json (default: examples.json beside the input file)"})
+    examples_number: int = field(default=1, metadata={"help": "in-context examples per query"})
+    examples_instruction_format: str = field(default="<instruct>{}\\n<query>{}\\n<response>{}",
+                                             metadata={"help": "format(instruction, query, response) of an example"})
+    batch_size: int = field(default=64, metadata={"help": "texts per forward pass (retried at 3/4 on CUDA OOM)"})
+    embedder_query_max_length: int = field(default=512, metadata={"help": "query max length in tokens"})
+    embedder_passage_max_length: int = field(default=512, metadata={"help": "passage max length in tokens"})
+    normalize_embeddings: bool = field(default=True, metadata={"help": "L2-normalise embeddings"})
+    use_fp16: bool = field(default=True, metadata={"help": "half precision on CUDA (bf16 from compute capability 8); CPU is fp32"})
+    load_in_4bit: bool = field(default=False, metadata={"help": "4-bit base through bitsandbytes (CUDA)"})
+    use_gpu_for_searching: Optional[bool] = field(default=None, metadata={
+        "help": "faiss GPU index (default: when faiss has GPU support and CUDA is there)"})
+    trust_remote_code: bool = field(default=False, metadata={"help": "allow model code from the model folder"})
+    seed: int = field(default=42, metadata={"help": "seed of the sampling, top-up, examples and shuffle"})
+    overwrite: bool = field(default=True, metadata={"help": "replace an existing output_file (False: refuse)"})
+    max_queries: Optional[int] = field(default=None, metadata={
+        "help": "mine only a seeded sample of this many queries (input order kept); default: all"})
+
+    def embedder_config(self) -> EmbedderConfig:
+        ex_file = self.examples_file
+        if self.add_examples_for_task and not ex_file:
+            ex_file = str(Path(self.input_file).parent / "examples.json")
+            if not Path(ex_file).is_file():
+                raise ValueError(f"add_examples_for_task: no --examples_file given and {ex_file} does not exist")
+        return EmbedderConfig(
+            model_name_or_path=self.embedder_name_or_path, model_class=self.embedder_model_class,
+            pooling_method=self.pooling_method,
+            query_instruction_for_retrieval=self.query_instruction_for_retrieval,
+            use_row_prompts=self.use_row_prompts, query_instruction_format=self.query_instruction_format,
+            add_examples_for_task=self.add_examples_for_task, examples_file=ex_file,
+            examples_number=self.examples_number, examples_instruction_format=self.examples_instruction_format,
+            examples_seed=self.seed, query_max_length=self.embedder_query_max_length,
+            passage_max_length=self.embedder_passage_max_length, batch_size=self.batch_size,
+            devices=self.devices, use_fp16=self.use_fp16, load_in_4bit=self.load_in_4bit,
+            normalize=self.normalize_embeddings, trust_remote_code=self.trust_remote_code)
+
+
+@dataclass
+class MineResult:
+    rows: list                 # mined rows, in output order
+    neg_ranks: list            # per row, the 0-based rank of each negative (-1: top-up)
+    pos_sim: np.ndarray        # per row (output order), similarity of the first positive
+    neg_sim: list              # per row, similarity of each negative
+    stats: dict
+
+
+def _load_inputs(args: HnMineArgs):
+    rows = read_jsonl(args.input_file)
+    if args.candidate_pool:
+        corpus_ids, corpus_texts = load_corpus(args.candidate_pool)
+    else:
+        validate_queries(rows, args.input_file)
+        corpus_ids, corpus_texts = corpus_from_queries(rows, args.input_file)
+    validate_queries(rows, args.input_file, corpus_ids=set(corpus_ids))
+    if args.max_queries is not None:
+        if args.max_queries < 1:
+            raise ValueError(f"max_queries must be at least 1, got {args.max_queries}")
+        if args.max_queries < len(rows):
+            keep = sorted(random.Random(args.seed).sample(range(len(rows)), args.max_queries))
+            log.info("max_queries %d: mining a seeded sample of %d of %d queries", args.max_queries,
+                     len(keep), len(rows))
+            rows = [rows[i] for i in keep]
+    return rows, corpus_ids, corpus_texts
+
+
+def hn_mine(args: HnMineArgs, embedder: Optional[Embedder] = None,
+            corpus_cache: Optional[dict] = None) -> MineResult:
+    """Mine ``args.input_file`` into ``args.output_file``; everything is checked before the model
+    runs and the output is written atomically. Pass ``embedder`` (and a ``corpus_cache`` dict)
+    to mine several files with one model and one corpus encoding."""
+    t0 = time.time()
+    a, b = parse_range(args.range_for_sampling)
+    if args.negative_number < 0:
+        raise ValueError(f"negative_number must be >= 0, got {args.negative_number}")
+    out = Path(args.output_file)
+    if out.exists() and not args.overwrite:
+        raise FileExistsError(f"{out} exists and overwrite is False")
+    cfg = None
+    if embedder is None:     # model name and class checked before any input is read
+        resolve_model(args.embedder_name_or_path)
+        cfg = args.embedder_config()
+    check_writable(out)
+    rows, corpus_ids, corpus_texts = _load_inputs(args)
+    if args.negative_number > len(corpus_ids) - 1:
+        src = args.candidate_pool or f"{args.input_file} (its pos/neg, no candidate_pool given)"
+        raise ValueError(f"negative_number {args.negative_number} is larger than the corpus allows: {src} "
+                         f"has {len(corpus_ids)} passages, so at most {len(corpus_ids) - 1} negatives per query")
+    check_positive_texts(rows, corpus_ids, corpus_texts, args.input_file)
+    log.info("hn_mine %s: %d queries, corpus %d passages (%s), range [%d:%d], %d negatives, seed %d",
+             args.input_file, len(rows), len(corpus_ids), args.candidate_pool or "pos/neg of the input",
+             a, b, args.negative_number, args.seed)
+    if embedder is None:
+        embedder = Embedder(cfg)
+    t1 = time.time()
+    key = hashlib.sha1("\x00".join(corpus_texts).encode("utf-8")).hexdigest()
+    if corpus_cache is not None and key in corpus_cache:
+        p_emb = corpus_cache[key]
+    else:
+        p_emb = embedder.encode_corpus(corpus_texts)
+        if corpus_cache is not None:
+            corpus_cache[key] = p_emb
+    t2 = time.time()
+    q_emb = embedder.encode_queries(rows)
+    t3 = time.time()
+    topk = max(b, 100)
+    scores, indices = search(q_emb, p_emb, topk, use_gpu=args.use_gpu_for_searching)
+    mined, ranks = sample_negatives(rows, indices, corpus_ids, corpus_texts, (a, b),
+                                    args.negative_number, args.seed)
+    id_to_idx = {c: i for i, c in enumerate(corpus_ids)}
+    pos_sim = np.array([float(q_emb[i] @ p_emb[id_to_idx[r["pos_ids"][0]]]) for i, r in enumerate(mined)],
+                       dtype=np.float32)
+    neg_sim = [[float(q_emb[i] @ p_emb[id_to_idx[n]]) for n in r["neg_ids"]] for i, r in enumerate(mined)]
+    metrics = retrieval_metrics(ids_from_indices(indices, corpus_ids), [r["pos_ids"] for r in rows])
+    order = list(range(len(mined)))
+    if args.shuffle_data:
+        order = shuffle_rows(order, args.seed)
+    mined = [mined[i] for i in order]
+    ranks = [ranks[i] for i in order]
+    pos_sim = pos_sim[order]
+    neg_sim = [neg_sim[i] for i in order]
+    write_jsonl(out, mined)
+    n_tok = sum(len(r) for r in ranks)
+    stats = {
+        "input_file": str(args.input_file), "output_file": str(out), "queries": len(rows),
+        "corpus": len(corpus_ids), "range_for_sampling": f"{a}-{b}", "negative_number": args.negative_number,
+        "negatives_from_range": sum(1 for rs in ranks for r in rs if r >= 0),
+        "negatives_topped_up": sum(1 for rs in ranks for r in rs if r < 0), "negatives_total": n_tok,
+        "embedder_metrics": metrics, "load_s": round(t1 - t0, 2),
+        "corpus_s": round(t2 - t1, 2), "queries_s": round(t3 - t2, 2), "total_s": round(time.time() - t0, 2),
+    }
+    log.info("mined %d queries -> %s in %.1fs (corpus %.1fs, queries %.1fs); embedder MAP@25 %.4f",
+             len(rows), out, stats["total_s"], stats["corpus_s"], stats["queries_s"], metrics.get("MAP@25", float("nan")))
+    return MineResult(mined, ranks, pos_sim, neg_sim, stats)
+
+
+# ----------------------------------------------------------------------------- command line
+ALIASES = flag_aliases()
+
+
+def build_parser():
+    return dataclass_parser(HnMineArgs, __doc__, prog="python -m helpers.mine.hn_mine", aliases=ALIASES,
+                            choices={"embedder_model_class": MODEL_CLASSES})
+
+
+def main(argv=None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = HnMineArgs(**vars(build_parser().parse_args(argv)))
+    log.info("arguments: %s", args)
+    res = hn_mine(args)     # bad input: helpers.common.cli prints one 'error:' line
+    for k, v in res.stats.items():
+        print(f"{k:24s} {v}")
+
+
+if __name__ == "__main__":
+    from helpers.common.cli import run
+    run(main)

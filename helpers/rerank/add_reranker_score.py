@@ -1,0 +1,186 @@
+"""Stage 02: add teacher scores. ``python -m helpers.rerank.add_reranker_score --input_file ...``
+
+Reads a mined file (queries with ``pos`` and ``neg``), scores every (query, positive) and
+(query, negative) pair with the reranker and writes the same rows plus ``pos_scores`` /
+``neg_scores`` (aligned with ``pos`` / ``neg``; the raw logit unless ``--normalize True``).
+Flag names are FlagEmbedding's ``scripts/add_reranker_score.py`` ones. Progress is saved per
+chunk of queries beside the output, so a killed run started again continues where it stopped
+and writes the same bytes; the output file appears only when complete.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from tqdm.auto import tqdm
+
+from helpers.common.cli import dataclass_parser, str2bool
+from helpers.common.io_utils import InputError, check_writable, read_jsonl, write_jsonl
+from helpers.common.prompts import RERANK_PROMPT, unescape
+from helpers.rerank.progress import Progress, file_sha256, progress_path
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ScoreArgs:
+    input_file: str = field(default=None, metadata={"help": "Mined JSONL: query, pos, neg (+ ids, extra fields)."})
+    output_file: str = field(default=None, metadata={"help": "Scored JSONL: the input rows plus pos_scores/neg_scores."})
+    reranker_name_or_path: str = field(default=None, metadata={"help": "Local HF folder or demo:<alias>."})
+    reranker_model_class: str = field(default="decoder-only-base", metadata={
+        "help": "decoder-only-base (LLM 'Yes' logit) or encoder-only-base (cross-encoder)."})
+    query_instruction_for_rerank: Optional[str] = field(default="A: ", metadata={"help": "Query instruction."})
+    query_instruction_format: str = field(default="{}{}", metadata={"help": "Format of instruction and query."})
+    passage_instruction_for_rerank: Optional[str] = field(default="B: ", metadata={"help": "Passage instruction."})
+    passage_instruction_format: str = field(default="{}{}", metadata={"help": "Format of instruction and passage."})
+    prompt: Optional[str] = field(default=RERANK_PROMPT, metadata={"help": "Decoder prompt after the pair."})
+    reranker_max_length: int = field(default=384, metadata={"help": "Max tokens of the pair (FlagEmbedding's rule)."})
+    reranker_query_max_length: Optional[int] = field(default=None, metadata={
+        "help": "Max query tokens; default max_length * 3 // 4."})
+    use_fp16: bool = field(default=True, metadata={"help": "Half precision on GPU (fp16 below cc 8, else bf16); fp32 on CPU."})
+    reranker_batch_size: int = field(default=16, metadata={"help": "Pairs per forward pass."})
+    devices: Optional[list] = field(default=None, metadata={"help": "Devices, e.g. cuda:0 cuda:1 (one worker each)."})
+    normalize: bool = field(default=False, metadata={"help": "Apply a sigmoid to the scores."})
+    overwrite: bool = field(default=False, metadata={"help": "Replace an existing output, stale progress or scores."})
+    peft_adapter: Optional[str] = field(default=None, metadata={"help": "LoRA adapter folder merged into the reranker."})
+    trust_remote_code: bool = field(default=False, metadata={"help": "Allow custom model code."})
+    yes_only: bool = field(default=True, metadata={"help": "Fast path: project only onto the 'Yes' row."})
+    sort_by_length: bool = field(default=True, metadata={"help": "Fast path: batch by length."})
+    share_query_prefix: bool = field(default=True, metadata={"help": "Fast path: reuse each query's KV cache."})
+    chunk_size: int = field(default=64, metadata={"help": "Queries per saved progress chunk."})
+
+    def score_settings(self) -> dict:
+        """Everything that changes the scores (and so must match to resume)."""
+        skip = {"input_file", "output_file", "devices", "overwrite"}
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
+
+
+def _check_args(a: ScoreArgs):
+    for name in ("input_file", "output_file", "reranker_name_or_path"):
+        if not getattr(a, name):
+            raise ValueError(f"--{name} is required")
+    for name in ("reranker_max_length", "reranker_batch_size", "chunk_size"):
+        if int(getattr(a, name)) < 1:
+            raise ValueError(f"--{name} must be at least 1, got {getattr(a, name)}")
+    if Path(a.input_file).resolve() == Path(a.output_file).resolve():
+        raise ValueError("--output_file must differ from --input_file")
+
+
+def _check_model_args(a: ScoreArgs):
+    from helpers.common.models import resolve_model
+    from helpers.rerank.reranker import MODEL_CLASSES as classes
+    if a.reranker_model_class not in classes:
+        raise ValueError(f"--reranker_model_class {a.reranker_model_class!r} is not supported; "
+                         f"choose one of {', '.join(classes)}")
+    resolve_model(a.reranker_name_or_path)          # a missing model folder fails here, not after loading
+    if a.peft_adapter and not (Path(a.peft_adapter) / "adapter_config.json").is_file():
+        raise FileNotFoundError(f"--peft_adapter {a.peft_adapter!r}: no adapter_config.json there "
+                                "(a local LoRA adapter folder is needed; nothing is downloaded)")
+
+
+def check_rows(rows, path, overwrite=False):
+    """The fields scoring needs: query, a non-empty pos list, a neg list, no scores yet."""
+    for r in rows:
+        line = r.get("__line__")
+        if not isinstance(r.get("query"), str):
+            raise InputError(path, line, "query", "missing or not a string")
+        for name in ("pos", "neg"):
+            if name not in r:
+                raise InputError(path, line, name, "missing (run hard-negative mining first)" if name == "neg" else "missing")
+            v = r[name]
+            if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+                raise InputError(path, line, name, f"expected a list of strings, got {type(v).__name__}")
+            ids = r.get(name + "_ids")
+            if ids is not None and (not isinstance(ids, list) or len(ids) != len(v)):
+                raise InputError(path, line, name + "_ids", f"not aligned with {name}")
+        if not r["pos"]:
+            raise InputError(path, line, "pos", "empty: every query needs at least one positive")
+        for name in ("pos_scores", "neg_scores"):
+            if name in r and not overwrite:
+                raise InputError(path, line, name, "scores already present; pass --overwrite True to replace them")
+
+
+def add_reranker_score(args: ScoreArgs, reranker=None) -> dict:
+    """Score ``args.input_file`` into ``args.output_file``; returns a small summary."""
+    _check_args(args)
+    t0 = time.time()
+    log.info("add_reranker_score arguments: %s", dataclasses.asdict(args))
+    out = Path(args.output_file)
+    rows = read_jsonl(args.input_file)
+    check_rows(rows, args.input_file, args.overwrite)
+    prog_path = progress_path(out)
+    if out.exists() and not prog_path.exists() and not args.overwrite:
+        raise ValueError(f"{out} exists; pass --overwrite True to replace it")
+    check_writable(out)
+    if reranker is None:       # model arguments checked before any progress file is written
+        _check_model_args(args)
+    n, c = len(rows), int(args.chunk_size)
+    header = dict(input_sha256=file_sha256(args.input_file), settings=args.score_settings(), n_queries=n)
+    progress = Progress(prog_path, header, overwrite=args.overwrite)
+    todo = [i for i in range((n + c - 1) // c) if i not in progress.done]
+    n_pairs = sum(len(r["pos"]) + len(r["neg"]) for r in rows)
+    log.info("%d queries, %d pairs, %d chunks of %d queries (%d already done)",
+             n, n_pairs, (n + c - 1) // c, c, (n + c - 1) // c - len(todo))
+    t1 = time.time()
+    if todo and reranker is None:
+        reranker = build_reranker(args)
+    for i in tqdm(todo, desc="chunks", unit="chunk", disable=len(todo) < 2):
+        part = rows[i * c:(i + 1) * c]
+        scores = reranker.score_groups([r["query"] for r in part], [r["pos"] + r["neg"] for r in part])
+        progress.add(i, {"pos_scores": [s[:len(r["pos"])] for r, s in zip(part, scores)],
+                         "neg_scores": [s[len(r["pos"]):] for r, s in zip(part, scores)]})
+        log.debug("chunk %d/%d done", i + 1, (n + c - 1) // c)
+    dt = time.time() - t1
+    done_pairs = sum(len(r["pos"]) + len(r["neg"]) for i in todo for r in rows[i * c:(i + 1) * c])
+    for i, rec in sorted(progress.done.items()):
+        for r, ps, ns in zip(rows[i * c:(i + 1) * c], rec["pos_scores"], rec["neg_scores"]):
+            r["pos_scores"], r["neg_scores"] = ps, ns
+    write_jsonl(out, rows)
+    progress.remove()
+    summary = dict(queries=n, pairs=n_pairs, scored_now=done_pairs, seconds=round(time.time() - t0, 2),
+                   pairs_per_s=round(done_pairs / dt, 2) if dt > 0 and done_pairs else None,
+                   output_file=str(out))
+    log.info("wrote %s: %s", out, summary)
+    return summary
+
+
+def build_reranker(args: ScoreArgs):
+    from helpers.rerank.reranker import load_reranker
+    return load_reranker(
+        args.reranker_name_or_path, args.reranker_model_class, peft_adapter=args.peft_adapter,
+        use_fp16=args.use_fp16, query_instruction_for_rerank=args.query_instruction_for_rerank,
+        query_instruction_format=unescape(args.query_instruction_format),
+        passage_instruction_for_rerank=args.passage_instruction_for_rerank,
+        passage_instruction_format=unescape(args.passage_instruction_format),
+        prompt=unescape(args.prompt), max_length=args.reranker_max_length,
+        query_max_length=args.reranker_query_max_length, batch_size=args.reranker_batch_size,
+        devices=args.devices, normalize=args.normalize, trust_remote_code=args.trust_remote_code,
+        yes_only=args.yes_only, sort_by_length=args.sort_by_length, share_prefix=args.share_query_prefix)
+
+
+ALIASES = {"query_instruction_format": ["--query_instruction_format_for_rerank"],
+           "passage_instruction_format": ["--passage_instruction_format_for_rerank"],
+           "peft_adapter": ["--reranker_peft_path"]}
+
+
+def parse_args(argv=None) -> ScoreArgs:
+    p = dataclass_parser(ScoreArgs, __doc__, prog="python -m helpers.rerank.add_reranker_score", aliases=ALIASES)
+    p.add_argument("--use_bf16", type=str2bool, nargs="?", const=True, default=False,
+                   help="Accepted for FlagEmbedding compatibility: the dtype follows the GPU (see --use_fp16).")
+    ns = vars(p.parse_args(argv))
+    ns.pop("use_bf16")
+    return ScoreArgs(**ns)
+
+
+def main(argv=None):
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    add_reranker_score(parse_args(argv))     # bad input: helpers.common.cli prints one 'error:' line
+
+
+if __name__ == "__main__":
+    from helpers.common.cli import run
+    run(main)

@@ -1,0 +1,247 @@
+"""Teacher rerankers with FlagEmbedding's semantics: an LLM scored by its "Yes" logit
+(``decoder-only-base``, like bge-reranker-v2-gemma) and a cross-encoder with a classification
+head (``encoder-only-base``, like bge-reranker-v2-m3).
+
+The decoder has one plain path (FlagEmbedding's: full-vocabulary logits, batches in input order,
+left padding to a multiple of 8) and three fast paths, each equal to it within float error:
+``yes_only`` projects only the last real hidden state onto the "Yes" row of the output layer
+(after final-logit soft-capping when the config has it), ``sort_by_length`` batches similar
+lengths together, ``share_prefix`` runs each query's ``[bos] + q`` once and reuses its key/value
+cache for all of its passages. A fast path that fails a self-check against the plain path on a
+small probe (a model whose cache or head behaves differently) is switched off with a warning.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from concurrent.futures import ThreadPoolExecutor
+from typing import Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from helpers.common.devices import dtype_for, parse_devices
+from helpers.rerank.inputs import DecoderLayout, EncoderLayout, format_text, last_real_index, pad
+from helpers.rerank.paths import PlainPath, PrefixPath
+
+log = logging.getLogger(__name__)
+
+MODEL_CLASSES = ("decoder-only-base", "encoder-only-base")
+
+
+def sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x))
+
+
+def _load_model(auto_cls, path, dtype, trust_remote_code, peft_adapter=None):
+    model = auto_cls.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code,
+                                     use_safetensors=True)
+    if peft_adapter:
+        from peft import PeftModel
+        model = PeftModel.from_pretrained(model, peft_adapter).merge_and_unload()
+    return model.eval()
+
+
+class BaseReranker:
+    """Shared: instruction formatting, grouping pairs by query, devices, normalisation."""
+
+    def __init__(self, model_name_or_path, use_fp16=True, query_instruction_for_rerank="A: ",
+                 query_instruction_format="{}{}", passage_instruction_for_rerank="B: ",
+                 passage_instruction_format="{}{}", max_length=512, query_max_length=None,
+                 batch_size=16, devices=None, normalize=False, trust_remote_code=False,
+                 peft_adapter=None, show_progress=True):
+        from transformers import AutoTokenizer
+        from helpers.common.models import resolve_model
+        self.path = resolve_model(model_name_or_path)
+        self.q_inst, self.q_fmt = query_instruction_for_rerank, query_instruction_format
+        self.p_inst, self.p_fmt = passage_instruction_for_rerank, passage_instruction_format
+        self.max_length, self.query_max_length = int(max_length), query_max_length
+        if int(batch_size) < 1:
+            raise ValueError(f"reranker_batch_size must be at least 1, got {batch_size}")
+        self.batch_size, self.normalize = int(batch_size), bool(normalize)
+        self.devices = parse_devices(devices)
+        self.dtype = dtype_for(self.devices[0], use_fp16)
+        self.show_progress = show_progress
+        self.tokenizer = AutoTokenizer.from_pretrained(self.path, trust_remote_code=trust_remote_code)
+        self.model = _load_model(self._auto_cls(), self.path, self.dtype, trust_remote_code, peft_adapter)
+        self._replicas = None
+
+    def replicas(self):
+        if self._replicas is None:
+            self._replicas = [(d, (self.model if i == 0 else copy.deepcopy(self.model)).to(d))
+                              for i, d in enumerate(self.devices)]
+        return self._replicas
+
+    def score_groups(self, queries: Sequence[str], passages: Sequence[Sequence[str]]) -> list[list[float]]:
+        """Scores of ``passages[i]`` against ``queries[i]``, raw (or sigmoid with ``normalize``)."""
+        if len(queries) != len(passages):
+            raise ValueError(f"{len(queries)} queries for {len(passages)} passage lists")
+        qs = [format_text(self.q_inst, self.q_fmt, q) for q in queries]
+        ps = [[format_text(self.p_inst, self.p_fmt, p) for p in group] for group in passages]
+        reps = self.replicas()
+        if len(reps) == 1 or len(qs) < 2:
+            out = self._score_on(reps[0], qs, ps)
+        else:   # one worker per device, each on a contiguous block of queries
+            k = len(reps)
+            bounds = [round(i * len(qs) / k) for i in range(k + 1)]
+            with ThreadPoolExecutor(k) as ex:
+                parts = list(ex.map(lambda i: self._score_on(reps[i], qs[bounds[i]:bounds[i + 1]],
+                                                             ps[bounds[i]:bounds[i + 1]]), range(k)))
+            out = [g for part in parts for g in part]
+        if self.normalize:
+            out = [[sigmoid(s) for s in g] for g in out]
+        return out
+
+    def compute_score(self, pairs) -> list[float]:
+        """FlagEmbedding's ``compute_score``: a list of (query, passage) pairs -> one score each."""
+        if pairs and isinstance(pairs[0], str):
+            pairs = [pairs]
+        order, groups, index = [], [], {}
+        for q, p in pairs:
+            if q not in index:
+                index[q] = len(groups)
+                groups.append((q, []))
+            order.append((index[q], len(groups[index[q]][1])))
+            groups[index[q]][1].append(p)
+        scores = self.score_groups([g[0] for g in groups], [g[1] for g in groups])
+        return [scores[g][j] for g, j in order]
+
+
+class LLMReranker(BaseReranker):
+    """``decoder-only-base``: score = logit of the first token of "Yes" at the last real position."""
+
+    def __init__(self, model_name_or_path, prompt=None, yes_only=True, sort_by_length=True,
+                 share_prefix=True, padding_side=None, check_fast_paths=True, **kw):
+        super().__init__(model_name_or_path, **kw)
+        tok = self.tokenizer
+        self.layout = DecoderLayout(tok, self.max_length, self.query_max_length, prompt)
+        self.yes_id = tok("Yes", add_special_tokens=False)["input_ids"][0]
+        self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
+        self.padding_side = padding_side or getattr(tok, "padding_side", "left")
+        self.fast = dict(yes_only=bool(yes_only), sort_by_length=bool(sort_by_length),
+                         share_prefix=bool(share_prefix))
+        self._checked = not check_fast_paths
+
+    @staticmethod
+    def _auto_cls():
+        from transformers import AutoModelForCausalLM
+        return AutoModelForCausalLM
+
+    def _path(self, model, device, opts=None):
+        opts = self.fast if opts is None else opts
+        cls = PrefixPath if opts["share_prefix"] else PlainPath
+        return cls(model, device, self.yes_id, self.pad_id, self.padding_side, self.batch_size,
+                   yes_only=opts["yes_only"], sort_by_length=opts["sort_by_length"])
+
+    def _self_check(self, rep):
+        """Compare each fast path with the plain path on a small probe; switch off what differs."""
+        self._checked = True
+        if not (self.fast["yes_only"] or self.fast["share_prefix"]):
+            return
+        qs = ["A: probe query about fractions and their sum", "A: short probe",
+              "A: " + "a much longer probe query that repeats itself " * 3]
+        ps = [["B: adds numerators", "B: no"], ["B: a passage of several words here", "B: x", "B: y"],
+              ["B: divides by the wrong number"]]
+        pre, suf = self.layout.encode(qs, ps)
+        saved, self.batch_size = self.batch_size, 3      # several queries and lengths per batch
+        plain = dict(yes_only=False, sort_by_length=False, share_prefix=False)
+        try:
+            ref = self._path(rep[1], rep[0], plain).run(pre, suf, progress=False)
+            tol = 1e-3 if self.dtype == torch.float32 else 5e-2
+            tol *= max(1.0, max(abs(x) for g in ref for x in g))
+            trial = dict(self.fast, share_prefix=False)
+            for name in ("yes_only", "share_prefix"):
+                trial[name] = self.fast[name]
+                if not trial[name]:
+                    continue
+                try:
+                    got = self._path(rep[1], rep[0], trial).run(pre, suf, progress=False)
+                    diff = max(abs(a - b) for ga, gb in zip(ref, got) for a, b in zip(ga, gb))
+                    ok, why = diff <= tol, f"differs from the plain path by {diff:.2e}"
+                except Exception as e:  # a model whose cache or head does not fit the fast path
+                    ok, why = False, f"raised {type(e).__name__}: {e}"
+                if not ok:
+                    log.warning("fast path %s %s for this model: switched off, falling back", name, why)
+                    trial[name] = self.fast[name] = False
+            log.info("fast paths after the self-check: %s", self.fast)
+        finally:
+            self.batch_size = saved
+
+    def _score_on(self, rep, qs, ps):
+        if not self._checked:
+            self._self_check(rep)
+        pre, suf = self.layout.encode(qs, ps)
+        return self._path(rep[1], rep[0]).run(pre, suf, progress=self.show_progress)
+
+
+class CrossEncoderReranker(BaseReranker):
+    """``encoder-only-base``: score = the single logit of a sequence-classification head."""
+
+    def __init__(self, model_name_or_path, sort_by_length=True, **kw):
+        kw.setdefault("query_instruction_for_rerank", None)
+        kw.setdefault("passage_instruction_for_rerank", None)
+        super().__init__(model_name_or_path, **kw)
+        n = getattr(self.model.config, "num_labels", 1)
+        if n != 1:
+            raise ValueError(f"encoder-only-base needs a classification head with one output (a "
+                             f"relevance logit); {self.path} has num_labels={n}")
+        self.layout = EncoderLayout(self.tokenizer, self.max_length, self.query_max_length)
+        self.pad_id = self.tokenizer.pad_token_id or 0
+        self.sort_by_length = sort_by_length
+
+    @staticmethod
+    def _auto_cls():
+        from transformers import AutoModelForSequenceClassification
+        return AutoModelForSequenceClassification
+
+    @torch.no_grad()
+    def _score_on(self, rep, qs, ps):
+        device, model = rep
+        return cross_encoder_scores(model, self.tokenizer, self.layout, qs, ps, device, self.batch_size,
+                                    self.sort_by_length, self.show_progress)
+
+
+def cross_encoder_inputs(items, tokenizer, pad_id: int, device="cpu") -> dict:
+    """Padded model inputs of encoded pairs (``(ids, token_type_ids)`` of
+    :meth:`helpers.rerank.inputs.EncoderLayout.encode_pair`); right padding. Training and scoring
+    both build their batches here, so the teacher is scored on what it was trained on."""
+    ids, mask = pad([it[0] for it in items], pad_id, "right")
+    kw = dict(input_ids=ids.to(device), attention_mask=mask.to(device))
+    if "token_type_ids" in tokenizer.model_input_names:
+        kw["token_type_ids"] = pad([it[1] for it in items], 0, "right")[0].to(device)
+    return kw
+
+
+def cross_encoder_scores(model, tokenizer, layout, qs, ps, device, batch_size, sort_by_length=True,
+                         show_progress=True) -> list[list[float]]:
+    """The single logit of a sequence-classification head for every (query, passage) of each group."""
+    groups = layout.encode(qs, ps)
+    flat = [(g, j, item) for g, items in enumerate(groups) for j, item in enumerate(items)]
+    if sort_by_length:
+        flat.sort(key=lambda x: -len(x[2][0]))
+    out = [[0.0] * len(items) for items in groups]
+    pad_id = tokenizer.pad_token_id or 0
+    starts = range(0, len(flat), batch_size)
+    for s in tqdm(starts, desc="rerank", disable=not show_progress or len(starts) < 2):
+        chunk = flat[s:s + batch_size]
+        logits = model(**cross_encoder_inputs([c[2] for c in chunk], tokenizer, pad_id, device)).logits
+        for (g, j, _), v in zip(chunk, logits.view(-1).float().cpu().tolist()):
+            out[g][j] = v
+    return out
+
+
+def load_reranker(reranker_name_or_path, reranker_model_class="decoder-only-base", **kw):
+    """Build the reranker of ``reranker_model_class`` (FlagEmbedding's class names)."""
+    if reranker_model_class == "decoder-only-base":
+        return LLMReranker(reranker_name_or_path, **kw)
+    if reranker_model_class == "encoder-only-base":
+        for k in ("prompt", "yes_only", "share_prefix", "padding_side", "check_fast_paths"):
+            kw.pop(k, None)
+        return CrossEncoderReranker(reranker_name_or_path, **kw)
+    raise ValueError(f"reranker_model_class {reranker_model_class!r} is not supported; "
+                     f"choose one of {', '.join(MODEL_CLASSES)}")
+
+
+__all__ = ["LLMReranker", "CrossEncoderReranker", "load_reranker", "sigmoid", "last_real_index",
+           "cross_encoder_inputs", "cross_encoder_scores"]

@@ -1,0 +1,234 @@
+"""Training groups for the embedder: 1 positive + (train_group_size - 1) sampled negatives.
+
+FlagEmbedding semantics: one positive chosen at random, negatives sampled without repetition
+from ``neg`` (with repetition when there are too few, logged once per file), teacher scores
+carried in the same order; batches of ``per_device_train_batch_size`` queries per device (the
+last incomplete global batch is dropped for training, kept for evaluation); for
+``decoder-only-icl`` every query ends with the ICL suffix (with or without examples) and, when
+examples are on, gets 0..``max_examples`` other (query, positive) pairs of its batch as
+in-context examples, as many as fit beside the whole query. Query token ids come from the
+embedder's own functions (:mod:`helpers.data.formatting`), so a query is the same ids in training as
+at inference. Decoder models see EOS at the end of every text (appended once). Everything is seeded by (seed, epoch, step, rank): a batch is the same
+whichever batches were built before it, which makes resuming exact.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import random
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from helpers.data.formatting import (instructed_query, join_examples, row_instruction, tokenize_icl_queries,
+                                tokenize_texts)
+from helpers.common.io_utils import InputError, read_jsonl, validate_queries
+from helpers.common.prompts import ICL_QUERY_FORMAT, ICL_SUFFIX, unescape
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class GroupDataConfig:
+    train_group_size: int = 8
+    query_max_len: int = 512
+    passage_max_len: int = 512
+    knowledge_distillation: bool = True
+    query_instruction_for_retrieval: Optional[str] = None
+    query_instruction_format: str = ICL_QUERY_FORMAT
+    use_row_prompts: bool = True        # a row's prompt overrides the global instruction
+    icl: bool = True                    # decoder-only-icl: queries end with the ICL suffix
+    use_examples: bool = False          # decoder-only-icl: in-batch in-context examples
+    max_examples: int = 5
+    example_query_max_len: int = 64
+    example_passage_max_len: int = 96
+    icl_suffix_str: str = ICL_SUFFIX
+    append_eos: bool = True             # decoder-only models; encoders keep their [SEP]
+    group_by_length: bool = False       # batches of similar query length (see batch_indices)
+    length_window: int = 64             # ... within shuffled windows of this many global batches
+
+
+def load_group_rows(path, cfg: GroupDataConfig) -> list[dict]:
+    """Read and check a mined (and, with KD, scored) query file."""
+    rows = read_jsonl(path)
+    try:
+        validate_queries(rows, path, need_neg=cfg.train_group_size > 1,
+                         need_scores=cfg.knowledge_distillation)
+    except InputError as e:
+        if cfg.knowledge_distillation and e.field in ("pos_scores", "neg_scores") and str(e).endswith(": missing"):
+            raise InputError(path, e.line, e.field, str(e).split(": ", 1)[-1] + ". knowledge_distillation "
+                             "needs a scored file (02_reranker_score); or set knowledge_distillation "
+                             "False to train on hard negatives only") from None
+        raise
+    if cfg.train_group_size < 1:
+        raise ValueError(f"train_group_size must be >= 1, got {cfg.train_group_size}")
+    need = cfg.train_group_size - 1
+    short = 0
+    for r in rows:
+        if need and not r["neg"]:
+            raise InputError(path, r["__line__"], "neg", f"empty, but train_group_size "
+                             f"{cfg.train_group_size} needs {need} negatives per query (run 01_mine_hn)")
+        short += len(r["neg"]) < need
+    if short:
+        log.warning("%s: %d of %d queries have fewer than %d negatives; their negatives are sampled "
+                    "with repetition (as FlagEmbedding)", path, short, len(rows), need)
+    return rows
+
+
+def sample_group(row: dict, group_size: int, rng: random.Random, with_scores: bool):
+    """-> (passages [pos, neg...], teacher scores or None), FlagEmbedding's sampling rule."""
+    pi = rng.randrange(len(row["pos"]))
+    need = group_size - 1
+    idx = list(range(len(row["neg"])))
+    if need and len(idx) < need:
+        idx = idx * math.ceil(need / len(idx))
+    ni = rng.sample(idx, need) if need else []
+    passages = [row["pos"][pi]] + [row["neg"][i] for i in ni]
+    scores = None
+    if with_scores:
+        scores = [float(row["pos_scores"][pi])] + [float(row["neg_scores"][i]) for i in ni]
+    return passages, scores
+
+
+def batch_indices(n: int, batch_size: int, seed: int, epoch: int, world_size: int = 1,
+                  shuffle: bool = True, drop_last: bool = True, lengths: Optional[list[int]] = None,
+                  window: int = 64) -> list[list[int]]:
+    """Global batches (batch_size x world_size rows each) of one epoch, seeded by (seed, epoch).
+
+    ``lengths`` (length grouping, training only): the shuffled order (the same rows as without it,
+    the same dropped remainder) is cut into windows of ``window`` global batches; inside a window
+    the rows are sorted by length (ties: shuffled order) and cut into batches, and then all batches
+    of the epoch are shuffled (seeded). Every row is still seen once per epoch and each batch is
+    still a random draw of rows (of one length band), but queries of similar length are now each
+    other's in-batch negatives more often (on Eedi: often the other wrong answers of the same
+    question), so the InfoNCE term sees other negatives than with plain shuffling."""
+    order = list(range(n))
+    if shuffle:
+        random.Random(f"{seed}-{epoch}").shuffle(order)
+    g = batch_size * world_size
+    if lengths is not None and shuffle:
+        if drop_last:
+            order = order[:n // g * g]
+        out = []
+        for w in range(0, len(order), g * max(1, window)):
+            part = sorted(order[w:w + g * max(1, window)], key=lambda i: lengths[i])
+            out.extend(part[i:i + g] for i in range(0, len(part), g))
+        random.Random(f"{seed}-{epoch}-length-batches").shuffle(out)
+        return out
+    out = [order[i:i + g] for i in range(0, n, g)]
+    if drop_last and out and len(out[-1]) < g:
+        out.pop()
+    return out
+
+
+def pad_batch(ids: list[list[int]], pad_id: int, left: bool) -> dict:
+    T = max(len(x) for x in ids)
+    input_ids = torch.full((len(ids), T), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(ids), T), dtype=torch.long)
+    for i, x in enumerate(ids):
+        sl = slice(T - len(x), T) if left else slice(0, len(x))
+        input_ids[i, sl] = torch.tensor(x, dtype=torch.long)
+        mask[i, sl] = 1
+    return {"input_ids": input_ids, "attention_mask": mask}
+
+
+def _cut(tokenizer, text: str, n: int) -> str:
+    return tokenizer.decode(tokenizer(text, add_special_tokens=False)["input_ids"][:n])
+
+
+class GroupBatches:
+    """``batches(epoch)`` yields this rank's tokenized batches; ``len(batches)`` per epoch."""
+
+    def __init__(self, rows, tokenizer, cfg: GroupDataConfig, batch_size: int, seed: int,
+                 world_size: int = 1, rank: int = 0, train: bool = True):
+        if batch_size < 1:
+            raise ValueError(f"per_device_train_batch_size must be >= 1, got {batch_size}")
+        self.rows, self.tok, self.cfg = rows, tokenizer, cfg
+        self.batch_size, self.seed, self.world, self.rank, self.train = batch_size, seed, world_size, rank, train
+        self.left = getattr(tokenizer, "padding_side", "right") == "left"
+        if len(self) == 0:
+            raise ValueError(f"{len(rows)} queries make no full batch of {batch_size} x "
+                             f"{world_size} device(s); lower per_device_train_batch_size")
+
+    def __len__(self):
+        return len(batch_indices(len(self.rows), self.batch_size, self.seed, 0, self.world,
+                                 self.train, self.train))
+
+    def lengths(self) -> Optional[list[int]]:
+        """Token length of each row's instructed query (no examples), for length grouping; None when off."""
+        if not (self.train and self.cfg.group_by_length):
+            return None
+        if getattr(self, "_lengths", None) is None:
+            c = self.cfg
+            qs = [instructed_query(r["query"], row_instruction(r, c.query_instruction_for_retrieval, c.use_row_prompts),
+                                   c.query_instruction_format) for r in self.rows]
+            self._lengths = [len(x) for x in self.tok(qs, add_special_tokens=False)["input_ids"]]
+        return self._lengths
+
+    def __call__(self, epoch: int):
+        for step, idx in enumerate(batch_indices(len(self.rows), self.batch_size, self.seed, epoch,
+                                                 self.world, self.train, self.train, self.lengths(),
+                                                 self.cfg.length_window)):
+            local = idx[self.rank * self.batch_size:(self.rank + 1) * self.batch_size]
+            if not local:
+                continue
+            rng = random.Random(f"{self.seed}-{epoch}-{step}-{self.rank}")
+            yield self.build([self.rows[i] for i in local], rng)
+
+    def texts(self, rows: list[dict], rng: random.Random):
+        """(instructed query texts, their examples prefixes, passage texts, flat teacher scores
+        or None) of one batch. The prefixes are ``""`` without in-context examples."""
+        c = self.cfg
+        queries, passages, scores, pairs = [], [], [], []
+        for r in rows:
+            q = instructed_query(r["query"], row_instruction(r, c.query_instruction_for_retrieval, c.use_row_prompts),
+                                 c.query_instruction_format)
+            ps, sc = sample_group(r, c.train_group_size, rng, c.knowledge_distillation)
+            queries.append(q)
+            passages.extend(ps)
+            if sc is not None:
+                scores.extend(sc)
+            if c.use_examples:
+                pairs.append(unescape(c.icl_suffix_str).join(
+                    (_cut(self.tok, q, c.example_query_max_len), _cut(self.tok, ps[0], c.example_passage_max_len))))
+        prefixes = [""] * len(queries)
+        if c.use_examples:
+            lengths = [len(x) for x in self._query_ids(queries, prefixes)]
+            prefixes = [self._examples_prefix(i, lengths[i], pairs, rng) for i in range(len(queries))]
+        return queries, prefixes, passages, (scores if c.knowledge_distillation else None)
+
+    def _examples_prefix(self, i: int, query_len: int, pairs: list[str], rng: random.Random) -> str:
+        """0..max_examples other queries of the batch (with their positives) as in-context
+        examples of query ``i``, FlagEmbedding's draw. Examples are dropped (from the last) until
+        the query, at its own length ``query_len``, fits ``query_max_len`` with them: an example
+        never cuts the query (FlagEmbedding budgets ``query_max_len - 512`` and then truncates
+        the end of the query, which on Eedi is the wrong-answer line)."""
+        c = self.cfg
+        k = rng.randint(0, c.max_examples)
+        if k == 0 or len(pairs) < 2:
+            return ""
+        pick = [j for j in rng.sample(range(len(pairs)), min(k + 1, len(pairs))) if j != i][:k]
+        room = c.query_max_len - query_len
+        while pick and len(self.tok(join_examples([pairs[j] for j in pick]), add_special_tokens=False)["input_ids"]) > room:
+            pick.pop()
+        return join_examples([pairs[j] for j in pick])
+
+    def _query_ids(self, queries: list[str], prefixes: list[str]) -> list[list[int]]:
+        """Query token ids, by the embedder's own functions (so training = inference)."""
+        c = self.cfg
+        if c.icl:
+            return tokenize_icl_queries(self.tok, queries, c.query_max_len, prefixes,
+                                        unescape(c.icl_suffix_str), append_eos=c.append_eos)
+        return tokenize_texts(self.tok, queries, c.query_max_len, append_eos=c.append_eos)
+
+    def build(self, rows: list[dict], rng: random.Random) -> dict:
+        c = self.cfg
+        queries, prefixes, passages, scores = self.texts(rows, rng)
+        q_ids = self._query_ids(queries, prefixes)
+        p_ids = tokenize_texts(self.tok, passages, c.passage_max_len, append_eos=c.append_eos)
+        pad = self.tok.pad_token_id
+        out = {"queries": pad_batch(q_ids, pad, self.left), "passages": pad_batch(p_ids, pad, self.left)}
+        if scores is not None:
+            out["teacher_scores"] = torch.tensor(scores, dtype=torch.float32)
+        return out

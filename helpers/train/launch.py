@@ -1,0 +1,73 @@
+"""Run a stage on several devices: ``torchrun --nproc_per_node N -m helpers.<stage> ...`` as a
+subprocess, its log streamed line by line, its exit code checked.
+
+Stages use this when more than one device is given and they are not already inside torchrun.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import fields
+from typing import Callable, Optional
+
+
+def inside_torchrun() -> bool:
+    return "LOCAL_RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def dataclass_argv(args, skip=()) -> list[str]:
+    """A dataclass instance -> the command line that parses back to it (``helpers.common.cli.dataclass_parser``).
+
+    Every field is passed, None included (``--eval_data=None``): a field left out would fall back
+    to its default in the child, and an ``Optional`` field's default need not be None. Scalars go
+    as ``--name=value`` (a value may start with ``-``); lists and tuples as ``--name v1 v2 ...``
+    (no values: empty). Floats keep their ``repr`` (exact). Limits of the text form: an
+    ``Optional[str]`` field holding ``""`` or ``"None"`` comes back as None.
+    """
+    out = []
+    for f in fields(args):
+        if f.name in skip:
+            continue
+        v = getattr(args, f.name)
+        if isinstance(v, (list, tuple)):
+            out += [f"--{f.name}", *map(str, v)]
+        else:
+            out.append(f"--{f.name}={'None' if v is None else v}")
+    return out
+
+
+def torchrun_command(module: str, argv: list[str], nproc: int, master_port: Optional[int] = None) -> list[str]:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc)]
+    if master_port is not None:
+        cmd += ["--master_port", str(master_port)]
+    else:
+        cmd += ["--standalone"]
+    return cmd + ["-m", module] + list(argv)
+
+
+def run_streamed(cmd: list[str], env: Optional[dict] = None, cwd=None,
+                 echo: Callable[[str], None] = lambda s: print(s, end="", flush=True)) -> None:
+    """Run ``cmd``; every output line goes to ``echo`` as it comes; non-zero exit -> error."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            bufsize=1, env=env, cwd=cwd)
+    tail = []
+    try:
+        for line in proc.stdout:
+            echo(line)
+            tail = (tail + [line])[-20:]
+    finally:
+        rc = proc.wait()
+    if rc != 0:
+        raise RuntimeError(f"{' '.join(cmd[:6])} ... exited with code {rc}; last lines:\n" + "".join(tail))
+
+
+def launch(module: str, argv: list[str], devices: list[str], cwd=None, echo=None) -> None:
+    """torchrun one process per device; CUDA devices are mapped with CUDA_VISIBLE_DEVICES."""
+    env = dict(os.environ)
+    if all(d.startswith("cuda") for d in devices):
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(d.split(":")[-1] if ":" in d else "0" for d in devices)
+    env.setdefault("OMP_NUM_THREADS", "1")
+    env["PYTHONUNBUFFERED"] = "1"
+    cmd = torchrun_command(module, argv, len(devices))
+    run_streamed(cmd, env=env, cwd=cwd, **({"echo": echo} if echo else {}))

@@ -1,0 +1,86 @@
+"""The tree is the pipeline: every module lives in its stage's package, imports flow one way,
+the old flat command names still run, and the tests mirror the package."""
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+HELPERS = REPO / "helpers"
+# a package may import only from packages on its left; demo and kaggle sit beside the stages
+ORDER = ["common", "data", "embed", "rerank", "eval", "mine", "train"]
+SIDE = ["demo", "kaggle"]
+SHIM_MARK = "_runpy.run_module("
+
+
+def _imports(path: Path):
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            if node.level:
+                yield "<relative>"
+            elif node.module.startswith("helpers."):
+                yield node.module
+        elif isinstance(node, ast.Import):
+            yield from (a.name for a in node.names if a.name.startswith("helpers."))
+
+
+def allowed(src: str, dst: str) -> bool:
+    if src == dst:
+        return True
+    if src in SIDE:
+        return dst in ORDER
+    return dst in ORDER and src in ORDER and ORDER.index(dst) < ORDER.index(src)
+
+
+def test_layer_rule():
+    assert allowed("train", "common") and allowed("eval", "rerank") and allowed("demo", "data")
+    assert not allowed("common", "data") and not allowed("embed", "train") and not allowed("data", "demo")
+    assert not allowed("train", "demo") and not allowed("mine", "kaggle")
+
+
+def test_every_module_is_in_a_stage_package_and_imports_flow_one_way():
+    packages = sorted(p.name for p in HELPERS.iterdir() if (p / "__init__.py").is_file())
+    assert packages == sorted(ORDER + SIDE)
+    bad = []
+    for path in sorted(HELPERS.rglob("*.py")):
+        rel = path.relative_to(HELPERS)
+        if len(rel.parts) == 1:
+            assert rel.name == "__init__.py" or SHIM_MARK in path.read_text(), f"{rel}: a module outside the stage packages"
+            continue
+        src = rel.parts[0]
+        for mod in _imports(path):
+            if mod == "<relative>":
+                bad.append(f"{rel}: relative import (write helpers.<package>.<module>)")
+            elif not allowed(src, mod.split(".")[1]):
+                bad.append(f"{rel} imports {mod}")
+    assert bad == [], "imports against the flow common -> data -> embed -> rerank -> eval -> mine -> train:\n" + "\n".join(bad)
+
+
+def test_tests_mirror_the_package():
+    dirs = sorted(p.name for p in (REPO / "tests").iterdir() if p.is_dir() and (p / "__init__.py").is_file())
+    assert set(dirs) - {"pipeline"} <= set(ORDER + SIDE), dirs
+    assert not list((REPO / "tests").glob("test_*.py")), "tests live beside their package's folder"
+
+
+SHIMS = sorted(p.stem for p in HELPERS.glob("*.py") if SHIM_MARK in p.read_text())
+
+
+def test_shims_name_existing_commands():
+    assert {"hn_mine", "kd_finetune", "add_reranker_score", "evaluate", "prepare_data"} <= set(SHIMS)
+    for name in SHIMS:
+        text = (HELPERS / f"{name}.py").read_text()
+        target = text.split('run_module("')[1].split('"')[0]
+        assert (REPO / (target.replace(".", "/") + ".py")).is_file(), (name, target)
+
+
+@pytest.mark.parametrize("old,new", [("hn_mine", "mine.hn_mine"), ("kd_finetune", "train.kd_finetune")])
+def test_old_command_name_runs_the_new_module(old, new):
+    outs = [subprocess.run([sys.executable, "-m", f"helpers.{m}", "--help"], cwd=REPO, capture_output=True,
+                           text=True, timeout=120) for m in (old, new)]
+    assert [o.returncode for o in outs] == [0, 0], outs[0].stderr[-2000:]
+    assert outs[0].stdout == outs[1].stdout
+    mod = __import__(f"helpers.{old}", fromlist=["main"])
+    new_mod = __import__(f"helpers.{new}", fromlist=["main"])
+    assert mod.main is new_mod.main

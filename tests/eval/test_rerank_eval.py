@@ -1,0 +1,55 @@
+"""Reranking a bi-encoder's top k: re-ordered by the reranker, gold outside the top k stays out,
+MAP@25 before and after with the paired interval."""
+import json
+
+import pytest
+
+from helpers.common.io_utils import InputError
+from helpers.eval.rerank_eval import RerankEvalArgs, gold_rank, rerank, rerank_eval
+
+
+class GoldFirst:
+    """A reranker that knows the gold: scores 1 for passages that start with 'gold', else 0."""
+    def score_groups(self, queries, passages):
+        return [[1.0 if p.startswith("gold") else 0.0 for p in g] for g in passages]
+
+
+def files(tmp_path, n=6, gold_at=3, missing=(5,)):
+    corpus = [{"id": f"g{i}", "text": f"gold {i}"} for i in range(n)] + [{"id": f"o{j}", "text": f"other {j}"} for j in range(30)]
+    queries, rankings = [], []
+    for i in range(n):
+        queries.append({"query_id": f"q{i}", "query": f"query {i}", "pos": [f"gold {i}"], "pos_ids": [f"g{i}"],
+                        "neg": [], "neg_ids": [], "prompt": "", "question_id": str(i), "subject_id": "s", "construct_id": "c"})
+        ranked = [f"o{j}" for j in range(30)]
+        ranked.insert(gold_at - 1 if i not in missing else 27, f"g{i}")     # rank gold_at, or 28 (outside top 25)
+        rankings.append({"query_id": f"q{i}", "ranked_ids": ranked})
+    for name, rows in (("corpus.jsonl", corpus), ("q.jsonl", queries), ("r.jsonl", rankings)):
+        (tmp_path / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return RerankEvalArgs(rankings_file=str(tmp_path / "r.jsonl"), queries_file=str(tmp_path / "q.jsonl"),
+                          corpus_file=str(tmp_path / "corpus.jsonl"), reranker_name_or_path="unused",
+                          output_file=str(tmp_path / "out.json"), top_k=25, n_resamples=200)
+
+
+def test_rerank_is_stable_and_keeps_the_top_k():
+    texts = {"a": "gold", "b": "x", "c": "y", "d": "gold too"}
+    assert rerank([["b", "a", "c", "d"]], ["q"], texts, GoldFirst(), 3) == [["a", "b", "c"]]
+    assert gold_rank(["b", "a"], ["a"]) == 2 and gold_rank(["b"], ["a"]) is None
+
+
+def test_a_teacher_that_knows_the_gold_lifts_map(tmp_path):
+    out = rerank_eval(files(tmp_path), reranker=GoldFirst())
+    assert out["n_queries"] == 6
+    assert out["bi-encoder"]["MAP@25"] == pytest.approx(5 / 6 / 3)          # rank 3 for 5 queries, one outside
+    assert out["reranked"]["MAP@25"] == pytest.approx(5 / 6)               # rank 1 for the same 5
+    d = out["reranked - bi-encoder"]["MAP@25"]
+    assert d["mean_diff"] == pytest.approx(5 / 6 - 5 / 18) and d["lo"] > 0 and d["verdict"] == "better"
+    assert d["same"] == pytest.approx(1 / 6)                                 # the gold outside the top 25
+    assert json.loads((tmp_path / "out.json").read_text())["reranked"]["MAP@25"] == pytest.approx(5 / 6)
+
+
+def test_unknown_query_in_rankings_names_file_line_field(tmp_path):
+    a = files(tmp_path)
+    with open(a.rankings_file, "a") as f:
+        f.write(json.dumps({"query_id": "nope", "ranked_ids": []}) + "\n")
+    with pytest.raises(InputError, match="r.jsonl.*line 7.*query_id"):
+        rerank_eval(a, reranker=GoldFirst())

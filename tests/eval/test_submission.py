@@ -1,0 +1,121 @@
+import pytest
+
+from helpers.data.eedi import load_questions
+from helpers.common.io_utils import InputError
+from helpers.eval.submission import (expected_row_ids, format_submission, sample_row_ids, validate_submission,
+                                write_submission)
+
+IDS = [str(i) for i in range(30)]
+
+
+def _rank(shift):
+    return IDS[shift:] + IDS[:shift]
+
+
+def test_format_and_validate_roundtrip(tmp_path):
+    out = tmp_path / "sub.csv"
+    text = write_submission(out, ["1_B", "1_C"], [_rank(0), _rank(3)], corpus_ids=IDS)
+    assert out.read_text() == text
+    lines = text.splitlines()
+    assert lines[0] == "QuestionId_Answer,MisconceptionId"
+    assert lines[1] == "1_B," + " ".join(IDS[:25])
+    assert lines[2].split(",")[1].split(" ")[:2] == ["3", "4"]
+    assert len(lines) == 3
+
+
+@pytest.mark.parametrize("text,msg", [
+    ("QuestionId,MisconceptionId\n1_B," + " ".join(IDS[:25]) + "\n", "header"),
+    ("QuestionId_Answer,MisconceptionId\n1_B," + " ".join(IDS[:24]) + "\n", "24 ids"),
+    ("QuestionId_Answer,MisconceptionId\n1_B," + " ".join(IDS[:24] + ["0"]) + "\n", "more than once"),
+    ("QuestionId_Answer,MisconceptionId\n1_B," + " ".join(IDS[:24] + ["1.0"]) + "\n", "not a plain"),
+    ("QuestionId_Answer,MisconceptionId\n1_B," + " ".join(IDS[:24] + ["99"]) + "\n", "not in the misconception"),
+    ("QuestionId_Answer,MisconceptionId\n1_B," + "  ".join(IDS[:25]) + "\n", "single spaces"),
+    ("QuestionId_Answer,MisconceptionId\n1_B," + " ".join(IDS[:25]) + "\n1_B," + " ".join(IDS[:25]) + "\n",
+     "duplicate row"),
+    ("QuestionId_Answer,MisconceptionId\n1_C," + " ".join(IDS[:25]) + "\n", "row set differs"),
+])
+def test_validate_rejects(text, msg):
+    with pytest.raises(InputError, match=msg):
+        validate_submission(text, expected_rows=["1_B"], corpus_ids=set(IDS))
+
+
+def test_bad_input_writes_nothing(tmp_path):
+    out = tmp_path / "sub.csv"
+    with pytest.raises(ValueError, match="only 10 ids"):
+        write_submission(out, ["1_B"], [IDS[:10]])
+    with pytest.raises(InputError, match="more than once"):
+        write_submission(out, ["1_B"], [["0"] * 25])
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+    with pytest.raises(ValueError, match="1 row ids for 2"):
+        format_submission(["1_B"], [IDS, IDS])
+
+
+def test_row_set_matches_real_sample_submission(shared_dir):
+    d = shared_dir / "eedi_sample"
+    questions = load_questions(d / "test.csv", labelled=False)
+    rows = expected_row_ids(questions)
+    assert set(rows) == set(sample_row_ids(d / "sample_submission.csv"))
+    assert len(rows) == 3 * len(questions)        # every wrong answer, the correct one left out
+    # the real sample file passes our own validator (25 integer ids, the right header)
+    validate_submission((d / "sample_submission.csv").read_text(), expected_rows=rows)
+
+
+# ---------- the stage, with the real Eedi sample files and a small model ----------
+
+def _small_mapping(shared_dir, tmp_path, n=40):
+    """The first ``n`` real misconceptions (the test builds its own small corpus)."""
+    import csv
+    from helpers.data.eedi import load_misconceptions
+    m = load_misconceptions(shared_dir / "eedi_sample" / "misconception_mapping.csv")
+    path = tmp_path / "mapping.csv"
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["MisconceptionId", "MisconceptionName"])
+        for i, (k, v) in enumerate(m.items()):
+            if i < n:
+                w.writerow([k, v])
+    return path
+
+
+def _argv(shared_dir, mapping, out, model="demo:all-minilm-l6-v2"):
+    d = shared_dir / "eedi_sample"
+    return ["--model_name_or_path", model, "--embedder_model_class", "encoder-only-base",
+            "--test_csv", str(d / "test.csv"), "--misconception_csv", str(mapping),
+            "--sample_submission", str(d / "sample_submission.csv"), "--output_file", str(out),
+            "--embedder_query_max_length", "128", "--embedder_passage_max_length", "32", "--devices", "cpu"]
+
+
+def test_missing_model_folder_writes_nothing(shared_dir, tmp_path):
+    from helpers.eval.submission import main
+    out = tmp_path / "sub" / "submission.csv"
+    with pytest.raises(FileNotFoundError, match="no such folder"):
+        main(_argv(shared_dir, _small_mapping(shared_dir, tmp_path), out, model=str(tmp_path / "missing")))
+    assert not out.parent.exists()
+
+
+def test_too_small_corpus_is_refused(shared_dir, tmp_path):
+    from helpers.eval.submission import main
+    out = tmp_path / "submission.csv"
+    with pytest.raises(InputError, match="10 misconceptions, fewer than the 25"):
+        main(_argv(shared_dir, _small_mapping(shared_dir, tmp_path, n=10), out))
+    assert not out.exists()
+
+
+@pytest.mark.integration
+def test_submission_stage_real_files(shared_dir, tmp_path, capsys):
+    from helpers.eval.submission import main
+    mapping = _small_mapping(shared_dir, tmp_path)
+    out = tmp_path / "submission.csv"
+    main(_argv(shared_dir, mapping, out))
+    d = shared_dir / "eedi_sample"
+    text = out.read_text()
+    lines = text.splitlines()
+    assert lines[0] == (d / "sample_submission.csv").read_text().splitlines()[0]
+    rows = dict(line.split(",") for line in lines[1:])
+    assert set(rows) == set(sample_row_ids(d / "sample_submission.csv"))
+    from helpers.data.eedi import load_misconceptions
+    allowed = set(load_misconceptions(mapping))
+    for ids in rows.values():
+        ids = ids.split(" ")
+        assert len(ids) == 25 and len(set(ids)) == 25 and all(i.isdigit() and i in allowed for i in ids)
+    assert "9 rows" in capsys.readouterr().out

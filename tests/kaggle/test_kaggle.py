@@ -1,0 +1,78 @@
+"""Kaggle support: offline wheel install, Kaggle detection, profile parameters, memory plan."""
+import pytest
+
+import run_all
+from helpers.kaggle import memory_plan
+from helpers.kaggle.offline_install import find_wheels, install_wheels
+
+
+def test_install_wheels_does_nothing_without_a_wheels_folder(tmp_path, monkeypatch):
+    monkeypatch.delenv("EEDI_WHEELS", raising=False)
+    calls = []
+    assert install_wheels(str(tmp_path / "*" / "requirements.txt"), str(tmp_path / "m"), run=calls.append) is None
+    assert calls == []
+
+
+def test_install_wheels_finds_an_attached_folder_and_runs_once(tmp_path, monkeypatch):
+    monkeypatch.delenv("EEDI_WHEELS", raising=False)
+    (tmp_path / "notwheels").mkdir()
+    (tmp_path / "notwheels" / "requirements.txt").write_text("x\n")            # no wheels beside it
+    w = tmp_path / "wheels"
+    w.mkdir()
+    (w / "requirements.txt").write_text("peft\n")
+    (w / "peft-0.1-py3-none-any.whl").write_bytes(b"")
+    calls = []
+    cmd = install_wheels(str(tmp_path / "*" / "requirements.txt"), str(tmp_path / "m"),
+                         run=lambda c, check: calls.append(c))
+    assert calls == [cmd] and "--no-index" in cmd and cmd[cmd.index("--find-links") + 1] == str(w)
+    assert install_wheels(str(tmp_path / "*" / "requirements.txt"), str(tmp_path / "m"),
+                          run=lambda c, check: calls.append(c)) is None     # once per session
+    assert len(calls) == 1
+
+
+def test_eedi_wheels_env_must_point_at_a_wheels_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("EEDI_WHEELS", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="no requirements.txt"):
+        find_wheels()
+
+
+def test_kaggle_is_detected_and_picks_the_kaggle_profile(monkeypatch, capsys):
+    monkeypatch.setenv("KAGGLE_KERNEL_RUN_TYPE", "Batch")
+    assert run_all.on_kaggle()
+    assert run_all.main(["--list"]) == 0
+    out = capsys.readouterr().out
+    assert "/kaggle/working/eedi_round2_kd/data" in out and "train_kd" in out
+    monkeypatch.delenv("KAGGLE_KERNEL_RUN_TYPE")
+    assert not run_all.on_kaggle()
+
+
+def test_kaggle_profile_has_the_seed_hyperparameters(repo_root):
+    import yaml
+    prof = yaml.safe_load(open(repo_root / "configs" / "kaggle_eedi.yaml"))
+    steps = {s["name"]: s["parameters"] for s in prof["steps"]}
+    assert steps["mine"]["range_for_sampling"] == "2-100" and steps["mine"]["negative_number"] == 15
+    assert steps["score"]["reranker_max_length"] == 384 and steps["score"]["reranker_batch_size"] == 16
+    kd = steps["train_kd"]
+    assert (kd["lora_rank"], kd["lora_alpha"], kd["learning_rate"], kd["per_device_train_batch_size"],
+            kd["num_train_epochs"], kd["devices"]) == (64, 32, 1e-4, 8, 5, "0,1")
+    assert kd["negatives_cross_device"] is True
+
+
+def test_memory_plan_is_monotonic_and_four_bit_helps():
+    a = memory_plan.ARCHS["Qwen2.5-7B"]
+    base = memory_plan.train_memory_gib(a, 8, 8, 256, 64)
+    assert memory_plan.train_memory_gib(a, 8, 8, 256, 64, four_bit=True) < base
+    assert memory_plan.train_memory_gib(a, 16, 8, 256, 64) > base
+    assert memory_plan.train_memory_gib(a, 8, 8, 256, 64, checkpointing=False) > base
+    # weights alone: 7.6e9 params in fp16 are ~14.2 GiB
+    assert 14.0 < a.params * 2 / memory_plan.GIB < 14.4
+    table = memory_plan.markdown_table()
+    assert table.count("(estimate)") == 2 * len(memory_plan.plan_rows()) + 1   # + the header
+
+
+def test_var_overrides_profile_vars(capsys):
+    assert run_all.main(["--profile", "kaggle_eedi", "--var", "embedder=/kaggle/input/mine", "--list"]) == 0
+    out = capsys.readouterr().out
+    assert '"embedder_name_or_path": "/kaggle/input/mine"' in out
+    assert run_all.main(["--profile", "kaggle_eedi", "--var", "nope=1", "--list"]) == 1
+    assert "KEY one of the profile's vars: data_dir, embedder" in capsys.readouterr().err

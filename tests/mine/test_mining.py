@@ -1,0 +1,253 @@
+"""Mining: range slicing and exclusions on a known ranking, top-up, determinism, search, bad input."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from helpers.mine.hn_mine import HnMineArgs, build_parser, hn_mine
+from helpers.common.io_utils import InputError
+from helpers.mine.mining import parse_range, sample_negatives, shuffle_rows
+from helpers.embed.search import search, search_faiss, search_torch
+from tests.factories import write_inputs
+
+REPO = Path(__file__).resolve().parents[2]
+IDS = [f"m{i}" for i in range(10)]
+TEXTS = [f"misconception {i}" for i in range(10)]
+
+
+def test_parse_range():
+    assert parse_range("2-100") == (2, 100)
+    assert parse_range("0-5") == (0, 5)
+    for bad in ("100-2", "a-b", "5", "3-3", "-1-4", "2-100-3"):
+        with pytest.raises(ValueError, match="range_for_sampling"):
+            parse_range(bad)
+
+
+def _row(pos_ids, query="the query", qid="q"):
+    return {"query_id": qid, "query": query, "pos": [TEXTS[int(p[1:])] for p in pos_ids],
+            "pos_ids": list(pos_ids), "neg": [], "neg_ids": []}
+
+
+def test_range_is_slice_and_positives_dropped_by_id():
+    ranked = np.array([[3, 1, 4, 0, 5, 9, 2, 6, 8, 7]])
+    rows, ranks = sample_negatives([_row(["m4"])], ranked, IDS, TEXTS, "1-6", negative_number=10, seed=0)
+    # slice [1:6] = 1,4,0,5,9; m4 is the positive -> 1,0,5,9 (rank order kept), then top-up
+    assert rows[0]["neg_ids"][:4] == ["m1", "m0", "m5", "m9"]
+    assert ranks[0][:4] == [1, 3, 4, 5]
+    topped = rows[0]["neg_ids"][4:]
+    assert ranks[0][4:] == [-1] * len(topped)
+    assert "m4" not in rows[0]["neg_ids"]
+    assert len(set(rows[0]["neg_ids"])) == len(rows[0]["neg_ids"]) == 9   # 10 passages - 1 positive
+    assert rows[0]["neg"] == [TEXTS[int(i[1:])] for i in rows[0]["neg_ids"]]
+
+
+def test_sampling_when_more_candidates_than_needed():
+    ranked = np.array([list(range(10))])
+    rows, ranks = sample_negatives([_row(["m0"])], ranked, IDS, TEXTS, "0-10", negative_number=3, seed=1)
+    assert len(rows[0]["neg_ids"]) == 3 and "m0" not in rows[0]["neg_ids"]
+    assert ranks[0] == sorted(ranks[0]) and min(ranks[0]) >= 1
+    again, _ = sample_negatives([_row(["m0"])], ranked, IDS, TEXTS, "0-10", negative_number=3, seed=1)
+    assert again == rows
+    other = [sample_negatives([_row(["m0"])], ranked, IDS, TEXTS, "0-10", 3, seed=s)[0][0]["neg_ids"]
+             for s in range(6)]
+    assert len({tuple(o) for o in other}) > 1          # the seed matters
+
+
+def test_same_text_as_positive_or_query_never_a_negative():
+    texts = list(TEXTS)
+    texts[2] = texts[1]            # m2 duplicates the positive's text
+    texts[3] = "the query"         # m3 is the query itself
+    ranked = np.array([list(range(10))])
+    rows, _ = sample_negatives([_row(["m1"], query="the query") | {"pos": [texts[1]]}], ranked, IDS, texts,
+                               "0-10", negative_number=8, seed=0)
+    got = rows[0]["neg_ids"]
+    assert not {"m1", "m2", "m3"} & set(got)
+    assert len(got) == 7          # only 7 real negatives exist; no duplicate to fill the gap
+
+
+def test_corpus_smaller_than_range_and_topup_never_bad():
+    ranked = np.array([[5, 0, 1], [2, 3, 4]])        # corpus of 6, range 2-100
+    ids, texts = IDS[:6], TEXTS[:6]
+    rows = [_row(["m0", "m1"], qid="a"), _row(["m3"], qid="b")]
+    for seed in range(20):
+        out, ranks = sample_negatives(rows, ranked, ids, texts, "2-100", negative_number=4, seed=seed)
+        for r, rk in zip(out, ranks):
+            assert not set(r["pos_ids"]) & set(r["neg_ids"])
+            assert len(set(r["neg_ids"])) == len(r["neg_ids"])
+            assert len(r["neg_ids"]) == min(4, 6 - len(r["pos_ids"]))
+        assert ranks[1][0] == 2 and out[1]["neg_ids"][0] == "m4"   # rank-2 candidate kept first
+
+
+def test_shuffle_rows_seeded_permutation():
+    rows = list(range(20))
+    a, b = shuffle_rows(rows, 3), shuffle_rows(rows, 3)
+    assert a == b and sorted(a) == rows and a != rows
+
+
+def test_faiss_and_torch_search_agree_ties_by_lower_index():
+    rng = np.random.default_rng(0)
+    p = rng.normal(size=(300, 16)).astype(np.float32)
+    q = rng.normal(size=(12, 16)).astype(np.float32)
+    p[40] = p[7]
+    p[250] = p[7]
+    q[0] = p[7]
+    s1, i1 = search_torch(q, p, 20)
+    s2, i2 = search_faiss(q, p, 20)
+    np.testing.assert_array_equal(i1, i2)
+    np.testing.assert_allclose(s1, s2, atol=1e-4)
+    assert list(i1[0, :3]) == [7, 40, 250]
+    s3, i3 = search(q, p, 1000)               # topk above corpus size -> whole corpus
+    assert i3.shape == (12, 300)
+
+
+# ----------------------------------------------------------------------------- hn_mine
+class HashEmbedder:
+    """Deterministic stand-in: vectors from a sha1 of the text (no model)."""
+
+    @staticmethod
+    def _vec(text):
+        import hashlib
+        seed = int(hashlib.sha1(text.encode()).hexdigest()[:8], 16)
+        v = np.random.default_rng(seed).normal(size=8).astype(np.float32)
+        return v / np.linalg.norm(v)
+
+    def encode_corpus(self, texts):
+        return np.stack([self._vec(t) for t in texts])
+
+    def encode_queries(self, rows):
+        return np.stack([self._vec(r["query"]) for r in rows])
+
+
+def _args(d, **kw):
+    base = dict(embedder_name_or_path="unused", input_file=str(d / "queries.jsonl"),
+                output_file=str(d / "out" / "mined.jsonl"), candidate_pool=str(d / "corpus.jsonl"),
+                range_for_sampling="2-20", negative_number=5, shuffle_data=True)
+    base.update(kw)
+    return HnMineArgs(**base)
+
+
+def test_hn_mine_output_contract(tmp_path):
+    d = write_inputs(tmp_path)
+    res = hn_mine(_args(d), embedder=HashEmbedder())
+    rows = [json.loads(x) for x in (d / "out" / "mined.jsonl").read_text().splitlines()]
+    assert len(rows) == 6 and sorted(r["extra"] for r in rows) == list(range(6))   # extra fields pass
+    for r in rows:
+        assert len(r["neg"]) == len(r["neg_ids"]) == 5 and not set(r["neg_ids"]) & set(r["pos_ids"])
+        assert "__line__" not in r
+    assert res.stats["negatives_total"] == 30 and len(res.pos_sim) == 6
+
+
+def test_hn_mine_without_candidate_pool_uses_input_positives(tmp_path):
+    d = write_inputs(tmp_path, n_corpus=10, n_queries=6)
+    res = hn_mine(_args(d, candidate_pool=None, negative_number=3), embedder=HashEmbedder())
+    assert res.stats["corpus"] == 6
+    for r in res.rows:
+        assert set(r["neg_ids"]) <= {str(100 + i) for i in range(6)} and len(r["neg_ids"]) == 3
+
+
+DET_SCRIPT = """
+import sys; sys.path.insert(0, {repo!r})
+from pathlib import Path
+from tests.mine.test_mining import HashEmbedder, _args
+from helpers.mine.hn_mine import hn_mine
+hn_mine(_args(Path({d!r}), output_file={out!r}), embedder=HashEmbedder())
+"""
+
+
+def test_byte_identical_under_different_pythonhashseed(tmp_path):
+    d = write_inputs(tmp_path)
+    outs = []
+    for hs in ("1", "2"):
+        out = str(tmp_path / f"out_{hs}.jsonl")
+        code = DET_SCRIPT.format(repo=str(REPO), d=str(d), out=out)
+        subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path,
+                       env={**os.environ, "PYTHONHASHSEED": hs})
+        outs.append(Path(out).read_bytes())
+    assert outs[0] == outs[1] and len(outs[0]) > 100
+
+
+@pytest.mark.parametrize("case, match", [
+    ("pos_string", r"queries.jsonl, line 2, field 'pos'"),
+    ("absent_id", r"queries.jsonl, line 1, field 'pos_ids'.*not in the corpus"),
+    ("empty", r"queries.jsonl: file is empty"),
+    ("malformed", r"queries.jsonl, line 3: not valid JSON"),
+])
+def test_bad_input_named_and_nothing_written(tmp_path, case, match):
+    d = write_inputs(tmp_path)
+    q = d / "queries.jsonl"
+    lines = q.read_text().splitlines()
+    if case == "pos_string":
+        r = json.loads(lines[1])
+        r["pos"] = r["pos"][0]
+        lines[1] = json.dumps(r)
+    elif case == "absent_id":
+        r = json.loads(lines[0])
+        r["pos_ids"] = ["99999"]
+        lines[0] = json.dumps(r)
+    elif case == "empty":
+        lines = []
+    elif case == "malformed":
+        lines[2] = lines[2][:-5]
+    q.write_text("".join(x + "\n" for x in lines))
+    with pytest.raises(InputError, match=match):
+        hn_mine(_args(d), embedder=HashEmbedder())
+    out_dir = d / "out"
+    assert not out_dir.exists() or not list(out_dir.iterdir())     # no output, no temp file
+
+
+def test_command_line_flags_of_the_seed():
+    # the seed's command, verbatim apart from paths/model/devices
+    argv = ["--embedder_name_or_path", "demo:smollm2-135m-instruct", "--embedder_model_class", "decoder-only-icl",
+            "--pooling_method", "last_token", "--input_file", "in.jsonl", "--output_file", "out.jsonl",
+            "--candidate_pool", "corpus.jsonl", "--range_for_sampling", "2-100", "--negative_number", "15",
+            "--devices", "cpu", "--shuffle_data", "True", "--query_instruction_for_retrieval", "Find it.",
+            "--query_instruction_format", "<instruct>{}\\n<query>{}", "--add_examples_for_task", "False",
+            "--batch_size", "1024", "--embedder_query_max_length", "1024", "--embedder_passage_max_length", "512"]
+    a = HnMineArgs(**vars(build_parser().parse_args(argv)))
+    assert a.shuffle_data is True and a.add_examples_for_task is False and a.devices == ["cpu"]
+    assert a.negative_number == 15 and a.batch_size == 1024
+    cfg = a.embedder_config()
+    assert cfg.query_instruction_format == "<instruct>{}\n<query>{}" and cfg.query_max_length == 1024
+    b = build_parser().parse_args(argv[:-2] + ["--query_instruction_format_for_retrieval", "{}{}"])
+    assert b.query_instruction_format == "{}{}"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(argv + ["--shuffle_data", "maybe"])
+
+
+@pytest.mark.integration
+def test_command_runs_with_a_real_small_model(tmp_path):
+    d = write_inputs(tmp_path, n_corpus=12, n_queries=3)
+    out = d / "mined.jsonl"
+    cmd = [sys.executable, "-m", "helpers.mine.hn_mine", "--embedder_name_or_path", "demo:all-minilm-l6-v2",
+           "--embedder_model_class", "encoder-only-base", "--input_file", str(d / "queries.jsonl"),
+           "--output_file", str(out), "--candidate_pool", str(d / "corpus.jsonl"),
+           "--range_for_sampling", "2-100", "--negative_number", "4", "--devices", "cpu",
+           "--shuffle_data", "True", "--batch_size", "8", "--embedder_query_max_length", "32",
+           "--embedder_passage_max_length", "16"]
+    subprocess.run(cmd, check=True, cwd=REPO, capture_output=True)
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert len(rows) == 3 and all(len(r["neg_ids"]) == 4 for r in rows)
+
+
+@pytest.mark.integration
+def test_notebook_runs_on_tiny_inputs(tmp_path):
+    import papermill as pm
+    d = write_inputs(tmp_path, n_corpus=12, n_queries=4)
+    out = tmp_path / "mined"
+    pm.execute_notebook(
+        str(REPO / "notebooks" / "01_mine_hn.ipynb"), str(tmp_path / "executed.ipynb"), cwd=str(REPO),
+        kernel_name="python3", progress_bar=False,
+        parameters=dict(embedder_name_or_path="demo:all-minilm-l6-v2", embedder_model_class="encoder-only-base",
+                        pooling_method=None, train_input_file=str(d / "queries.jsonl"),
+                        test_input_file=str(d / "queries.jsonl"), candidate_pool=str(d / "corpus.jsonl"),
+                        train_output_file=str(out / "train.jsonl"), test_output_file=str(out / "test.jsonl"),
+                        embedder_query_max_length=32, embedder_passage_max_length=16, negative_number=3,
+                        devices="cpu"))
+    for name in ("train", "test"):
+        rows = [json.loads(x) for x in (out / f"{name}.jsonl").read_text().splitlines()]
+        assert len(rows) == 4 and all(len(r["neg_ids"]) == 3 for r in rows)
+    assert (out / "train.jsonl").read_bytes() == (out / "test.jsonl").read_bytes()   # same input, same seed

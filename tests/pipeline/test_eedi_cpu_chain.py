@@ -1,0 +1,51 @@
+"""configs/eedi_cpu.yaml end to end on the real Eedi sample (../shared/eedi_sample), at small sizes
+from the command line: every step runs, the KD ablation's two round-2 trainings differ only in
+KD, the teacher is compared with its student, and the comparison carries paired intervals."""
+import csv
+import json
+
+import pytest
+
+import run_all
+from helpers.common.io_utils import read_jsonl
+
+STEPS = ["prepare", "zero_shot", "mine_r0", "train_r1", "train_teacher", "mine_r2", "score", "train_hn_r2",
+         "train_kd", "compare"]
+
+
+@pytest.mark.integration
+def test_eedi_cpu_chain_on_the_sample(shared_dir, tmp_path, capsys):
+    sets = ["train_max_queries=32",                     # mining: a sample of the train queries
+            "max_train_queries=16",                     # the teacher
+            "num_train_epochs=1", "per_device_train_batch_size=8", "train_group_size=4",
+            "embedder_query_max_length=128", "query_max_len=128", "max_len=128", "reranker_max_length=128",
+            "negative_number=3", "top_k=10"]
+    argv = ["--profile", "configs/eedi_cpu.yaml", "--output_root", str(tmp_path), "--run_name", "s",
+            "--var", f"data_dir={shared_dir / 'eedi_sample'}", "--var", "train_file=train_sample.csv"]
+    for s in sets:
+        argv += ["--set", s]
+    assert run_all.main(argv) == 0, capsys.readouterr().err
+    run = tmp_path / "s"
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert list(manifest["steps"]) == STEPS and all(s["status"] == "done" for s in manifest["steps"].values())
+    p_hn, p_kd = manifest["steps"]["train_hn_r2"]["parameters"], manifest["steps"]["train_kd"]["parameters"]
+    assert {k for k in set(p_hn) | set(p_kd) if p_hn.get(k) != p_kd.get(k)} == {"knowledge_distillation", "output_dir"}
+
+    # the teacher: trained on the train split only, compared with its student on the test split
+    teacher = read_jsonl(run / "teacher" / "metrics.jsonl")
+    assert teacher[0]["epoch"] == 1 and "group_map" in teacher[0]
+    rer = json.loads((run / "teacher" / "rerank_eval.json").read_text())
+    assert rer["n_queries"] == len(read_jsonl(run / "data" / "test_queries.jsonl"))
+    assert {"lo", "hi", "verdict"} <= set(rer["reranked - bi-encoder"]["MAP@25"])
+    scored = read_jsonl(run / "scored" / "train_scored.jsonl")
+    assert all(len(r["neg_scores"]) == len(r["neg"]) == 3 for r in scored)
+
+    with open(run / "eval" / "comparison.csv", newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["subset"] == "all"]
+    assert [r["label"] for r in rows] == ["zero-shot", "round 1 (hard negatives)", "round 2 (hard negatives only)",
+                                          "round 2 (KD)"]
+    kd = rows[-1]
+    assert kd["reference"] == "round 2 (hard negatives only)" and kd["dMAP@25_lo"] != ""
+    with open(run / "submission.csv", newline="") as f:
+        sub = list(csv.reader(f))
+    assert sub[0] == ["QuestionId_Answer", "MisconceptionId"] and len(sub) > 1

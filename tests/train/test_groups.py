@@ -1,0 +1,115 @@
+"""Training groups: sampling rule, scores carried, seeding, ICL examples, EOS, bad input."""
+import json
+import logging
+import random
+
+import pytest
+
+from helpers.common.io_utils import InputError
+from helpers.train.groups import GroupBatches, GroupDataConfig, batch_indices, load_group_rows, sample_group
+
+
+def row(i, n_neg=5, scores=True):
+    r = {"query_id": f"q{i}", "query": f"query {i}", "pos": [f"pos {i}"], "pos_ids": [f"p{i}"],
+         "neg": [f"neg {i}-{j}" for j in range(n_neg)], "neg_ids": [f"n{i}-{j}" for j in range(n_neg)],
+         "prompt": "Find it.", "question_id": str(i), "subject_id": "1", "construct_id": "1"}
+    if scores:
+        r["pos_scores"] = [10.0]
+        r["neg_scores"] = [float(j) for j in range(n_neg)]
+    return r
+
+
+def write(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture(scope="module")
+def tok():
+    from transformers import AutoTokenizer
+    from helpers.common.models import resolve_model
+    t = AutoTokenizer.from_pretrained(resolve_model("demo:smollm2-135m-instruct"))
+    t.add_eos_token = True
+    return t
+
+
+def test_sample_group_carries_aligned_scores_and_samples_without_repetition():
+    r = row(0, n_neg=5)
+    ps, sc = sample_group(r, 4, random.Random(0), True)
+    assert ps[0] == "pos 0" and sc[0] == 10.0 and len(ps) == len(sc) == 4
+    negs = ps[1:]
+    assert len(set(negs)) == 3
+    for p, s in zip(negs, sc[1:]):
+        assert float(p.split("-")[1]) == s            # neg j has score j
+
+
+def test_too_few_negatives_repeat_and_are_logged(tmp_path, caplog):
+    f = write(tmp_path / "t.jsonl", [row(0, n_neg=2), row(1, n_neg=8)])
+    with caplog.at_level(logging.WARNING):
+        load_group_rows(f, GroupDataConfig(train_group_size=6))
+    assert "1 of 2 queries have fewer than 5 negatives" in caplog.text
+    ps, _ = sample_group(row(0, n_neg=2), 6, random.Random(1), True)
+    assert len(ps) == 6 and len(set(ps[1:])) == 2
+
+
+def test_kd_on_a_file_without_scores_names_file_line_field(tmp_path):
+    f = write(tmp_path / "mined.jsonl", [row(0), row(1, scores=False)])
+    with pytest.raises(InputError, match=r"mined.jsonl, line 2, field 'pos_scores'.*knowledge_distillation"):
+        load_group_rows(f, GroupDataConfig(knowledge_distillation=True))
+    load_group_rows(f, GroupDataConfig(knowledge_distillation=False))      # fine without KD
+
+
+def test_empty_negatives_is_an_error(tmp_path):
+    f = write(tmp_path / "m.jsonl", [row(0, n_neg=0, scores=False)])
+    with pytest.raises(InputError, match="line 1, field 'neg'.*empty"):
+        load_group_rows(f, GroupDataConfig(knowledge_distillation=False, train_group_size=2))
+
+
+def test_batch_indices_seeded_per_epoch_and_drop_last():
+    a = batch_indices(10, 3, seed=1, epoch=1)
+    assert a == batch_indices(10, 3, seed=1, epoch=1)
+    assert a != batch_indices(10, 3, seed=1, epoch=2)
+    assert len(a) == 3 and all(len(b) == 3 for b in a)
+    assert len(batch_indices(10, 3, 1, 1, shuffle=False, drop_last=False)[-1]) == 1
+    assert len(batch_indices(10, 2, 1, 1, world_size=2)) == 2       # global batches of 4
+
+
+def test_batches_are_reproducible_and_end_with_one_eos(tok):
+    rows = [row(i) for i in range(6)]
+    cfg = GroupDataConfig(train_group_size=3, query_max_len=64, passage_max_len=16, append_eos=False)
+    gb = GroupBatches(rows, tok, cfg, batch_size=2, seed=3)
+    b1, b2 = list(gb(1)), list(gb(1))
+    assert len(b1) == len(gb) == 3
+    for x, y in zip(b1, b2):
+        assert x["queries"]["input_ids"].equal(y["queries"]["input_ids"])
+        assert x["teacher_scores"].equal(y["teacher_scores"])
+    b = b1[0]
+    assert b["passages"]["input_ids"].shape[0] == 6 and b["teacher_scores"].shape == (6,)
+    for ids, m in zip(b["passages"]["input_ids"], b["passages"]["attention_mask"]):
+        real = ids[m.bool()].tolist()
+        assert real[-1] == tok.eos_token_id and real.count(tok.eos_token_id) == 1
+
+
+def test_icl_examples_are_other_pairs_of_the_batch(tok):
+    rows = [row(i) for i in range(4)]
+    cfg = GroupDataConfig(train_group_size=2, query_max_len=256, passage_max_len=16, use_examples=True,
+                          max_examples=3, query_instruction_for_retrieval="I")
+    gb = GroupBatches(rows, tok, cfg, batch_size=4, seed=0)
+    seen_examples = 0
+    for seed in range(8):
+        qs, prefixes, _, _ = gb.texts(rows, random.Random(seed))
+        for i, q in enumerate(p + q for p, q in zip(prefixes, qs)):
+            own = f"<instruct>Find it.\n<query>query {i}"
+            assert q.endswith(own)
+            prefix = q[:-len(own)]
+            assert f"query {i}\n<response>" not in prefix          # never itself
+            n = prefix.count("\n<response>")
+            assert n <= 3
+            seen_examples += n
+            for j in range(4):
+                if f"query {j}\n<response>" in prefix:
+                    assert f"query {j}\n<response>pos {j}\n\n" in prefix   # (query, its positive)
+    assert seen_examples > 0
+    b = gb.build(rows, random.Random(0))
+    ids = b["queries"]["input_ids"][0][b["queries"]["attention_mask"][0].bool()].tolist()
+    assert tok.decode(ids).endswith("\n<response>" + tok.eos_token)

@@ -1,0 +1,160 @@
+"""Losses against values computed by hand (plain Python math on small tensors)."""
+import math
+
+import pytest
+import torch
+
+from helpers.train.losses import (EmbedderLoss, gather_keep_grad, infonce, kl_div_loss, m3_kd_loss,
+                            own_group, teacher_targets)
+
+
+def lse(xs):
+    m = max(xs)
+    return m + math.log(sum(math.exp(x - m) for x in xs))
+
+
+def softmax(xs):
+    z = lse(xs)
+    return [math.exp(x - z) for x in xs]
+
+
+def emb(rows):
+    return torch.tensor(rows, dtype=torch.float32)
+
+
+# 2 queries, groups of 2 passages (pos first), 2-d embeddings
+Q = [[1.0, 0.0], [0.0, 1.0]]
+P = [[0.8, 0.6], [0.6, 0.8], [0.0, 1.0], [1.0, 0.0]]
+T = 0.5
+
+
+def dot(a, b):
+    return sum(x * y for x, y in zip(a, b))
+
+
+def hand_scores():
+    return [[dot(q, p) / T for p in P] for q in Q]
+
+
+def test_infonce_in_batch_targets_by_hand():
+    S = hand_scores()
+    # query 0 target column 0, query 1 target column 2 (i * G)
+    want = ((lse(S[0]) - S[0][0]) + (lse(S[1]) - S[1][2])) / 2
+    got = EmbedderLoss(temperature=T)(emb(Q), emb(P))
+    assert got.item() == pytest.approx(want, rel=1e-6)
+    # the wrong target (column i instead of i*G) gives a different value: the test can fail
+    wrong = ((lse(S[0]) - S[0][0]) + (lse(S[1]) - S[1][1])) / 2
+    assert abs(wrong - want) > 1e-3
+
+
+def test_own_group_picks_each_querys_group():
+    S = torch.arange(12.).view(2, 6)             # B=2, G=3
+    assert own_group(S, 3).tolist() == [[0, 1, 2], [9, 10, 11]]
+
+
+@pytest.mark.parametrize("tt", [1.0, 2.0])
+def test_kl_div_with_teacher_temperature_by_hand(tt):
+    S = hand_scores()
+    teacher = [3.0, -1.0, 0.5, 2.0]
+    loss = EmbedderLoss(temperature=T, kd_loss_type="kl_div", teacher_temperature=tt)
+    got = loss(emb(Q), emb(P), teacher).item()
+    kd = 0.0
+    for i in range(2):
+        tgt = softmax([s / tt for s in teacher[2 * i:2 * i + 2]])
+        grp = S[i][2 * i:2 * i + 2]
+        kd += -sum(t * (g - lse(grp)) for t, g in zip(tgt, grp))
+    kd /= 2
+    nce = ((lse(S[0]) - S[0][0]) + (lse(S[1]) - S[1][2])) / 2
+    assert got == pytest.approx(kd + nce, rel=1e-6)
+
+
+def test_teacher_temperature_changes_targets():
+    a = teacher_targets([2.0, 0.0], 1, 2, 1.0)
+    b = teacher_targets([2.0, 0.0], 1, 2, 2.0)
+    assert a[0, 0].item() == pytest.approx(math.exp(2) / (math.exp(2) + 1))
+    assert b[0, 0].item() == pytest.approx(math.exp(1) / (math.exp(1) + 1))
+
+
+def test_m3_kd_loss_by_hand():
+    S = hand_scores()
+    teacher = [1.0, 0.0, -0.5, 0.5]
+    got = EmbedderLoss(temperature=T, kd_loss_type="m3_kd_loss")(emb(Q), emb(P), teacher).item()
+    G, total = 2, 0.0
+    for j in range(G):
+        per_q = []
+        for i in range(2):
+            # row i drops its own group's earlier positions i*G+0 .. i*G+j-1 (FlagEmbedding)
+            masked = [s for c, s in enumerate(S[i]) if c not in {i * G + jj for jj in range(j)}]
+            per_q.append(softmax(teacher[G * i:G * i + G])[j] * (lse(masked) - S[i][i * G + j]))
+        total += sum(per_q) / 2
+    assert got == pytest.approx(total, rel=1e-5)
+
+
+def test_simulated_two_device_gather_equals_single_device_batch_and_keeps_local_grad():
+    torch.manual_seed(0)
+    q = torch.nn.functional.normalize(torch.randn(4, 3), dim=-1)
+    p = torch.nn.functional.normalize(torch.randn(8, 3), dim=-1)     # G = 2
+    teacher = torch.randn(4, 2)
+    full = EmbedderLoss(temperature=0.1)(q, p, teacher)
+
+    qs, ps, ts = q.split(2), p.split(4), teacher.split(2)
+    losses = []
+    for rank in range(2):
+        ql = qs[rank].clone().requires_grad_(True)
+        pl = ps[rank].clone().requires_grad_(True)
+        calls = iter([qs, ps])
+        def gather(parts, t, calls=calls):
+            src = next(calls)
+            for r, x in enumerate(src):
+                parts[r].copy_(x)
+        l = EmbedderLoss(temperature=0.1, negatives_cross_device=True, world_size=2, rank=rank,
+                         all_gather=gather)(ql, pl, ts[rank])
+        l.backward()
+        assert ql.grad is not None and ql.grad.abs().sum() > 0       # local slice keeps its grad
+        losses.append(l.item())
+    # InfoNCE part is over the global batch on both ranks; KD part is per-rank local
+    S = q @ p.T / 0.1
+    nce = infonce(S, 2).item()
+    tg = teacher_targets(teacher, 4, 2)
+    kd = [kl_div_loss(own_group(S, 2)[2 * r:2 * r + 2], tg[2 * r:2 * r + 2]).item() for r in range(2)]
+    for r in range(2):
+        assert losses[r] == pytest.approx(nce + kd[r], rel=1e-5)
+    assert sum(losses) / 2 == pytest.approx(full.item(), rel=1e-5)
+
+
+def test_gather_keep_grad_orders_by_rank():
+    a = torch.ones(1, 2, requires_grad=True)
+
+    def gather(parts, t):
+        parts[0].fill_(7.0)
+        parts[1].copy_(t)
+    out = gather_keep_grad(a, 2, 1, gather)
+    assert out.tolist() == [[7.0, 7.0], [1.0, 1.0]]
+    out.sum().backward()
+    assert a.grad.tolist() == [[1.0, 1.0]]
+
+
+def test_no_kd_is_infonce_only():
+    S = torch.tensor(hand_scores())
+    assert EmbedderLoss(temperature=T)(emb(Q), emb(P), None).item() == pytest.approx(
+        infonce(S, 2).item())
+
+
+def test_bad_inputs_have_clear_messages():
+    loss = EmbedderLoss(temperature=T)
+    with pytest.raises(ValueError, match="whole number of groups"):
+        loss(emb(Q), emb(P[:3]))
+    with pytest.raises(ValueError, match="3 teacher scores for 2 queries x 2"):
+        loss(emb(Q), emb(P), [1.0, 2.0, 3.0])
+    with pytest.raises(ValueError, match="teacher scores contains NaN"):
+        loss(emb(Q), emb(P), [1.0, float("nan"), 0.0, 0.0])
+    with pytest.raises(ValueError, match="query embeddings contains NaN"):
+        loss(torch.tensor([[float("nan"), 0.0], [0.0, 1.0]]), emb(P))
+    with pytest.raises(ValueError, match="kd_loss_type"):
+        EmbedderLoss(kd_loss_type="mse")
+    with pytest.raises(ValueError, match="temperature"):
+        EmbedderLoss(temperature=0)
+    with pytest.raises(ValueError, match="differ in shape"):
+        kl_div_loss(torch.zeros(2, 3), torch.zeros(2, 2))
+    with pytest.raises(ValueError, match="teacher targets"):
+        m3_kd_loss(torch.zeros(2, 4), torch.zeros(2, 3), 2)
