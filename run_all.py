@@ -6,12 +6,19 @@
     python run_all.py --from mine_r2           # continue a chain from a step
     python run_all.py --only prepare,baseline  # run just these steps
     python run_all.py --set seed=7 --set train_r1.num_train_epochs=2
+    python run_all.py --time_budget 11h        # stop at the last unit of work that fits, say how to continue
 
 A profile names a run and lists steps; a step is a notebook plus parameters, so a notebook may
 appear several times under different step names. ``{run_dir}`` in a string parameter is replaced
 by ``<output_root>/<run_name>``. Every parameter is checked against the notebook's ``parameters``
 cell before anything runs. Executed notebooks go to ``<run_dir>/notebooks/``; ``manifest.json``
 records parameters, versions, the git commit and per-step wall time.
+
+``--time_budget`` (``11h``, ``90m``, ``1h30m``, seconds) sets a deadline: a step does not start when
+the time is up or when its last recorded wall time would overrun; training (03) gets the deadline
+(``$EEDI_DEADLINE``) and stops after the last epoch that fits. The chain then stops and prints
+the ``--from <step> --run_name <run>`` command that continues it, in this session or (after
+copying the run folder, ``--resume_dir``) in the next one.
 """
 from __future__ import annotations
 
@@ -19,6 +26,8 @@ import argparse
 import fcntl
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import time
@@ -36,9 +45,79 @@ class ChainError(RuntimeError):
     pass
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, but a key given twice in one mapping is an error (YAML keeps the last)."""
+
+
+def _unique_mapping(loader, node, deep=False):
+    seen = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue                        # `<<: *anchor` keys may be overridden: that is the point
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise ChainError(f"{loader.name}:{key_node.start_mark.line + 1}: key {key!r} given twice in one "
+                             f"mapping (first on line {seen[key]}); YAML would keep the last silently")
+        seen[key] = key_node.start_mark.line + 1
+    return loader.construct_mapping(node, deep=deep)
+
+
+UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
+def read_yaml(path: Path):
+    """A profile file, with duplicate keys refused (file and line named)."""
+    with open(path, encoding="utf-8") as f:
+        loader = UniqueKeyLoader(f)
+        loader.name = str(path)
+        try:
+            return loader.get_single_data()
+        finally:
+            loader.dispose()
+
+
 def on_kaggle() -> bool:
     """Kaggle sets KAGGLE_KERNEL_RUN_TYPE ("Interactive" or "Batch") in its notebooks."""
-    return bool(os.environ.get("KAGGLE_KERNEL_RUN_TYPE"))
+    from helpers.kaggle.env import on_kaggle as kaggle
+    return kaggle()
+
+
+# steps that stop themselves at the deadline after a finished unit of work (an epoch) and resume
+INTERRUPTIBLE = {"03_kd_finetune"}
+
+
+def parse_duration(text) -> float:
+    """``11h``, ``90m``, ``45s``, ``1h30m``, ``3600`` (seconds) -> seconds."""
+    t = str(text).strip().lower().replace(" ", "")
+    if re.fullmatch(r"\d+(\.\d+)?", t):
+        return float(t)
+    parts = re.findall(r"(\d+(?:\.\d+)?)([hms])", t)
+    if not parts or "".join(n + u for n, u in parts) != t:
+        raise ChainError(f"--time_budget {text!r}: expected a duration like 11h, 90m, 1h30m or seconds")
+    return sum(float(n) * {"h": 3600, "m": 60, "s": 1}[u] for n, u in parts)
+
+
+def copy_run(src: Path, dst: Path) -> int:
+    """Copy a previous session's run folder (read-only on Kaggle: /kaggle/input/...) into ``dst``,
+    every file and folder writable; free disk checked first. -> bytes copied."""
+    from helpers.common.io_utils import check_free_disk
+    src = Path(src)
+    if not (src / "manifest.json").is_file():
+        raise ChainError(f"--resume_dir {src}: no manifest.json there (not a run_all.py run folder)")
+    files = [f for f in src.rglob("*") if f.is_file() and f.name != ".run_all.lock"]
+    need = sum(f.stat().st_size for f in files)
+    check_free_disk(dst, need, f"the run folder copied from {src}")
+    for f in files:
+        target = dst / f.relative_to(src)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(f, target)                 # contents only: the copy is writable
+    print(f"copied {len(files)} files ({need / 1e9:.2f} GB) from {src} to {dst}", flush=True)
+    return need
+
+
+def continue_command(profile: str, start: str, run_name: str, budget: str | None) -> str:
+    cmd = f"python run_all.py --profile {profile} --from {start} --run_name {run_name}"
+    return cmd + (f" --time_budget {budget}" if budget else "")
 
 
 def load_profile(name: str) -> tuple[Path, dict]:
@@ -48,7 +127,7 @@ def load_profile(name: str) -> tuple[Path, dict]:
     if not path.exists():
         known = ", ".join(sorted(p.stem for p in (ROOT / "configs").glob("*.yaml")))
         raise ChainError(f"profile {name!r}: no file {path} (known profiles: {known})")
-    prof = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    prof = read_yaml(path) or {}
     for key in ("run_name", "steps"):
         if key not in prof:
             raise ChainError(f"{path}: missing key {key!r}")
@@ -175,6 +254,11 @@ def main(argv=None) -> int:
     p.add_argument("--run_name", help="override the profile's run name (output folder)")
     p.add_argument("--output_root", help="override the profile's output root (default model_output)")
     p.add_argument("--list", action="store_true", help="list the steps and their parameters, run nothing")
+    p.add_argument("--time_budget", help="wall-clock budget (11h, 90m, 1h30m, seconds): stop at the last finished "
+                   "step (training: epoch) that fits and print how to continue")
+    p.add_argument("--resume_dir", help="a previous session's run folder (e.g. /kaggle/input/<notebook>/<run_name>): "
+                   "copied, writable, into this run folder before continuing with --from")
+    p.add_argument("--print_run_dir", action="store_true", help="print the run folder and exit (make clean-run)")
     a = p.parse_args(argv)
     if a.profile is None:
         a.profile = "kaggle_eedi" if on_kaggle() else "demo"
@@ -184,6 +268,9 @@ def main(argv=None) -> int:
         out_root = Path(a.output_root or prof.get("output_root", "model_output"))
         run_dir = out_root if out_root.is_absolute() else ROOT / out_root
         run_dir = run_dir / run_name
+        if a.print_run_dir:
+            print(run_dir)
+            return 0
         ctx = {"run_dir": os.path.relpath(run_dir, ROOT) if run_dir.is_relative_to(ROOT) else str(run_dir)}
         ctx.update({k: v for k, v in (prof.get("vars") or {}).items()})
         for item in a.vars:
@@ -204,8 +291,22 @@ def main(argv=None) -> int:
                 mark = "*" if s in chosen else " "
                 print(f"{mark} {s['name']:14s} {s['notebook']:22s} {json.dumps(s.get('parameters', {}))}")
             return 0
+        budget = parse_duration(a.time_budget) if a.time_budget else None
+        deadline = time.time() + budget if budget is not None else None
+        if a.resume_dir and not (a.start or a.only):
+            raise ChainError("--resume_dir continues a run: give --from <step> (or --only) too")
+        if a.resume_dir and (run_dir / "manifest.json").exists():
+            raise ChainError(f"--resume_dir: {run_dir} already holds a run (manifest.json); continue it with "
+                             f"--from alone, or choose another --run_name")
+        names = [s["name"] for s in steps]
+        if a.start and names.index(a.start) > 0 and not a.resume_dir and not (run_dir / "manifest.json").exists():
+            raise ChainError(f"--from {a.start}: {run_dir} holds no run to continue (no manifest.json). In a new "
+                             f"session copy the previous run folder first: --resume_dir <its path>")
         run_dir.mkdir(parents=True, exist_ok=True)
-        lock = open(run_dir / ".run_all.lock", "w")
+        if a.resume_dir:
+            copy_run(Path(a.resume_dir), run_dir)
+        # a read-only descriptor: flock works on it, and a lock file copied read-only still opens
+        lock = os.fdopen(os.open(run_dir / ".run_all.lock", os.O_RDONLY | os.O_CREAT, 0o644))
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -217,22 +318,53 @@ def main(argv=None) -> int:
                          "run_name": run_name, "environment": environment(),
                          "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
         manifest.setdefault("steps", {})
+        manifest.pop("stopped", None)
+        if budget is not None:
+            manifest["time_budget_s"] = budget
         t_all, times = time.time(), []
         index = {s["name"]: i for i, s in enumerate(steps)}
-        for s in chosen:
-            manifest["steps"][s["name"]] = {"notebook": s["notebook"], "parameters": s.get("parameters", {}),
-                                            "status": "running"}
-            write_json(manifest_path, manifest)
-            try:
-                wall = run_step(s, run_dir, index[s["name"]])
-            except BaseException as e:
-                manifest["steps"][s["name"]]["status"] = "failed"
-                manifest["steps"][s["name"]]["error"] = str(e).splitlines()[0] if str(e) else type(e).__name__
+        report = run_dir / ".stop_report.jsonl"
+        saved_env = {k: os.environ.get(k) for k in ("EEDI_DEADLINE", "EEDI_STOP_REPORT")}
+        if deadline is not None:     # the notebooks' kernels (and torchrun) inherit these
+            os.environ["EEDI_DEADLINE"], os.environ["EEDI_STOP_REPORT"] = repr(deadline), str(report)
+        stop = None
+        try:
+            for s in chosen:
+                if deadline is not None:
+                    left = deadline - time.time()
+                    prev = manifest["steps"].get(s["name"], {})
+                    est = prev.get("wall_s") if prev.get("status") == "done" else None
+                    if left <= 0 or (s["notebook"] not in INTERRUPTIBLE and est and est > left):
+                        stop = (s["name"], f"{left / 3600:.2f} h of the time budget left"
+                                + (f", and step {s['name']!r} took {est / 3600:.2f} h last time" if est else ""))
+                        break
+                report.unlink(missing_ok=True)
+                manifest["steps"][s["name"]] = {"notebook": s["notebook"], "parameters": s.get("parameters", {}),
+                                                "status": "running"}
                 write_json(manifest_path, manifest)
-                raise
-            manifest["steps"][s["name"]].update(status="done", wall_s=round(wall, 1))
-            write_json(manifest_path, manifest)
-            times.append((s["name"], wall))
+                try:
+                    wall = run_step(s, run_dir, index[s["name"]])
+                except BaseException as e:
+                    manifest["steps"][s["name"]]["status"] = "failed"
+                    manifest["steps"][s["name"]]["error"] = str(e).splitlines()[0] if str(e) else type(e).__name__
+                    write_json(manifest_path, manifest)
+                    raise
+                times.append((s["name"], wall))
+                if report.exists() and report.read_text(encoding="utf-8").strip():
+                    why = json.loads(report.read_text(encoding="utf-8").strip().splitlines()[-1])
+                    manifest["steps"][s["name"]].update(status="stopped", wall_s=round(wall, 1), stopped=why)
+                    write_json(manifest_path, manifest)
+                    stop = (s["name"], why.get("reason", "stopped at the deadline"))
+                    break
+                manifest["steps"][s["name"]].update(status="done", wall_s=round(wall, 1))
+                write_json(manifest_path, manifest)
+        finally:
+            for k, v in saved_env.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+            report.unlink(missing_ok=True)
         total = time.time() - t_all
         manifest["total_wall_s"] = round(total, 1)
         write_json(manifest_path, manifest)
@@ -240,6 +372,14 @@ def main(argv=None) -> int:
         for name, w in times:
             print(f"  {name:16s} {w:8.1f} s")
         print(f"  {'total':16s} {total:8.1f} s\nrun folder: {run_dir}")
+        if stop is not None:
+            cmd = continue_command(a.profile, stop[0], run_name, a.time_budget)
+            manifest["stopped"] = {"step": stop[0], "reason": stop[1], "continue": cmd}
+            write_json(manifest_path, manifest)
+            print(f"\ntime budget: stopped at step {stop[0]!r} ({stop[1]}). Everything before it is finished "
+                  f"and saved in {run_dir}.\nContinue with:\n  {cmd}\nIn a new session, first attach this "
+                  f"session's output and add --resume_dir <its copy of {run_name}> (README \"Two sessions\").",
+                  flush=True)
         return 0
     except ChainError as e:
         print(f"run_all: error: {e}", file=sys.stderr)

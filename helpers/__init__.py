@@ -1,9 +1,10 @@
 """Helpers for the Eedi reranker-to-embedder distillation notebooks: all logic lives here.
 
-The tree is the pipeline; imports flow one way (common -> data -> embed -> rerank -> eval -> mine
--> train; demo and kaggle sit beside it and no stage imports them):
+The tree is the pipeline; imports flow one way (common -> kaggle -> data -> embed -> rerank -> eval
+-> mine -> train; demo sits beside it and nothing imports it). Map: docs/architecture.md.
 
   common/  cli, io_utils, devices, models, prompts, notebook   plumbing every stage uses
+  kaggle/  offline_install, memory_plan                       wheels install, GPU memory plan
   data/    eedi, splits, formatting, prepare_data             00: CSVs -> corpus / queries / examples
   embed/   embedder, pooling, search                          the embedding models and exact search
   rerank/  reranker, inputs, paths, progress, stats,          02: teacher "Yes"-logit scores
@@ -14,7 +15,6 @@ The tree is the pipeline; imports flow one way (common -> data -> embed -> reran
   train/   losses, groups, loop, fast_lora, launch,           03: LoRA + KD; 02a: reranker teacher
            seed_flags, kd_finetune, kd_report, train_reranker
   demo/    generate, templates, report                        the bundled demo dataset
-  kaggle/  offline_install, memory_plan                       wheels install, GPU memory plan
 
 Stage commands: ``python -m helpers.<package>.<command>`` (the notebooks call the same functions):
   data.prepare_data, mine.hn_mine, rerank.add_reranker_score, train.train_reranker,

@@ -11,6 +11,7 @@ import glob
 import json
 import math
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -116,6 +117,31 @@ def check_writable(path) -> None:
         os.unlink(tmp)
     except OSError as e:
         raise InputError(path, None, None, f"output path is not writable ({e.strerror})") from None
+
+
+class DiskSpaceError(OSError):
+    """Not enough free disk for a large write (raised before writing anything)."""
+
+
+def _gb(n: float) -> str:
+    return f"{n / 1e9:.2f} GB"
+
+
+def check_free_disk(folder, need_bytes: float, what: str) -> int:
+    """Raise :class:`DiskSpaceError` unless ``folder`` (or its nearest existing parent) has
+    ``need_bytes`` free (``shutil.disk_usage``); the message names the folder, what is written,
+    the bytes needed and the bytes free. Returns the free bytes."""
+    folder = Path(folder)
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if need_bytes > free:
+        raise DiskSpaceError(
+            f"not enough disk space in {folder} for {what}: it needs about {_gb(need_bytes)} "
+            f"({int(need_bytes)} bytes) and {_gb(free)} ({free} bytes) are free. Free space (delete "
+            f"old merged_model_* folders) or write elsewhere.")
+    return free
 
 
 def _need(row, path, field, kind):

@@ -134,3 +134,21 @@ def resolve_model(name_or_path: str) -> str:
         raise FileNotFoundError(f"model folder {str(path)!r} has neither config.json nor "
                                 "adapter_config.json: not a Hugging Face model folder")
     return str(path)
+
+
+def placement_kwargs(device) -> dict:
+    """``from_pretrained`` keywords that load the weights straight onto ``device``.
+
+    A CUDA device gets ``device_map={"": device}``: each tensor is read from the safetensors file
+    onto the GPU, so no process (one per GPU under torchrun) first stages a full copy of the model
+    in host RAM (7B in fp16: 14 GB per process). Before transformers 5 that also needs
+    ``low_cpu_mem_usage=True`` (from 5 on it is how every model loads). CPU: nothing (the default
+    load is already on the CPU)."""
+    device = str(device)
+    if not device.startswith("cuda"):
+        return {}
+    kw = {"device_map": {"": device}}
+    import transformers
+    if int(transformers.__version__.split(".")[0]) < 5:
+        kw["low_cpu_mem_usage"] = True
+    return kw

@@ -19,7 +19,6 @@ import dataclasses
 import io
 import logging
 import random
-import sys
 import time
 from dataclasses import dataclass, field
 from itertools import combinations
@@ -357,4 +356,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from helpers.common.cli import run
+    run(main)

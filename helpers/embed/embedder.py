@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from helpers.common.devices import dtype_for, parse_devices
 from helpers.data.formatting import (describe_instruction, examples_prefix, instructed_query, row_instruction,
                                 select_examples, tokenize_icl_queries, tokenize_texts, uses_row_prompts)
-from helpers.common.models import resolve_model
+from helpers.common.models import placement_kwargs, resolve_model
 from helpers.embed.pooling import pool
 from helpers.common.prompts import ICL_EXAMPLE_FORMAT, ICL_QUERY_FORMAT, ICL_SUFFIX, unescape
 
@@ -62,11 +62,14 @@ def is_adapter_folder(path) -> bool:
     return (Path(path) / "adapter_config.json").exists() and not (Path(path) / "config.json").exists()
 
 
-def adapter_chain(model_name_or_path: str) -> tuple[str, list[str]]:
+def adapter_chain(model_name_or_path: str, base_model: Optional[str] = None) -> tuple[str, list[str]]:
     """``(base folder, adapter folders in merge order)`` for a model folder or an adapter folder.
 
     An adapter's base (``base_model_name_or_path`` of adapter_config.json) may itself be an
-    adapter folder (round 2 trained from round 1's ``lora_epoch_n``): followed down to a model."""
+    adapter folder (round 2 trained from round 1's ``lora_epoch_n``): followed down to a model.
+    ``base_model`` replaces the model folder at the bottom of the chain (the adapter was trained
+    on a base at another path, e.g. another Kaggle session's /kaggle/input/...): every base named
+    in the chain that is not an existing adapter folder is taken to be that model."""
     path, adapters, seen = resolve_model(model_name_or_path), [], set()
     while is_adapter_folder(path):
         if Path(path).resolve() in seen:
@@ -75,6 +78,8 @@ def adapter_chain(model_name_or_path: str) -> tuple[str, list[str]]:
         adapters.append(path)
         cfg = Path(path) / "adapter_config.json"
         base = json.loads(cfg.read_text(encoding="utf-8")).get("base_model_name_or_path")
+        if base_model and not (base and is_adapter_folder(base)):
+            return resolve_model(base_model), adapters[::-1]
         if not base:
             raise ValueError(f"{cfg}: no base_model_name_or_path, so the adapter's base model is unknown")
         path = resolve_model(base)
@@ -82,7 +87,7 @@ def adapter_chain(model_name_or_path: str) -> tuple[str, list[str]]:
 
 
 def load_base_model(model_name_or_path: str, dtype="auto", trust_remote_code: bool = False,
-                    quantization_config=None, device_map=None):
+                    quantization_config=None, device_map=None, base_model: Optional[str] = None):
     """``AutoModel`` of a model folder, or of an adapter folder: its base with the adapter(s) merged.
 
     Loaded where ``from_pretrained`` puts it (CPU unless ``device_map``), in ``dtype`` ("auto": the
@@ -90,12 +95,14 @@ def load_base_model(model_name_or_path: str, dtype="auto", trust_remote_code: bo
     ``name_or_path`` is the adapter folder, so an adapter trained on it names that folder as its
     base (and loads onto the same weights)."""
     from transformers import AutoModel
-    base_path, adapters = adapter_chain(model_name_or_path)
+    base_path, adapters = adapter_chain(model_name_or_path, base_model)
     kwargs = dict(dtype=dtype, trust_remote_code=trust_remote_code, use_safetensors=True)
     if quantization_config is not None:
         kwargs["quantization_config"] = quantization_config
     if device_map is not None:
         kwargs["device_map"] = device_map
+        if isinstance(device_map, dict) and len(device_map) == 1:
+            kwargs.update(placement_kwargs(next(iter(device_map.values()))))
     model = AutoModel.from_pretrained(base_path, **kwargs)
     if adapters:
         from peft import PeftModel
@@ -108,25 +115,29 @@ def load_base_model(model_name_or_path: str, dtype="auto", trust_remote_code: bo
 
 def load_embedding_model(model_name_or_path: str, model_class: str = "decoder-only-icl",
                          device: str = "cpu", dtype: Optional[torch.dtype] = None,
-                         load_in_4bit: bool = False, trust_remote_code: bool = False):
+                         load_in_4bit: bool = False, trust_remote_code: bool = False,
+                         base_model: Optional[str] = None):
     """Load the base model (``AutoModel``) and its tokenizer -> ``(model, tokenizer)``.
 
     ``model_name_or_path``: ``demo:<alias>``, a Hugging Face folder, or a LoRA adapter folder
     (adapter_config.json; merged into its base). ``dtype`` defaults by hardware
     (:func:`helpers.common.devices.dtype_for`). ``load_in_4bit`` quantizes the base with bitsandbytes
-    (CUDA only). safetensors only.
+    (CUDA only). safetensors only. On CUDA the weights load straight onto ``device``
+    (:func:`helpers.common.models.placement_kwargs`: no full copy in host RAM first).
+    ``base_model``: the base of an adapter folder at another path (:func:`adapter_chain`).
     """
     if model_class not in MODEL_CLASSES:
         raise ValueError(f"embedder_model_class {model_class!r} unknown; choose one of {MODEL_CLASSES}")
     device = str(device)
     dtype = dtype or dtype_for(device)
-    base_path, adapters = adapter_chain(model_name_or_path)
+    base_path, adapters = adapter_chain(model_name_or_path, base_model)
     # the tokenizer of the outermost folder that has one (adapters are saved with theirs)
     tok_path = next((f for f in adapters[::-1] + [base_path]
                      if any((Path(f) / t).exists() for t in ("tokenizer.json", "tokenizer_config.json"))),
                     base_path)
     tok = _load_tokenizer(tok_path, trust_remote_code)
-    quant, device_map = None, None
+    quant = None
+    device_map = placement_kwargs(device).get("device_map")   # CUDA: straight onto the GPU
     if load_in_4bit:
         if not device.startswith("cuda"):
             raise ValueError("load_in_4bit needs a CUDA device (bitsandbytes); got " + device)
@@ -135,12 +146,19 @@ def load_embedding_model(model_name_or_path: str, model_class: str = "decoder-on
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=dtype)
         device_map = {"": device}
-    model = load_base_model(model_name_or_path, dtype, trust_remote_code, quant, device_map)
-    if not load_in_4bit:
+    model = load_base_model(model_name_or_path, dtype, trust_remote_code, quant, device_map, base_model)
+    if device_map is None:
         model.to(device)
     model.eval()
     tok.name_or_path_for_eos = tok_path   # where tokenizer_config.json is, for the EOS rule
     return model, tok
+
+
+def no_cache(model) -> dict:
+    """``{"use_cache": False}`` for a model that keeps a key/value cache (its config has
+    ``use_cache``): an embedding forward never reuses it, and a 7B model's cache for a batch of
+    32 x 512 tokens is 2 GiB. Models without the flag get nothing (their forward may not take it)."""
+    return {"use_cache": False} if hasattr(getattr(model, "config", None), "use_cache") else {}
 
 
 def wants_eos(tokenizer) -> bool:
@@ -191,6 +209,7 @@ class EmbedderConfig:
     devices: Optional[object] = None                 # "cpu", "cuda:0", "0,1", list; None: auto
     use_fp16: bool = True                             # half precision on CUDA (bf16 from cc 8)
     load_in_4bit: bool = False
+    base_model: Optional[str] = None                 # base of an adapter folder at another path (adapter_chain)
     normalize: bool = True
     trust_remote_code: bool = False
     show_progress: bool = True
@@ -231,6 +250,21 @@ def _encoder_pooling_default(path: str) -> str:
     return "cls"
 
 
+def check_memory(config: EmbedderConfig, devices) -> Optional[dict]:
+    """:func:`helpers.kaggle.memory_plan.check_stage` for an embedder about to be loaded (mining,
+    evaluation, submission): nothing on CPU; on CUDA the plan is printed and settings that cannot
+    fit one GPU are refused before the model loads."""
+    from helpers.kaggle.memory_plan import check_stage
+    if not any(str(d).startswith("cuda") for d in devices):
+        return None
+    c = config
+    base_path, _ = adapter_chain(c.model_name_or_path, c.base_model)
+    return check_stage("mine", dict(batch_size=c.batch_size, embedder_query_max_length=c.query_max_length,
+                                    embedder_passage_max_length=c.passage_max_length,
+                                    load_in_4bit=c.load_in_4bit, use_fp16=c.use_fp16),
+                       devices, model=base_path)
+
+
 # ----------------------------------------------------------------------------- embedder
 class Embedder:
     """``Embedder(config)`` loads the model; ``Embedder(config, model, tokenizer)`` wraps an
@@ -242,10 +276,11 @@ class Embedder:
         self._replicas: dict[str, torch.nn.Module] = {}
         if model is None:
             self.devices = parse_devices(config.devices)
+            check_memory(config, self.devices)      # CUDA: print the plan, refuse what cannot fit
             dtype = dtype_for(self.devices[0], config.use_fp16)
             model, tokenizer = load_embedding_model(
                 config.model_name_or_path, config.model_class, self.devices[0], dtype,
-                config.load_in_4bit, config.trust_remote_code)
+                config.load_in_4bit, config.trust_remote_code, config.base_model)
             self._dtype = dtype
         else:
             if tokenizer is None:
@@ -303,7 +338,7 @@ class Embedder:
         if device not in self._replicas:
             model, _ = load_embedding_model(self.config.model_name_or_path, self.config.model_class,
                                             device, self._dtype, self.config.load_in_4bit,
-                                            self.config.trust_remote_code)
+                                            self.config.trust_remote_code, self.config.base_model)
             self._replicas[device] = model
         return self._replicas[device]
 
@@ -316,7 +351,7 @@ class Embedder:
             ids[i, :len(x)] = torch.tensor(x, dtype=torch.long)
             mask[i, :len(x)] = 1
         ids, mask = ids.to(device), mask.to(device)
-        out = model(input_ids=ids, attention_mask=mask, return_dict=True)
+        out = model(input_ids=ids, attention_mask=mask, return_dict=True, **no_cache(model))
         hidden = getattr(out, "last_hidden_state", None)
         if hidden is None:
             raise ValueError("the model returned no last_hidden_state: give the base model "

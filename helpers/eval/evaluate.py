@@ -220,6 +220,10 @@ class EmbedderArgs:
     embedder_batch_size: int = field(default=64, metadata={"help": "texts per forward pass"})
     devices: Optional[str] = field(default=None, metadata={"help": "cpu, cuda:0, '0,1' (default: cuda:0 if any)"})
     use_fp16: bool = field(default=True, metadata={"help": "half precision on CUDA (bf16 from compute capability 8)"})
+    load_in_4bit: bool = field(default=False, metadata={
+        "help": "4-bit base through bitsandbytes (CUDA): a 7B model on one 16 GB T4"})
+    base_model: Optional[str] = field(default=None, metadata={
+        "help": "an adapter folder's base model at another path than its adapter_config.json names"})
     trust_remote_code: bool = field(default=False, metadata={"help": "allow model code from the folder"})
 
 
@@ -246,7 +250,8 @@ def embedder_config(a: EmbedderArgs):
         add_examples_for_task=bool(a.examples_for_task), examples_file=a.examples_for_task,
         examples_number=a.examples_number, query_max_length=a.embedder_query_max_length,
         passage_max_length=a.embedder_passage_max_length, batch_size=a.embedder_batch_size,
-        devices=a.devices, use_fp16=a.use_fp16, trust_remote_code=a.trust_remote_code)
+        devices=a.devices, use_fp16=a.use_fp16, load_in_4bit=a.load_in_4bit, base_model=a.base_model,
+        trust_remote_code=a.trust_remote_code)
 
 
 def default_label(model_name_or_path: str) -> str:

@@ -15,6 +15,11 @@ generator (``--seed``), ``--pooling_method`` and ``--query_instruction_format`` 
 model class's own; a row's ``prompt`` overrides ``--query_instruction_for_retrieval`` for
 decoders (``--use_row_prompts``: encoders do not read row prompts unless asked); in-context
 examples come per query from examples.json (same construct, then subject, then any).
+
+Positive-aware mining (off by default): ``--relative_margin`` / ``--absolute_margin`` /
+``--max_score`` drop range candidates that score too close to the query's lowest positive (or
+above a ceiling), ``--sampling top`` takes the best-ranked survivors instead of a random sample;
+the stats count what each filter removed (rules: :mod:`helpers.mine.mining`).
 """
 from __future__ import annotations
 
@@ -29,13 +34,14 @@ from typing import Optional
 import numpy as np
 
 from helpers.common.cli import dataclass_parser
-from helpers.embed.embedder import MODEL_CLASSES, Embedder, EmbedderConfig
+from helpers.common.devices import parse_devices
+from helpers.embed.embedder import MODEL_CLASSES, Embedder, EmbedderConfig, check_memory
 from helpers.common.cli import flag_aliases
 from helpers.common.io_utils import check_writable, load_corpus, read_jsonl, validate_queries, write_jsonl
 from helpers.eval.metrics import ids_from_indices, retrieval_metrics
 from helpers.common.models import resolve_model
-from helpers.mine.mining import (check_positive_texts, corpus_from_queries, parse_range, sample_negatives,
-                            shuffle_rows)
+from helpers.mine.mining import (SAMPLING, MiningStats, check_filters, check_positive_texts, corpus_from_queries,
+                                 parse_range, sample_negatives, shuffle_rows)
 from helpers.embed.search import search
 
 log = logging.getLogger(__name__)
@@ -53,6 +59,16 @@ class HnMineArgs:
         "help": "corpus JSONL {id, text}; default: every pos/neg of the input, by id"})
     range_for_sampling: str = field(default="10-210", metadata={"help": "sample from the 0-based slice [a:b] of the ranking"})
     negative_number: int = field(default=15, metadata={"help": "negatives per query"})
+    relative_margin: Optional[float] = field(default=None, metadata={
+        "help": "keep a candidate only if its similarity < s_pos - |s_pos| * margin, s_pos being the lowest "
+                "positive similarity of the query (0.05: NV-Retriever's TopK-PercPos); None: off"})
+    absolute_margin: Optional[float] = field(default=None, metadata={
+        "help": "keep a candidate only if its similarity < s_pos - margin (s_pos: the lowest positive similarity); "
+                "None: off"})
+    max_score: Optional[float] = field(default=None, metadata={
+        "help": "keep a candidate only if its similarity < max_score; None: off"})
+    sampling: str = field(default="random", metadata={
+        "help": "random: a seeded sample of the range's survivors | top: the highest-ranked survivors, in order"})
     devices: Optional[list] = field(default=None, metadata={"help": "cpu, cuda:0 cuda:1, 0 1 ... (default: cuda:0 if any, else cpu)"})
     shuffle_data: bool = field(default=False, metadata={"help": "shuffle the output rows (seeded)"})
     query_instruction_for_retrieval: Optional[str] = field(default=None, metadata={
@@ -137,6 +153,7 @@ def hn_mine(args: HnMineArgs, embedder: Optional[Embedder] = None,
     a, b = parse_range(args.range_for_sampling)
     if args.negative_number < 0:
         raise ValueError(f"negative_number must be >= 0, got {args.negative_number}")
+    check_filters(args.relative_margin, args.absolute_margin, args.max_score, args.sampling)
     out = Path(args.output_file)
     if out.exists() and not args.overwrite:
         raise FileExistsError(f"{out} exists and overwrite is False")
@@ -144,6 +161,7 @@ def hn_mine(args: HnMineArgs, embedder: Optional[Embedder] = None,
     if embedder is None:     # model name and class checked before any input is read
         resolve_model(args.embedder_name_or_path)
         cfg = args.embedder_config()
+        check_memory(cfg, parse_devices(cfg.devices))   # CUDA: the memory plan, before any input or model
     check_writable(out)
     rows, corpus_ids, corpus_texts = _load_inputs(args)
     if args.negative_number > len(corpus_ids) - 1:
@@ -151,9 +169,11 @@ def hn_mine(args: HnMineArgs, embedder: Optional[Embedder] = None,
         raise ValueError(f"negative_number {args.negative_number} is larger than the corpus allows: {src} "
                          f"has {len(corpus_ids)} passages, so at most {len(corpus_ids) - 1} negatives per query")
     check_positive_texts(rows, corpus_ids, corpus_texts, args.input_file)
-    log.info("hn_mine %s: %d queries, corpus %d passages (%s), range [%d:%d], %d negatives, seed %d",
+    log.info("hn_mine %s: %d queries, corpus %d passages (%s), range [%d:%d], %d negatives, seed %d, "
+             "sampling %s, filters: relative_margin %s, absolute_margin %s, max_score %s",
              args.input_file, len(rows), len(corpus_ids), args.candidate_pool or "pos/neg of the input",
-             a, b, args.negative_number, args.seed)
+             a, b, args.negative_number, args.seed, args.sampling, args.relative_margin, args.absolute_margin,
+             args.max_score)
     if embedder is None:
         embedder = Embedder(cfg)
     t1 = time.time()
@@ -169,9 +189,13 @@ def hn_mine(args: HnMineArgs, embedder: Optional[Embedder] = None,
     t3 = time.time()
     topk = max(b, 100)
     scores, indices = search(q_emb, p_emb, topk, use_gpu=args.use_gpu_for_searching)
-    mined, ranks = sample_negatives(rows, indices, corpus_ids, corpus_texts, (a, b),
-                                    args.negative_number, args.seed)
     id_to_idx = {c: i for i, c in enumerate(corpus_ids)}
+    pos_scores = [[float(q_emb[i] @ p_emb[id_to_idx[p]]) for p in r["pos_ids"]] for i, r in enumerate(rows)]
+    mstats = MiningStats()
+    mined, ranks = sample_negatives(rows, indices, corpus_ids, corpus_texts, (a, b),
+                                    args.negative_number, args.seed, scores=scores, pos_scores=pos_scores,
+                                    relative_margin=args.relative_margin, absolute_margin=args.absolute_margin,
+                                    max_score=args.max_score, sampling=args.sampling, stats=mstats)
     pos_sim = np.array([float(q_emb[i] @ p_emb[id_to_idx[r["pos_ids"][0]]]) for i, r in enumerate(mined)],
                        dtype=np.float32)
     neg_sim = [[float(q_emb[i] @ p_emb[id_to_idx[n]]) for n in r["neg_ids"]] for i, r in enumerate(mined)]
@@ -188,6 +212,8 @@ def hn_mine(args: HnMineArgs, embedder: Optional[Embedder] = None,
     stats = {
         "input_file": str(args.input_file), "output_file": str(out), "queries": len(rows),
         "corpus": len(corpus_ids), "range_for_sampling": f"{a}-{b}", "negative_number": args.negative_number,
+        "sampling": args.sampling, "relative_margin": args.relative_margin, "absolute_margin": args.absolute_margin,
+        "max_score": args.max_score, **mstats.as_dict(),
         "negatives_from_range": sum(1 for rs in ranks for r in rs if r >= 0),
         "negatives_topped_up": sum(1 for rs in ranks for r in rs if r < 0), "negatives_total": n_tok,
         "embedder_metrics": metrics, "load_s": round(t1 - t0, 2),
@@ -204,7 +230,7 @@ ALIASES = flag_aliases()
 
 def build_parser():
     return dataclass_parser(HnMineArgs, __doc__, prog="python -m helpers.mine.hn_mine", aliases=ALIASES,
-                            choices={"embedder_model_class": MODEL_CLASSES})
+                            choices={"embedder_model_class": MODEL_CLASSES, "sampling": SAMPLING})
 
 
 def main(argv=None) -> None:

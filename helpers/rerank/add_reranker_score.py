@@ -6,6 +6,11 @@ Reads a mined file (queries with ``pos`` and ``neg``), scores every (query, posi
 Flag names are FlagEmbedding's ``scripts/add_reranker_score.py`` ones. Progress is saved per
 chunk of queries beside the output, so a killed run started again continues where it stopped
 and writes the same bytes; the output file appears only when complete.
+
+``--teacher_filter drop|mark`` (with ``--teacher_filter_margin``) flags negatives the teacher
+scores above the best positive minus the margin (likely false negatives) and drops or marks them
+(:mod:`helpers.rerank.filters`). It runs on the final rows, after every chunk is scored, so it
+never enters the progress file: a run may resume under another filter setting.
 """
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ from typing import Optional
 from tqdm.auto import tqdm
 
 from helpers.common.cli import dataclass_parser, str2bool
+from helpers.rerank.filters import FILTER_MODES, apply_teacher_filter, check_filter, summary_line
 from helpers.common.io_utils import InputError, check_writable, read_jsonl, write_jsonl
 from helpers.common.prompts import RERANK_PROMPT, unescape
 from helpers.rerank.progress import Progress, file_sha256, progress_path
@@ -52,10 +58,17 @@ class ScoreArgs:
     sort_by_length: bool = field(default=True, metadata={"help": "Fast path: batch by length."})
     share_query_prefix: bool = field(default=True, metadata={"help": "Fast path: reuse each query's KV cache."})
     chunk_size: int = field(default=64, metadata={"help": "Queries per saved progress chunk."})
+    teacher_filter: str = field(default="none", metadata={
+        "help": "Suspected false negatives (teacher score > max positive score - margin): none | drop (removed "
+                "from neg/neg_ids/neg_scores, at least one negative kept per row: the lowest-scored) | mark "
+                "(kept, neg_suspect booleans added; training drops them unless told otherwise)."})
+    teacher_filter_margin: float = field(default=0.0, metadata={
+        "help": "Margin of the teacher filter in score units: 0 flags negatives above the best positive; "
+                "larger flags more."})
 
     def score_settings(self) -> dict:
-        """Everything that changes the scores (and so must match to resume)."""
-        skip = {"input_file", "output_file", "devices", "overwrite"}
+        """Everything that changes the scores (and so must match to resume); the filter does not."""
+        skip = {"input_file", "output_file", "devices", "overwrite", "teacher_filter", "teacher_filter_margin"}
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
 
 
@@ -68,6 +81,7 @@ def _check_args(a: ScoreArgs):
             raise ValueError(f"--{name} must be at least 1, got {getattr(a, name)}")
     if Path(a.input_file).resolve() == Path(a.output_file).resolve():
         raise ValueError("--output_file must differ from --input_file")
+    check_filter(a.teacher_filter, a.teacher_filter_margin)
 
 
 def _check_model_args(a: ScoreArgs):
@@ -118,6 +132,7 @@ def add_reranker_score(args: ScoreArgs, reranker=None) -> dict:
     check_writable(out)
     if reranker is None:       # model arguments checked before any progress file is written
         _check_model_args(args)
+        check_memory(args)     # CUDA: the memory plan, printed; what cannot fit stops here
     n, c = len(rows), int(args.chunk_size)
     header = dict(input_sha256=file_sha256(args.input_file), settings=args.score_settings(), n_queries=n)
     progress = Progress(prog_path, header, overwrite=args.overwrite)
@@ -139,17 +154,33 @@ def add_reranker_score(args: ScoreArgs, reranker=None) -> dict:
     for i, rec in sorted(progress.done.items()):
         for r, ps, ns in zip(rows[i * c:(i + 1) * c], rec["pos_scores"], rec["neg_scores"]):
             r["pos_scores"], r["neg_scores"] = ps, ns
+    rows, report = apply_teacher_filter(rows, args.teacher_filter, args.teacher_filter_margin)
+    if args.teacher_filter != "none":
+        log.info("%s", summary_line(report))
     write_jsonl(out, rows)
     progress.remove()
     summary = dict(queries=n, pairs=n_pairs, scored_now=done_pairs, seconds=round(time.time() - t0, 2),
                    pairs_per_s=round(done_pairs / dt, 2) if dt > 0 and done_pairs else None,
                    output_file=str(out))
+    if args.teacher_filter != "none":
+        summary.update({f"teacher_filter_{k}": report[k] for k in
+                        ("mode", "margin", "flagged", "queries_with_flagged", "dropped", "kept_to_keep_one")})
+        summary["teacher_filter_flagged_per_query_mean"] = round(report["flagged"] / max(1, n), 4)
     log.info("wrote %s: %s", out, summary)
+    summary["teacher_filter_report"] = report      # per query counts and examples (not logged)
     return summary
+
+
+def check_memory(args: ScoreArgs):
+    """:func:`helpers.kaggle.memory_plan.check_stage` for the reranker on its devices (nothing on CPU)."""
+    from helpers.common.devices import parse_devices
+    from helpers.kaggle.memory_plan import check_stage
+    return check_stage("score", args, parse_devices(args.devices))
 
 
 def build_reranker(args: ScoreArgs):
     from helpers.rerank.reranker import load_reranker
+    check_memory(args)
     return load_reranker(
         args.reranker_name_or_path, args.reranker_model_class, peft_adapter=args.peft_adapter,
         use_fp16=args.use_fp16, query_instruction_for_rerank=args.query_instruction_for_rerank,
@@ -168,7 +199,8 @@ ALIASES = {"query_instruction_format": ["--query_instruction_format_for_rerank"]
 
 
 def parse_args(argv=None) -> ScoreArgs:
-    p = dataclass_parser(ScoreArgs, __doc__, prog="python -m helpers.rerank.add_reranker_score", aliases=ALIASES)
+    p = dataclass_parser(ScoreArgs, __doc__, prog="python -m helpers.rerank.add_reranker_score", aliases=ALIASES,
+                         choices={"teacher_filter": FILTER_MODES})
     p.add_argument("--use_bf16", type=str2bool, nargs="?", const=True, default=False,
                    help="Accepted for FlagEmbedding compatibility: the dtype follows the GPU (see --use_fp16).")
     ns = vars(p.parse_args(argv))

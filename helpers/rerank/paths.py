@@ -52,10 +52,10 @@ class _Head:
         ids, mask = ids.to(self.device), mask.to(self.device)
         rows = torch.arange(ids.shape[0], device=self.device)
         last = last_real_index(mask)
-        if self.yes_only:
-            h = self.base(input_ids=ids, attention_mask=mask).last_hidden_state
+        if self.yes_only:       # no key/value cache: nothing reuses it (the prefix path keeps its own)
+            h = self.base(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
             return self.yes_from_hidden(h[rows, last])
-        logits = self.model(input_ids=ids, attention_mask=mask).logits
+        logits = self.model(input_ids=ids, attention_mask=mask, use_cache=False).logits
         return logits[rows, last, self.yes_id].float()
 
 

@@ -34,9 +34,11 @@ def sigmoid(x: float) -> float:
     return 1.0 / (1.0 + math.exp(-x))
 
 
-def _load_model(auto_cls, path, dtype, trust_remote_code, peft_adapter=None):
+def _load_model(auto_cls, path, dtype, trust_remote_code, peft_adapter=None, device="cpu"):
+    """The model on ``device``: a CUDA device gets the weights straight from the file (no host copy)."""
+    from helpers.common.models import placement_kwargs
     model = auto_cls.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code,
-                                     use_safetensors=True)
+                                     use_safetensors=True, **placement_kwargs(device))
     if peft_adapter:
         from peft import PeftModel
         model = PeftModel.from_pretrained(model, peft_adapter).merge_and_unload()
@@ -64,12 +66,16 @@ class BaseReranker:
         self.dtype = dtype_for(self.devices[0], use_fp16)
         self.show_progress = show_progress
         self.tokenizer = AutoTokenizer.from_pretrained(self.path, trust_remote_code=trust_remote_code)
-        self.model = _load_model(self._auto_cls(), self.path, self.dtype, trust_remote_code, peft_adapter)
+        self._load = (self._auto_cls(), self.path, self.dtype, trust_remote_code, peft_adapter)
+        self.model = _load_model(*self._load, device=self.devices[0])
         self._replicas = None
 
     def replicas(self):
+        """One model per device: the first as loaded; further CUDA devices load their own copy from
+        the file straight onto the GPU (no copy through the first GPU or the host); CPU ones are copies."""
         if self._replicas is None:
-            self._replicas = [(d, (self.model if i == 0 else copy.deepcopy(self.model)).to(d))
+            self._replicas = [(d, self.model.to(d) if i == 0 else _load_model(*self._load, device=d)
+                               if d.startswith("cuda") else copy.deepcopy(self.model).to(d))
                               for i, d in enumerate(self.devices)]
         return self._replicas
 

@@ -10,6 +10,10 @@ in-context examples, as many as fit beside the whole query. Query token ids come
 embedder's own functions (:mod:`helpers.data.formatting`), so a query is the same ids in training as
 at inference. Decoder models see EOS at the end of every text (appended once). Everything is seeded by (seed, epoch, step, rank): a batch is the same
 whichever batches were built before it, which makes resuming exact.
+
+Negatives that 02's teacher filter marked (``neg_suspect``, ``teacher_filter mark``) are dropped
+when the file is loaded (``drop_suspect_negatives``, on by default; at least one negative stays
+per row, the lowest-scored, as with ``teacher_filter drop``); with it off they are trained on.
 """
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ from helpers.data.formatting import (instructed_query, join_examples, row_instru
                                 tokenize_texts)
 from helpers.common.io_utils import InputError, read_jsonl, validate_queries
 from helpers.common.prompts import ICL_QUERY_FORMAT, ICL_SUFFIX, unescape
+from helpers.rerank.filters import SUSPECT_FIELD, drop_marked
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +52,7 @@ class GroupDataConfig:
     append_eos: bool = True             # decoder-only models; encoders keep their [SEP]
     group_by_length: bool = False       # batches of similar query length (see batch_indices)
     length_window: int = 64             # ... within shuffled windows of this many global batches
+    drop_suspect_negatives: bool = True  # drop negatives marked neg_suspect (02's teacher_filter mark)
 
 
 def load_group_rows(path, cfg: GroupDataConfig) -> list[dict]:
@@ -63,6 +69,20 @@ def load_group_rows(path, cfg: GroupDataConfig) -> list[dict]:
         raise
     if cfg.train_group_size < 1:
         raise ValueError(f"train_group_size must be >= 1, got {cfg.train_group_size}")
+    marked = sum(1 for r in rows if SUSPECT_FIELD in r)
+    if marked and cfg.drop_suspect_negatives:
+        dropped, total = 0, sum(len(r["neg"]) for r in rows)
+        for i, r in enumerate(rows):
+            try:
+                rows[i], n = drop_marked(r)
+            except ValueError as e:
+                raise InputError(path, r.get("__line__"), SUSPECT_FIELD, str(e)) from None
+            dropped += n
+        log.info("%s: dropped %d of %d negatives marked %s (teacher filter) in %d marked queries",
+                 path, dropped, total, SUSPECT_FIELD, marked)
+    elif marked:
+        log.info("%s: %d queries carry %s marks; drop_suspect_negatives is off, so they are trained on",
+                 path, marked, SUSPECT_FIELD)
     need = cfg.train_group_size - 1
     short = 0
     for r in rows:

@@ -15,9 +15,21 @@ column is ``i * G``.
   ``i*G+j`` with the columns of earlier positions masked out, weighted by the teacher's
   probability of j.
 - No teacher scores: InfoNCE only (hard negatives, the earlier rounds).
+
+Weights: ``loss = kd_weight * KD + infonce_weight * InfoNCE``. ``kd_weight`` defaults to 1;
+``infonce_weight`` None means FlagEmbedding's combination for the loss type (1 for ``kl_div``, 0
+for ``m3_kd_loss``), so the defaults are exactly FlagEmbedding's loss. Without teacher scores the
+loss is plain InfoNCE whatever the weights. ``temperature`` is the student's (FlagEmbedding's
+name), ``teacher_temperature`` the teacher's (FlagEmbedding fixes it at 1).
+
+Teacher diagnostics: :func:`teacher_saturation` (a group whose score spread / teacher_temperature
+is above ~80 has a float32 softmax whose smallest entries underflow: the target is (nearly)
+one-hot), :func:`teacher_entropy` and :class:`TeacherEntropyMeter` (the per-group entropy of the
+targets, absolute and relative to log(group size)).
 """
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from typing import Callable, Optional
@@ -26,6 +38,9 @@ import torch
 import torch.nn.functional as F
 
 KD_LOSS_TYPES = ("kl_div", "m3_kd_loss")
+SATURATION_SPREAD = 80.0       # spread / teacher_temperature above this: exp(-spread) < 2e-35, the softmax saturates
+
+log = logging.getLogger(__name__)
 
 
 def check_finite(t: torch.Tensor, what: str) -> None:
@@ -127,6 +142,8 @@ class EmbedderLoss:
     temperature: float = 0.02
     kd_loss_type: str = "kl_div"
     teacher_temperature: float = 1.0
+    kd_weight: float = 1.0
+    infonce_weight: Optional[float] = None      # None: 1 for kl_div, 0 for m3_kd_loss (FlagEmbedding's)
     negatives_cross_device: bool = False
     world_size: int = 1
     rank: int = 0
@@ -137,6 +154,7 @@ class EmbedderLoss:
             raise ValueError(f"kd_loss_type {self.kd_loss_type!r} unknown; choose one of {KD_LOSS_TYPES}")
         if not self.temperature > 0 or not math.isfinite(self.temperature):
             raise ValueError(f"temperature must be a positive number, got {self.temperature}")
+        self.kd_w, self.nce_w = loss_weights(self.kd_loss_type, self.kd_weight, self.infonce_weight)
 
     def __call__(self, q: torch.Tensor, p: torch.Tensor, teacher_scores=None) -> torch.Tensor:
         G = group_size_of(q, p)
@@ -159,7 +177,104 @@ class EmbedderLoss:
             local = own_group(scores, G)
             if cross:
                 local = local[self.rank * B:(self.rank + 1) * B]
-            return kl_div_loss(local, targets) + infonce(scores, G)
-        if cross:
-            targets = gather_keep_grad(targets, self.world_size, self.rank, self.all_gather)
-        return m3_kd_loss(scores, targets, G)
+            kd = kl_div_loss(local, targets)
+        else:
+            if cross:
+                targets = gather_keep_grad(targets, self.world_size, self.rank, self.all_gather)
+            kd = m3_kd_loss(scores, targets, G)
+        return combine(kd, infonce(scores, G) if self.nce_w else None, self.kd_w, self.nce_w)
+
+
+def loss_weights(kd_loss_type: str, kd_weight: float = 1.0, infonce_weight: Optional[float] = None):
+    """-> (kd_weight, infonce_weight) with None resolved (1 for kl_div, 0 for m3_kd_loss); checked."""
+    nce = (1.0 if kd_loss_type == "kl_div" else 0.0) if infonce_weight is None else infonce_weight
+    for name, v in (("kd_weight", kd_weight), ("infonce_weight", nce)):
+        if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+            raise ValueError(f"{name} must be a number >= 0, got {v!r}")
+    if kd_weight == 0 and nce == 0:
+        raise ValueError("kd_weight and infonce_weight are both 0: nothing to train on")
+    return float(kd_weight), float(nce)
+
+
+def combine(kd: torch.Tensor, nce: Optional[torch.Tensor], kd_weight: float, infonce_weight: float) -> torch.Tensor:
+    """kd_weight * kd + infonce_weight * nce; a weight of 1 multiplies nothing (the default loss is
+    bit for bit FlagEmbedding's sum), a weight of 0 leaves its term out."""
+    parts = []
+    if kd_weight:
+        parts.append(kd if kd_weight == 1 else kd_weight * kd)
+    if infonce_weight and nce is not None:
+        parts.append(nce if infonce_weight == 1 else infonce_weight * nce)
+    out = parts[0]
+    for t in parts[1:]:
+        out = out + t
+    return out
+
+
+# ----------------------------------------------------------------------------- teacher diagnostics
+def teacher_entropy(targets: torch.Tensor) -> torch.Tensor:
+    """[B, G] teacher distributions -> [B] entropies in nats (0 log 0 = 0)."""
+    t = targets.float()
+    return -(torch.where(t > 0, t * torch.log(t.clamp_min(1e-45)), torch.zeros_like(t))).sum(dim=-1)
+
+
+class TeacherEntropyMeter:
+    """Mean per-group entropy of the teacher targets over the groups it has seen (one epoch)."""
+
+    def __init__(self, teacher_temperature: float = 1.0):
+        self.teacher_temperature = teacher_temperature
+        self.reset()
+
+    def reset(self) -> None:
+        self.n, self.total, self.total_rel = 0, 0.0, 0.0
+
+    @torch.no_grad()
+    def update(self, teacher_scores, batch_size: int, group_size: int) -> None:
+        if teacher_scores is None or group_size < 2:
+            return
+        h = teacher_entropy(teacher_targets(teacher_scores, batch_size, group_size, self.teacher_temperature))
+        self.n += h.numel()
+        self.total += float(h.sum())
+        self.total_rel += float(h.sum()) / math.log(group_size)
+
+    def result(self) -> dict:
+        """``teacher_entropy`` (mean nats per group) and ``teacher_entropy_rel`` (mean of H / log G:
+        1 = uniform targets, 0 = one-hot); empty when no group was seen."""
+        if not self.n:
+            return {}
+        return {"teacher_entropy": self.total / self.n, "teacher_entropy_rel": self.total_rel / self.n}
+
+
+def teacher_saturation(groups, teacher_temperature: float = 1.0, threshold: float = SATURATION_SPREAD) -> dict:
+    """Score lists (one per group) -> how many saturate the float32 softmax at this temperature.
+
+    ``saturated``: groups with (max - min) / teacher_temperature > ``threshold`` (the lowest
+    target underflows to about 0); ``one_hot``: groups whose float32 target has a top probability
+    of exactly 1.0 (everything else rounds away)."""
+    if not teacher_temperature > 0:
+        raise ValueError(f"teacher_temperature must be > 0, got {teacher_temperature}")
+    spreads, one_hot = [], 0
+    for g in groups:
+        if len(g) < 2:
+            continue
+        t = torch.tensor([float(x) for x in g], dtype=torch.float32)
+        spreads.append(float(t.max() - t.min()) / teacher_temperature)
+        one_hot += bool(torch.softmax(t / teacher_temperature, dim=-1).max() == 1.0)
+    n = len(spreads)
+    return {"groups": n, "saturated": sum(s > threshold for s in spreads), "one_hot": one_hot,
+            "max_spread_over_t": max(spreads) if n else 0.0, "threshold": threshold}
+
+
+def warn_if_saturated(groups, teacher_temperature: float = 1.0, what: str = "teacher scores",
+                      threshold: float = SATURATION_SPREAD) -> dict:
+    """:func:`teacher_saturation`, with ONE warning when any group saturates (else one info line)."""
+    s = teacher_saturation(groups, teacher_temperature, threshold)
+    if s["saturated"]:
+        log.warning("%s: %d of %d groups have a score spread / teacher_temperature above %g (largest %.1f): the "
+                    "float32 teacher softmax saturates there (its lowest targets underflow; %d groups have a "
+                    "one-hot float32 target), so KD on them is cross-entropy on the teacher's top passage; a "
+                    "teacher_temperature of at least %.3g avoids it", what, s["saturated"], s["groups"], threshold,
+                    s["max_spread_over_t"], s["one_hot"], s["max_spread_over_t"] * teacher_temperature / threshold)
+    else:
+        log.info("%s: no group saturates the teacher softmax (largest spread / teacher_temperature %.1f; %d of %d "
+                 "groups have a one-hot float32 target)", what, s["max_spread_over_t"], s["one_hot"], s["groups"])
+    return s

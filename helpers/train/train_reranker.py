@@ -385,13 +385,10 @@ def main(argv=None) -> None:
     from helpers.eval.evaluate import build_parser
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     a = build_parser(RerankerTrainArgs, __doc__).parse_args(argv)
-    try:
-        rows = train_reranker(RerankerTrainArgs(**vars(a)))
-    except (InputError, ValueError, FileNotFoundError) as e:
-        raise SystemExit(f"error: {e}")
-    for r in rows:
+    for r in train_reranker(RerankerTrainArgs(**vars(a))):
         print(json.dumps(r))
 
 
 if __name__ == "__main__":
-    main()
+    from helpers.common.cli import run
+    run(main)

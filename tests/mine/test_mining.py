@@ -251,3 +251,129 @@ def test_notebook_runs_on_tiny_inputs(tmp_path):
         rows = [json.loads(x) for x in (out / f"{name}.jsonl").read_text().splitlines()]
         assert len(rows) == 4 and all(len(r["neg_ids"]) == 3 for r in rows)
     assert (out / "train.jsonl").read_bytes() == (out / "test.jsonl").read_bytes()   # same input, same seed
+
+
+# ----------------------------------------------------------------------------- positive-aware filters
+from helpers.mine.mining import MiningStats  # noqa: E402
+
+FIDS = [f"m{i}" for i in range(12)]
+FTEXTS = [f"passage {i}" for i in range(12)]
+FRANKED = np.array([list(range(10))])                      # m10, m11 are not in the ranking
+FSCORES = np.array([[1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.65, 0.6, 0.55]])
+
+
+def _frow(pos=("m11",)):
+    return {"query_id": "q", "query": "the query", "pos": [FTEXTS[int(p[1:])] for p in pos],
+            "pos_ids": list(pos), "neg": [], "neg_ids": []}
+
+
+def _fsample(n=3, pos_scores=((0.8,),), pos=("m11",), seed=0, **kw):
+    st = MiningStats()
+    rows, ranks = sample_negatives([_frow(pos)], FRANKED, FIDS, FTEXTS, "0-10", n, seed, scores=FSCORES,
+                                   pos_scores=[list(p) for p in pos_scores], stats=st, **kw)
+    return rows[0]["neg_ids"], ranks[0], st
+
+
+def test_defaults_unchanged_golden_from_the_old_code():
+    # recorded with the code before the filters existed (same ranking, range, seeds)
+    ranked = np.array([[3, 1, 4, 0, 5, 9, 2, 6, 8, 7]])
+    want = {0: (["m9", "m2", "m8"], ["m3", "m1", "m8", "m6", "m5"]),
+            1: (["m5", "m9", "m6"], ["m3", "m1", "m5", "m7", "m9"]),
+            7: (["m9", "m2", "m8"], ["m3", "m1", "m9", "m6", "m8"])}
+    for seed, (sampled, topped) in want.items():
+        assert sample_negatives([_row(["m4"])], ranked, IDS, TEXTS, "1-9", 3, seed)[0][0]["neg_ids"] == sampled
+        assert sample_negatives([_row(["m4"])], ranked, IDS, TEXTS, "0-3", 5, seed)[0][0]["neg_ids"] == topped
+        # scores given but no filter, sampling random: exactly the same draw
+        sc = np.linspace(1, 0, 10)[None]
+        assert sample_negatives([_row(["m4"])], ranked, IDS, TEXTS, "1-9", 3, seed, scores=sc, pos_scores=[[0.5]],
+                                relative_margin=None, absolute_margin=None, max_score=None,
+                                sampling="random")[0][0]["neg_ids"] == sampled
+
+
+def test_relative_margin_keeps_scores_below_the_percentage_of_the_positive():
+    got, ranks, st = _fsample(relative_margin=0.05, sampling="top")       # 0.8 * 0.95 = 0.76
+    assert got == ["m5", "m6", "m7"] and ranks == [5, 6, 7]
+    assert st.removed["relative_margin"] == 5 and st.removed_any == 5 and st.candidates == 10
+    assert st.as_dict()["removed_by_relative_margin_per_query"] == 5.0
+    # a negative positive similarity: the threshold is below it (s_pos - |s_pos| * m), never above
+    sc = np.array([[-0.5, -0.54, -0.56, -0.6]])
+    rows, _ = sample_negatives([_frow()], np.array([[0, 1, 2, 3]]), FIDS, FTEXTS, "0-4", 2, 0, scores=sc,
+                               pos_scores=[[-0.5]], relative_margin=0.1, sampling="top")
+    assert rows[0]["neg_ids"] == ["m2", "m3"]
+
+
+def test_several_positives_use_the_lowest_positive_similarity():
+    got, _, _ = _fsample(pos=("m10", "m11"), pos_scores=((0.9, 0.8),), relative_margin=0.05, sampling="top")
+    assert got == ["m5", "m6", "m7"]          # with the highest (0.9 * 0.95 = 0.855) m3 (0.85) would survive
+
+
+def test_absolute_margin_and_combined_counts():
+    got, _, st = _fsample(absolute_margin=0.12, sampling="top")            # s < 0.68
+    assert got == ["m7", "m8", "m9"] and st.removed["absolute_margin"] == 7
+    got, _, _ = _fsample(pos_scores=((0.75,),), absolute_margin=0.0, sampling="top")
+    assert got == ["m6", "m7", "m8"]                                        # margin 0: equal to the positive goes
+    _, _, st = _fsample(relative_margin=0.05, absolute_margin=0.12, sampling="top")
+    assert st.removed == {"relative_margin": 5, "absolute_margin": 7, "max_score": 0} and st.removed_any == 7
+
+
+def test_max_score_and_top_up_never_brings_back_a_filtered_passage(caplog):
+    import logging
+    with caplog.at_level(logging.INFO, logger="helpers.mine.mining"):
+        for seed in range(10):
+            got, ranks, st = _fsample(max_score=0.62, seed=seed)
+            # survivors m8 (0.6), m9 (0.55); m0..m7 failed, m11 is the positive: the top-up can only be m10
+            assert got == ["m8", "m9", "m10"] and ranks == [8, 9, -1]
+            assert st.removed["max_score"] == 8 and st.topped_up == 1
+    assert "left after the filters" in caplog.text and "max_score 8 removed" in caplog.text
+
+
+def test_sampling_top_is_the_best_ranked_survivors_random_a_seeded_subset():
+    top = [_fsample(n=2, relative_margin=0.05, sampling="top", seed=s)[0] for s in range(8)]
+    assert all(t == ["m5", "m6"] for t in top)                             # no draw: the seed does not matter
+    rnd = [_fsample(n=2, relative_margin=0.05, seed=s) for s in range(8)]
+    for got, ranks, _ in rnd:
+        assert set(got) <= {"m5", "m6", "m7", "m8", "m9"} and ranks == sorted(ranks)
+    assert len({tuple(g) for g, _, _ in rnd}) > 1
+    # without filters, top is simply the first negative_number of the range
+    rows, _ = sample_negatives([_row(["m0"])], np.array([list(range(10))]), IDS, TEXTS, "2-10", 3, 0, sampling="top")
+    assert rows[0]["neg_ids"] == ["m2", "m3", "m4"]
+
+
+def test_filters_check_their_values_and_need_scores():
+    with pytest.raises(ValueError, match="sampling"):
+        sample_negatives([_frow()], FRANKED, FIDS, FTEXTS, "0-10", 3, sampling="best")
+    with pytest.raises(ValueError, match="relative_margin"):
+        _fsample(relative_margin=1.5)
+    with pytest.raises(ValueError, match="absolute_margin"):
+        _fsample(absolute_margin=-0.1)
+    with pytest.raises(ValueError, match="need the ranking's scores"):
+        sample_negatives([_frow()], FRANKED, FIDS, FTEXTS, "0-10", 3, max_score=0.5)
+    with pytest.raises(ValueError, match="positives' scores"):
+        sample_negatives([_frow()], FRANKED, FIDS, FTEXTS, "0-10", 3, scores=FSCORES, relative_margin=0.05)
+
+
+def test_hn_mine_filters_stats_and_flags(tmp_path):
+    d = write_inputs(tmp_path)
+    base = hn_mine(_args(d, shuffle_data=False), embedder=HashEmbedder())
+    assert base.stats["removed_by_filters"] == 0 and base.stats["sampling"] == "random"
+    res = hn_mine(_args(d, shuffle_data=False, absolute_margin=0.0, output_file=str(d / "out" / "f.jsonl")),
+                  embedder=HashEmbedder())
+    assert res.stats["removed_by_absolute_margin"] > 0
+    assert res.stats["removed_by_absolute_margin_per_query"] == pytest.approx(
+        res.stats["removed_by_absolute_margin"] / 6, abs=1e-4)
+    # the whole corpus is searched here, so no negative (range or top-up) is as close as the positive
+    for ps, ns in zip(res.pos_sim, res.neg_sim):
+        assert all(n < ps for n in ns)
+    assert any(max(ns) >= ps for ps, ns in zip(base.pos_sim, base.neg_sim))       # the test can fail
+    a = HnMineArgs(**vars(build_parser().parse_args(
+        ["--embedder_name_or_path", "m", "--input_file", "i", "--output_file", "o", "--relative_margin", "0.05",
+         "--absolute_margin", "None", "--max_score", "0.9", "--sampling", "top"])))
+    assert (a.relative_margin, a.absolute_margin, a.max_score, a.sampling) == (0.05, None, 0.9, "top")
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--embedder_name_or_path", "m", "--input_file", "i", "--output_file", "o",
+                                   "--sampling", "best"])
+    help_text = build_parser().format_help()
+    for flag in ("--relative_margin", "--absolute_margin", "--max_score", "--sampling", "PercPos"):
+        assert flag in help_text
+    with pytest.raises(ValueError, match="relative_margin"):
+        hn_mine(_args(d, relative_margin=2.0), embedder=HashEmbedder())

@@ -53,6 +53,21 @@ def test_duplicate_step_names_and_missing_notebook(tmp_path, capsys):
     assert "notebooks/99_nope.ipynb does not exist" in capsys.readouterr().err
 
 
+def test_a_key_given_twice_is_refused_with_its_line(tmp_path, capsys):
+    path = tmp_path / "dup.yaml"
+    path.write_text("run_name: r\nsteps:\n  - name: prepare\n    notebook: 00_prepare_data\n    parameters:\n"
+                    "      seed: 1\n      output_dir: x\n      seed: 2\n")
+    assert run_all.main(["--profile", str(path), "--list"]) == 1
+    assert f"{path}:8: key 'seed' given twice in one mapping (first on line 6)" in capsys.readouterr().err
+    # a YAML merge key may be overridden: that is what it is for
+    path.write_text("run_name: r\noutput_root: o\nsteps:\n  - name: prepare\n    notebook: 00_prepare_data\n"
+                    "    parameters: &p\n      seed: 1\n  - name: again\n    notebook: 00_prepare_data\n"
+                    "    parameters:\n      <<: *p\n      seed: 2\n")
+    assert run_all.main(["--profile", str(path), "--list"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert '"seed": 1' in out[0] and '"seed": 2' in out[1]
+
+
 @pytest.mark.integration
 def test_runs_notebook_writes_manifest_and_reports_failures(tmp_path, capsys):
     inp = tiny_input(tmp_path / "in")

@@ -113,3 +113,25 @@ def test_icl_examples_are_other_pairs_of_the_batch(tok):
     b = gb.build(rows, random.Random(0))
     ids = b["queries"]["input_ids"][0][b["queries"]["attention_mask"][0].bool()].tolist()
     assert tok.decode(ids).endswith("\n<response>" + tok.eos_token)
+
+
+def test_negatives_marked_by_the_teacher_filter_are_dropped_unless_told_otherwise(tmp_path, caplog):
+    a, b, c = row(0, n_neg=4), row(1, n_neg=3), row(2, n_neg=2)
+    a["neg_suspect"] = [False, True, False, True]
+    b["neg_suspect"] = [True, True, True]                 # all marked: the lowest-scored one (score 0) stays
+    f = write(tmp_path / "marked.jsonl", [a, b, c])
+    with caplog.at_level(logging.INFO, logger="helpers.train.groups"):
+        rows = load_group_rows(f, GroupDataConfig(train_group_size=3))
+    assert rows[0]["neg"] == ["neg 0-0", "neg 0-2"] and rows[0]["neg_scores"] == [0.0, 2.0]
+    assert rows[0]["neg_ids"] == ["n0-0", "n0-2"] and rows[0]["neg_suspect"] == [False, False]
+    assert rows[1]["neg"] == ["neg 1-0"] and rows[1]["neg_scores"] == [0.0]
+    assert rows[2]["neg"] == c["neg"] and rows[0]["__line__"] == 1
+    assert "dropped 4 of 9 negatives marked neg_suspect" in caplog.text
+    for _ in range(5):                                    # a group never holds a marked negative
+        ps, sc = sample_group(rows[0], 3, random.Random(_), True)
+        assert set(ps[1:]) <= {"neg 0-0", "neg 0-2"} and sc[1:] == [float(p.split("-")[1]) for p in ps[1:]]
+    kept = load_group_rows(f, GroupDataConfig(train_group_size=3, drop_suspect_negatives=False))
+    assert kept[0]["neg"] == a["neg"] and kept[1]["neg"] == b["neg"]
+    bad = dict(a, neg_suspect=[True])
+    with pytest.raises(InputError, match=r"bad.jsonl, line 1, field 'neg_suspect'"):
+        load_group_rows(write(tmp_path / "bad.jsonl", [bad]), GroupDataConfig(train_group_size=3))

@@ -158,3 +158,103 @@ def test_bad_inputs_have_clear_messages():
         kl_div_loss(torch.zeros(2, 3), torch.zeros(2, 2))
     with pytest.raises(ValueError, match="teacher targets"):
         m3_kd_loss(torch.zeros(2, 4), torch.zeros(2, 3), 2)
+
+
+# ----------------------------------------------------------------------------- weights and teacher diagnostics
+def hand_kd_nce(teacher, tt=1.0):
+    S = hand_scores()
+    kd = 0.0
+    for i in range(2):
+        tgt = softmax([s / tt for s in teacher[2 * i:2 * i + 2]])
+        grp = S[i][2 * i:2 * i + 2]
+        kd += -sum(t * (g - lse(grp)) for t, g in zip(tgt, grp))
+    nce = ((lse(S[0]) - S[0][0]) + (lse(S[1]) - S[1][2])) / 2
+    return kd / 2, nce
+
+
+@pytest.mark.parametrize("kw, tt", [(0.3, 2.0), (2.0, 0.5), (0.0, 1.0)])
+def test_weighted_kl_div_loss_by_hand(kw, tt):
+    teacher = [3.0, -1.0, 0.5, 2.0]
+    kd, nce = hand_kd_nce(teacher, tt)
+    got = EmbedderLoss(temperature=T, teacher_temperature=tt, kd_weight=kw, infonce_weight=0.7)(
+        emb(Q), emb(P), teacher).item()
+    assert got == pytest.approx(kw * kd + 0.7 * nce, rel=1e-6)
+    only_kd = EmbedderLoss(temperature=T, teacher_temperature=tt, infonce_weight=0.0)(emb(Q), emb(P), teacher)
+    assert only_kd.item() == pytest.approx(kd, rel=1e-6)
+
+
+def test_student_temperature_is_separate_from_the_teachers():
+    teacher = [3.0, -1.0, 0.5, 2.0]
+    a = EmbedderLoss(temperature=T, teacher_temperature=2.0)(emb(Q), emb(P), teacher).item()
+    b = EmbedderLoss(temperature=T / 2, teacher_temperature=2.0)(emb(Q), emb(P), teacher).item()
+    assert a == pytest.approx(sum(hand_kd_nce(teacher, 2.0)), rel=1e-6) and abs(a - b) > 1e-3
+
+
+def test_default_weights_are_the_old_loss_bit_for_bit():
+    torch.manual_seed(1)
+    q = torch.nn.functional.normalize(torch.randn(3, 5), dim=-1).requires_grad_(True)
+    p = torch.nn.functional.normalize(torch.randn(12, 5), dim=-1)
+    teacher = torch.randn(12) * 4
+    new = EmbedderLoss(temperature=0.05)(q, p, teacher)
+    S = q @ p.T / 0.05                                          # the old code: kl_div + infonce, unweighted
+    old = kl_div_loss(own_group(S, 4), teacher_targets(teacher, 3, 4)) + infonce(S, 4)
+    assert new.item() == old.item()
+    g_new, = torch.autograd.grad(new, q)
+    g_old, = torch.autograd.grad(old, q)
+    assert torch.equal(g_new, g_old)
+    one = EmbedderLoss(temperature=0.05, kd_weight=1.0, infonce_weight=1.0)(q, p, teacher)
+    assert one.item() == old.item()
+    m3_old = m3_kd_loss(S, teacher_targets(teacher, 3, 4), 4)   # m3 stays alone by default
+    assert EmbedderLoss(temperature=0.05, kd_loss_type="m3_kd_loss")(q, p, teacher).item() == m3_old.item()
+    m3_mix = EmbedderLoss(temperature=0.05, kd_loss_type="m3_kd_loss", kd_weight=0.5, infonce_weight=2.0)(q, p, teacher)
+    assert m3_mix.item() == pytest.approx(0.5 * m3_old.item() + 2.0 * infonce(S, 4).item(), rel=1e-6)
+    # no teacher scores: plain InfoNCE whatever the weights
+    assert EmbedderLoss(temperature=0.05, kd_weight=3.0, infonce_weight=0.5)(q, p).item() == infonce(S, 4).item()
+
+
+def test_bad_weights_are_refused():
+    with pytest.raises(ValueError, match="kd_weight"):
+        EmbedderLoss(kd_weight=-1.0)
+    with pytest.raises(ValueError, match="infonce_weight"):
+        EmbedderLoss(infonce_weight=float("nan"))
+    with pytest.raises(ValueError, match="both 0"):
+        EmbedderLoss(kd_weight=0.0, infonce_weight=0.0)
+    with pytest.raises(ValueError, match="both 0"):
+        EmbedderLoss(kd_loss_type="m3_kd_loss", kd_weight=0.0)        # m3's InfoNCE weight defaults to 0
+
+
+def test_teacher_entropy_on_a_constructed_group():
+    from helpers.train.losses import TeacherEntropyMeter, teacher_entropy
+    h = teacher_entropy(torch.tensor([[0.25, 0.25, 0.25, 0.25], [1.0, 0.0, 0.0, 0.0], [0.5, 0.5, 0.0, 0.0]]))
+    assert h.tolist() == pytest.approx([math.log(4), 0.0, math.log(2)], abs=1e-6)
+    m = TeacherEntropyMeter(teacher_temperature=2.0)
+    assert m.result() == {}
+    m.update([0.0, 0.0, 0.0, 0.0, 2.0, 0.0, 0.0, 0.0], 2, 4)     # uniform; one at 2/T = 1 above the rest
+    p = softmax([1.0, 0.0, 0.0, 0.0])
+    h2 = -sum(x * math.log(x) for x in p)
+    r = m.result()
+    assert r["teacher_entropy"] == pytest.approx((math.log(4) + h2) / 2, rel=1e-6)
+    assert r["teacher_entropy_rel"] == pytest.approx((1.0 + h2 / math.log(4)) / 2, rel=1e-6)
+    m.reset()
+    assert m.result() == {}
+
+
+def test_saturation_warning_fires_once_on_a_constructed_spread(caplog):
+    import logging
+
+    from helpers.train.losses import teacher_saturation, warn_if_saturated
+    groups = [[10.0, -5.0, 0.0], [50.0, -40.0], [1.0, 0.5, 0.0, -0.5], [3.0]]   # spreads 15, 90, 1.5; one too short
+    s = teacher_saturation(groups, 1.0)
+    assert (s["groups"], s["saturated"], s["one_hot"]) == (3, 1, 1) and s["max_spread_over_t"] == pytest.approx(90)
+    assert teacher_saturation(groups, 2.0)["saturated"] == 0               # 90 / 2 = 45 < 80
+    with caplog.at_level(logging.INFO, logger="helpers.train.losses"):
+        warn_if_saturated(groups, 1.0, what="train.jsonl")
+    warns = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warns) == 1 and "1 of 3 groups" in warns[0].getMessage() and "train.jsonl" in warns[0].getMessage()
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="helpers.train.losses"):
+        warn_if_saturated(groups, 2.0)
+    assert not [r for r in caplog.records if r.levelno == logging.WARNING] and "no group saturates" in caplog.text
+    # the float32 softmax of the saturated group is indeed one-hot (the rest underflows to a denormal)
+    top, low = teacher_targets([50.0, -40.0], 1, 2)[0].tolist()
+    assert top == 1.0 and low < 1e-35

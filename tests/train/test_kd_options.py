@@ -1,0 +1,92 @@
+"""kd_finetune's loss options: weights, the suspect-negative switch, the saturation warning before
+training, and the teacher entropy in every metrics.jsonl row."""
+import json
+import logging
+import math
+from dataclasses import asdict
+
+import pytest
+
+from helpers.common.io_utils import read_jsonl
+from helpers.train.kd_finetune import KDArgs, build_parser, kd_finetune
+from helpers.train.launch import dataclass_argv
+from tests.factories import kd_args
+
+
+def test_new_flags_parse_show_in_help_and_round_trip():
+    a = KDArgs(**vars(build_parser().parse_args(["--kd_weight", "0.5", "--infonce_weight", "2",
+                                                  "--drop_suspect_negatives", "False", "--teacher_temperature", "3"])))
+    assert (a.kd_weight, a.infonce_weight, a.drop_suspect_negatives, a.teacher_temperature) == (0.5, 2.0, False, 3.0)
+    d = KDArgs(**vars(build_parser().parse_args([])))
+    assert (d.kd_weight, d.infonce_weight, d.drop_suspect_negatives, d.temperature) == (1.0, None, True, 0.02)
+    assert asdict(KDArgs(**vars(build_parser().parse_args(dataclass_argv(a))))) == asdict(a)
+    help_text = " ".join(build_parser().format_help().split())
+    for flag in ("--kd_weight", "--infonce_weight", "--drop_suspect_negatives", "--teacher_temperature",
+                 "FlagEmbedding's (1 with kl_div, 0 with m3_kd_loss)"):
+        assert flag in help_text
+    assert a.group_data_config().drop_suspect_negatives is False
+    with pytest.raises(ValueError, match="both 0"):
+        KDArgs(kd_weight=0.0, infonce_weight=0.0)
+    with pytest.raises(ValueError, match="kd_weight"):
+        KDArgs(kd_weight=-1.0)
+
+
+def _scaled(tiny, tmp_path, name, fn):
+    rows = read_jsonl(tiny / "train.jsonl")
+    out = tmp_path / name
+    out.write_text("".join(json.dumps(fn({k: v for k, v in r.items() if k != "__line__"})) + "\n" for r in rows))
+    return str(out)
+
+
+@pytest.mark.integration
+def test_uniform_teacher_has_entropy_log_g_and_a_saturating_one_warns_before_training(tiny, tmp_path, caplog):
+    flat = _scaled(tiny, tmp_path, "flat.jsonl", lambda r: dict(r, neg_scores=[r["pos_scores"][0]] * len(r["neg"])))
+    rows = kd_finetune(kd_args(tiny, tmp_path / "flat", train_data=flat, eval_data=None, corpus_file=None,
+                               num_train_epochs=2))
+    for r in rows:                                   # every group uniform: H = log 4, relative 1
+        assert r["teacher_entropy"] == pytest.approx(math.log(4), rel=1e-6)
+        assert r["teacher_entropy_rel"] == pytest.approx(1.0, rel=1e-6)
+    on_disk = [json.loads(x) for x in (tmp_path / "flat" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["teacher_entropy"] for r in on_disk] == [r["teacher_entropy"] for r in rows]
+
+    steep = _scaled(tiny, tmp_path, "steep.jsonl", lambda r: dict(
+        r, pos_scores=[s * 40 for s in r["pos_scores"]], neg_scores=[s * 40 for s in r["neg_scores"]]))
+    with caplog.at_level(logging.INFO):
+        rows = kd_finetune(kd_args(tiny, tmp_path / "steep", train_data=steep, eval_data=None, corpus_file=None,
+                                   num_train_epochs=1, kd_weight=0.5, infonce_weight=2.0))
+    warns = [r for r in caplog.records if r.levelno == logging.WARNING and "saturates" in r.getMessage()]
+    assert len(warns) == 1 and "8 of 8 groups" in warns[0].getMessage()
+    first_step = next(i for i, r in enumerate(caplog.records) if "training:" in r.getMessage())
+    assert caplog.records.index(warns[0]) < first_step              # before training starts
+    assert "0.5 * kl_div + 2 * InfoNCE" in caplog.text
+    assert 0 <= rows[0]["teacher_entropy_rel"] < 0.05               # nearly one-hot targets
+
+
+def test_every_new_option_is_a_notebook_parameter_a_profile_can_set(capsys):
+    """Issue 16's options reach the notebooks from a run_all profile (--set), with the stage defaults."""
+    import dataclasses
+
+    import papermill as pm
+
+    import run_all
+    from helpers.mine.hn_mine import HnMineArgs
+    from helpers.rerank.add_reranker_score import ScoreArgs
+    from tests.conftest import REPO
+    new = {"01_mine_hn": (HnMineArgs, ("relative_margin", "absolute_margin", "max_score", "sampling")),
+           "02_reranker_score": (ScoreArgs, ("teacher_filter", "teacher_filter_margin")),
+           "03_kd_finetune": (KDArgs, ("kd_weight", "infonce_weight", "drop_suspect_negatives",
+                                       "teacher_temperature", "temperature"))}
+    for nb, (cls, names) in new.items():
+        declared = pm.inspect_notebook(str(REPO / "notebooks" / f"{nb}.ipynb"))
+        defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+        for n in names:
+            assert n in declared and declared[n]["help"], (nb, n)
+            if n != "temperature":                          # the demo notebook trains at its own temperature
+                assert declared[n]["default"].strip('"') == str(defaults[n]), (nb, n, declared[n]["default"])
+    sets = ["relative_margin=0.05", "sampling=top", "teacher_filter=mark", "teacher_filter_margin=1.5",
+            "kd_weight=0.5", "infonce_weight=2.0", "drop_suspect_negatives=false"]
+    assert run_all.main(["--profile", "demo", "--list"] + [x for s in sets for x in ("--set", s)]) == 0
+    out = capsys.readouterr().out
+    for s in ('"relative_margin": 0.05', '"sampling": "top"', '"teacher_filter": "mark"', '"kd_weight": 0.5',
+              '"infonce_weight": 2.0', '"drop_suspect_negatives": false', '"teacher_filter_margin": 1.5'):
+        assert s in out, s
