@@ -19,6 +19,8 @@ if not os.path.isdir(WORK):
 if os.path.isfile(os.path.join(WHEELS, "requirements.txt")):
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--find-links", WHEELS,
                     "-r", os.path.join(WHEELS, "requirements.txt")], check=True)
-cmd = [sys.executable, "run_all.py", "--profile", "kaggle_eedi"]
+# stop cleanly at the last finished step / epoch before Kaggle's 12 h limit (README "Two sessions")
+cmd = [sys.executable, "run_all.py", "--profile", "kaggle_eedi", "--time_budget", "11h"]
+# session 2: cmd += ["--from", "train_kd", "--resume_dir", "/kaggle/input/<session-1 notebook>/eedi_round2_kd"]
 # e.g. cmd += ["--set", "mine.embedder_name_or_path=/kaggle/input/my-round1-embedder"]
 sys.exit(subprocess.run(cmd, cwd=WORK).returncode)

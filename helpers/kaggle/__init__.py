@@ -1,2 +1,3 @@
-"""Kaggle only: installing an attached wheels dataset (offline_install) and GPU memory estimates (memory_plan).
+"""Kaggle only: installing an attached wheels dataset (offline_install), GPU memory and time estimates
+and the check every GPU stage runs before loading a model (memory_plan), Kaggle detection (env).
 """

@@ -40,6 +40,7 @@ FOUR_BIT_BYTES = 0.56         # NF4 with double-quantized scales, per linear-lay
 SKIP_ENV = "EEDI_SKIP_MEMORY_PLAN"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SHIPPED_PROFILE = REPO_ROOT / "configs" / "kaggle_eedi.yaml"
+SUBMIT_PROFILE = REPO_ROOT / "configs" / "submit.yaml"
 
 
 class MemoryPlanError(ValueError):
@@ -352,7 +353,8 @@ def check_stage(stage: str, args, devices, model: Optional[str] = None, total_gi
 
 # ----------------------------------------------------------------------------- the README table
 SHIPPED_ARCHS = {"mine": "bge-en-icl (Mistral-7B)", "score": "bge-reranker-v2-gemma (2.5B)",
-                 "train_kd": "bge-en-icl (Mistral-7B)", "compare": "bge-en-icl (Mistral-7B)"}
+                 "train_kd": "bge-en-icl (Mistral-7B)", "compare": "bge-en-icl (Mistral-7B)",
+                 "submit": "bge-en-icl (Mistral-7B)"}
 STEP_STAGES = {"01_mine_hn": "mine", "02_reranker_score": "score", "03_kd_finetune": "train",
                "04_eval": "embed", "05_submit": "embed"}
 
@@ -371,7 +373,7 @@ def shipped_rows(profile: Path = SHIPPED_PROFILE, gpu_gib: float = T4_USABLE_GIB
         world = len(_cuda(p.get("devices"))) if stage == "train" else 1
         terms, settings = stage_terms(stage, p, ARCHS[name], world)
         gib = sum(terms.values()) / GIB
-        rows.append((f"shipped: {s['name']}", name, settings, gib, gib <= gpu_gib))
+        rows.append((f"shipped {Path(profile).stem}: {s['name']}", name, settings, gib, gib <= gpu_gib))
     return rows
 
 
@@ -404,7 +406,7 @@ def plan_rows(gpu_gib: float = T4_USABLE_GIB):
         gib = sum(terms.values()) / GIB
         role = "teacher (score)" if stage == "score" else "embedder (mine)"
         rows.append((role, name, settings, gib, gib <= gpu_gib))
-    return rows + shipped_rows(gpu_gib=gpu_gib)
+    return rows + shipped_rows(gpu_gib=gpu_gib) + shipped_rows(SUBMIT_PROFILE, gpu_gib)
 
 
 def markdown_table(gpu_gib: float = T4_USABLE_GIB) -> str:
@@ -415,5 +417,60 @@ def markdown_table(gpu_gib: float = T4_USABLE_GIB) -> str:
     return "\n".join(lines)
 
 
+# ----------------------------------------------------------------------------- time (estimate)
+T4_EFFECTIVE_TFLOPS = 16.0    # assumed: 25% of a T4's 65 TFLOP/s fp16 tensor-core peak, per GPU
+FOUR_BIT_SLOWDOWN = 1.5       # assumed: dequantizing NF4 weights in every matmul
+EEDI = dict(queries=4370, corpus=2587, test_share=0.2)   # labelled (question, wrong answer) pairs; misconceptions
+
+
+def time_rows(profile: Path = SHIPPED_PROFILE, data: Mapping = EEDI):
+    """Hours per stage of the shipped profile on 2 x T4, from the plan's token counts (every text
+    at its maximum length: an upper estimate) x FLOPs per token (2 N forward; 6 N for a LoRA step
+    with checkpointing: forward, recompute, activation gradients) / the assumed throughput. Not
+    measured. -> [(stage, what, hours)]."""
+    import yaml
+    steps = {s["name"]: s.get("parameters") or {} for s in yaml.safe_load(Path(profile).read_text())["steps"]}
+    n_q, n_c = data["queries"], data["corpus"]
+    n_test = round(n_q * data["test_share"])
+    emb, rr = ARCHS["bge-en-icl (Mistral-7B)"], ARCHS["bge-reranker-v2-gemma (2.5B)"]
+    flops = T4_EFFECTIVE_TFLOPS * 1e12
+
+    def rate(p):                 # FLOP/s of one GPU for a stage's precision
+        return flops / (FOUR_BIT_SLOWDOWN if p.get("load_in_4bit") else 1.0)
+    rows = []
+    m = steps.get("mine", {})
+    tok = n_q * int(_get(m, "embedder_query_max_length", 512)) + n_c * int(_get(m, "embedder_passage_max_length", 512))
+    rows.append(("mine", f"{tok / 1e6:.1f} M tokens, 2 GPUs", 2 * emb.params * tok / (2 * rate(m)) / 3600))
+    sc = steps.get("score", {})
+    L = int(_get(sc, "reranker_max_length", 384))
+    pairs = n_q * (1 + int(_get(m, "negative_number", 15)))
+    tok = n_q * (L * 3 // 4) + pairs * (L // 4 + PROMPT_TOKENS)          # each query's prefix once (shared)
+    rows.append(("score", f"{pairs} pairs, {tok / 1e6:.1f} M tokens, 2 GPUs", 2 * rr.params * tok / (2 * rate(sc)) / 3600))
+    t = steps.get("train_kd", {})
+    world = max(1, len(_cuda(t.get("devices"))))
+    b, g = int(_get(t, "per_device_train_batch_size", 8)), int(_get(t, "train_group_size", 8))
+    q, ps = int(_get(t, "query_max_len", 512)), int(_get(t, "passage_max_len", 512))
+    epochs = int(_get(t, "num_train_epochs", 5))
+    per_epoch = -(-(n_q - n_test) // (b * world))
+    step_h = 6 * emb.params * b * (q + g * ps) / rate(t) / 3600
+    rows.append(("train_kd", f"{per_epoch} steps/epoch x {epochs} epochs, {b * (q + g * ps)} tokens/step/GPU",
+                 per_epoch * epochs * step_h))
+    ev = 2 * emb.params * (n_test * q + n_c * ps) / rate(t) / 3600
+    rows.append(("train_kd eval", f"{epochs} x ({n_test} queries + {n_c} passages), rank 0", epochs * ev))
+    c = steps.get("compare", {})
+    tok = n_test * int(_get(c, "embedder_query_max_length", 512)) + n_c * int(_get(c, "embedder_passage_max_length", 512))
+    rows.append(("compare", f"base + 1 merged model, {tok / 1e6:.2f} M tokens each", 2 * 2 * emb.params * tok / rate(c) / 3600))
+    return rows
+
+
+def time_table(profile: Path = SHIPPED_PROFILE) -> str:
+    rows = time_rows(profile)
+    lines = ["| stage | work | hours (estimate) |", "|---|---|---|"]
+    lines += [f"| {s} | {w} | {h:.1f} (estimate) |" for s, w, h in rows]
+    lines.append(f"| total | | {sum(h for _, _, h in rows):.1f} (estimate) |")
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
-    print(markdown_table())
+    import sys
+    print(time_table() if "--time" in sys.argv[1:] else markdown_table())

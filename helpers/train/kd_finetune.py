@@ -357,7 +357,8 @@ def epoch_guard(batches: Callable, deadline: Optional[float], past_seconds: list
     """``batches`` wrapped so that asking for epoch e's batches raises :class:`DeadlineReached`
     when e would end after ``deadline``. An epoch's cost is the time between two calls (training,
     evaluation, saving: the trainer asks once per epoch), or, before one is measured, the longest
-    of ``past_seconds`` (earlier sessions' epochs); with neither, the epoch runs. ``agree(stop)``
+    of ``past_seconds`` (earlier sessions' epochs); with neither, the epoch runs unless the deadline
+    has passed. ``agree(stop)``
     gives every rank the same answer (an all-reduce under DDP)."""
     last = [None]
     state = {"epoch_seconds": None}
@@ -367,9 +368,11 @@ def epoch_guard(batches: Callable, deadline: Optional[float], past_seconds: list
         if last[0] is not None:
             state["epoch_seconds"] = now - last[0]
         est = state["epoch_seconds"] or (max(past_seconds) if past_seconds else None)
-        if deadline is not None and agree(est is not None and now + est > deadline):
-            raise DeadlineReached(f"epoch {epoch} would end about {now + (est or 0) - deadline:.0f} s after the "
-                                  f"deadline (an epoch takes about {est or 0:.0f} s): stopped after epoch {epoch - 1}")
+        if deadline is not None and agree(now >= deadline or (est is not None and now + est > deadline)):
+            if est is None:
+                raise DeadlineReached(f"the deadline passed {now - deadline:.0f} s ago: stopped after epoch {epoch - 1}")
+            raise DeadlineReached(f"epoch {epoch} would end about {now + est - deadline:.0f} s after the "
+                                  f"deadline (an epoch takes about {est:.0f} s): stopped after epoch {epoch - 1}")
         last[0] = now
         return batches(epoch)
     guarded.state = state

@@ -10,6 +10,13 @@ on where the run started. After every epoch (rank 0 only, others wait): the adap
 ``lora_epoch_{n}``, ``eval_batches`` give ``eval_loss``, ``epoch_end`` adds metrics, a row goes to
 ``metrics.jsonl`` and the training state to ``training_state.pt``. A run started again resumes
 after the last finished epoch; one whose epochs are all done returns its metrics.
+
+One bad batch does not end a long run: an optimizer step whose loss is non-finite on any rank (or,
+without a GradScaler, whose gradient norm is) is skipped as GradScaler skips an overflowing step:
+no optimizer update, gradients zeroed, the fp16 loss scale backed off, the scheduler advanced as
+after any GradScaler-skipped step (the schedule keeps its length). Each skip is logged and counted
+(``skipped_steps`` in the epoch's metrics row); ``max_nonfinite_steps`` skips in a row stop the run
+with FloatingPointError.
 """
 from __future__ import annotations
 
@@ -58,6 +65,7 @@ class TrainConfig:
     resume_keys: dict = field(default_factory=dict)   # what must match to resume (data, model...)
     use_lora: bool = True               # False: full fine-tuning (every weight trained, kept in fp32)
     fast_lora: bool = True              # fused LoRA forward/backward on CPU (helpers.train.fast_lora)
+    max_nonfinite_steps: int = 8        # a non-finite loss skips its optimizer step; stop after this many in a row
 
 
 # ----------------------------------------------------------------------------- distributed
@@ -388,6 +396,7 @@ def fit(model, loss_fn: Callable, batches: Callable[[int], Iterable], num_batche
 
     state = _resume_state(out, cfg, rank)
     start_epoch, step, history = 0, 0, []
+    nonfinite_run, skipped = 0, {}       # skipped optimizer steps: in a row; per epoch
     rows = []
     if state is not None:
         start_epoch, step = int(state["epoch"]), int(state["global_step"])
@@ -420,29 +429,56 @@ def fit(model, loss_fn: Callable, batches: Callable[[int], Iterable], num_batche
         bar = tqdm(total=num_batches, desc=f"epoch {epoch}/{cfg.num_train_epochs}",
                    disable=not cfg.show_progress or rank != 0, leave=False)
         opt.zero_grad(set_to_none=True)
+        bad = None                       # why this optimizer step is skipped (None: it is not)
         for i, batch in enumerate(batches(epoch)):
             last = (i + 1) % accum == 0 or i + 1 == num_batches
             sync = module.no_sync() if (world > 1 and not last) else _null()
             with sync:
                 with torch.autocast(device.type, dtype=compute, enabled=autocast):
                     loss = module(to_device(batch, device))
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch}, batch {i + 1}")
                 group = accum if i < (num_batches // accum) * accum else num_batches - (num_batches // accum) * accum
-                scaler.scale(loss / group).backward()
-            run_loss += loss.item()
-            n_loss += 1
+                scaled = scaler.scale(loss / group)
+                if scaled.requires_grad:      # always: under DDP every rank must join the gradient sync
+                    scaled.backward()
+            value = loss.item()
+            if math.isfinite(value):
+                run_loss += value
+                n_loss += 1
+            elif bad is None:
+                bad = f"loss {value} at epoch {epoch}, batch {i + 1}"
             seen += 1
             bar.update(1)
             if last:
-                scaler.unscale_(opt)
-                gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm) if cfg.max_grad_norm > 0 else None
-                scaler.step(opt)
-                scaler.update()
+                bad = _agree_bad(bad, world, device)
+                gnorm = None
+                if bad is None:
+                    scaler.unscale_(opt)
+                    gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm) if cfg.max_grad_norm > 0 else None
+                    if gnorm is not None and not scaler.is_enabled() and not torch.isfinite(gnorm):
+                        bad = f"gradient norm {float(gnorm)} at epoch {epoch}, batch {i + 1}"   # no scaler to catch it
+                if bad is None:
+                    scaler.step(opt)
+                    scaler.update()
+                    nonfinite_run = 0
+                else:          # skipped as GradScaler skips an overflowing step
+                    nonfinite_run += 1
+                    skipped[epoch] = skipped.get(epoch, 0) + 1
+                    if scaler.is_enabled():
+                        scaler.update(scaler.get_scale() * scaler.get_backoff_factor())
+                    if rank == 0:
+                        log.warning("non-finite %s: optimizer step %d skipped (%d in a row, %d this epoch; "
+                                    "max_nonfinite_steps %d)", bad, step + 1, nonfinite_run, skipped[epoch],
+                                    cfg.max_nonfinite_steps)
+                    if nonfinite_run >= max(1, int(cfg.max_nonfinite_steps)):
+                        raise FloatingPointError(
+                            f"{nonfinite_run} optimizer steps in a row had a non-finite loss or gradient (the last: "
+                            f"{bad}); stopping (max_nonfinite_steps={cfg.max_nonfinite_steps}). Lower the "
+                            "learning_rate, check the teacher scores for nan/inf, or use fp32 to find the cause")
+                    bad = None
                 sched.step()
                 opt.zero_grad(set_to_none=True)
                 step += 1
-                if step % max(1, cfg.logging_steps) == 0 or i + 1 == num_batches:
+                if n_loss and (step % max(1, cfg.logging_steps) == 0 or i + 1 == num_batches):
                     row = {"epoch": epoch, "step": step, "loss": run_loss / n_loss,
                            "lr": sched.get_last_lr()[0],
                            "grad_norm": float(gnorm) if gnorm is not None else None}
@@ -460,6 +496,8 @@ def fit(model, loss_fn: Callable, batches: Callable[[int], Iterable], num_batche
                        "train_loss": sum(h["loss"] for h in history if h["epoch"] == epoch)
                        / max(1, sum(1 for h in history if h["epoch"] == epoch)),
                        "train_seconds": round(train_time, 2)}
+            if skipped.get(epoch):
+                metrics["skipped_steps"] = skipped[epoch]
             adapter_dir = out / f"lora_epoch_{epoch}"
 
             def save(tmp):
@@ -486,6 +524,16 @@ def fit(model, loss_fn: Callable, batches: Callable[[int], Iterable], num_batche
     if state is not None and start_epoch >= cfg.num_train_epochs:
         log.info("%s: all %d epochs already done; nothing to train", out, cfg.num_train_epochs)
     return rows
+
+
+def _agree_bad(bad: Optional[str], world: int, device) -> Optional[str]:
+    """Under DDP every rank skips the step when any rank saw a non-finite loss."""
+    import torch.distributed as dist
+    if world <= 1 or not (dist.is_available() and dist.is_initialized()):
+        return bad
+    flag = torch.tensor([0.0 if bad is None else 1.0], device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return bad if bad is not None else ("loss on another rank" if flag.item() > 0 else None)
 
 
 class _null:

@@ -119,3 +119,63 @@ def test_resume_refuses_other_settings(tmp_path):
 def test_lora_targets_must_exist(tmp_path):
     with pytest.raises(ValueError, match="none is a linear layer.*'head'"):
         add_lora(Toy(), cfg(tmp_path, target_modules=("gate_proj",)))
+
+
+# ----------------------------------------------------------------------------- non-finite losses
+def nan_on(calls: set, snapshots: list, how="mul"):
+    """toy_loss, but non-finite on the chosen (1-based) calls; records the weights each call sees.
+    ``how``: "mul" (nan gradients too) or "add" (a nan term with finite gradients, like a nan
+    teacher score: a gradient check alone would miss it)."""
+    def loss_fn(model, batch):
+        snapshots.append(params(model))
+        loss = toy_loss(model, batch)
+        if len(snapshots) in calls:
+            return loss * float("nan") if how == "mul" else loss + float("inf")
+        return loss
+    return loss_fn
+
+
+def same(a, b):
+    return all(torch.equal(x, y) for x, y in zip(a.values(), b.values()))
+
+
+@pytest.mark.parametrize("how", ["mul", "add"])
+def test_a_non_finite_loss_skips_its_step_and_training_goes_on(tmp_path, caplog, how):
+    # the old loop raised FloatingPointError at the first non-finite loss
+    gen, n = batches_of(2)                  # 4 optimizer steps an epoch
+    c = cfg(tmp_path, num_train_epochs=2, max_nonfinite_steps=3)
+    model = lora_toy(c)
+    snaps = []
+    with caplog.at_level("WARNING", logger="helpers.train.loop"):
+        rows = fit(model, nan_on({2, 3, 6}, snaps, how), gen, n, c)
+    snaps.append(params(model))
+    # a skipped step leaves the weights as they were; the others move them
+    assert same(snaps[1], snaps[2]) and same(snaps[2], snaps[3]) and same(snaps[5], snaps[6])
+    assert not same(snaps[0], snaps[1]) and not same(snaps[3], snaps[4]) and not same(snaps[6], snaps[7])
+    assert all(torch.isfinite(p).all() for p in snaps[-1].values())
+    assert [r.get("skipped_steps") for r in rows] == [3, None]
+    assert [r["global_step"] for r in rows] == [4, 8]        # the schedule keeps its length
+    warned = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
+    assert len(warned) == 3 and "(2 in a row, 2 this epoch; max_nonfinite_steps 3)" in warned[1]
+    assert all(np == np for np in (r["train_loss"] for r in rows))           # no nan in the averages
+
+
+def test_a_non_finite_loss_skips_the_whole_accumulation_group(tmp_path):
+    gen, n = batches_of(2)                  # 4 batches, accumulation 2: 2 optimizer steps
+    c = cfg(tmp_path, num_train_epochs=1, gradient_accumulation_steps=2)
+    model = lora_toy(c)
+    snaps = []
+    rows = fit(model, nan_on({1}, snaps), gen, n, c)
+    assert same(snaps[0], snaps[1]) and same(snaps[0], snaps[2]) and not same(snaps[2], snaps[3])
+    assert rows[0]["skipped_steps"] == 1 and rows[0]["global_step"] == 2
+
+
+def test_max_nonfinite_steps_in_a_row_stop_the_run(tmp_path):
+    gen, n = batches_of(2)
+    c = cfg(tmp_path, num_train_epochs=2, max_nonfinite_steps=3)
+    # 2 bad, 1 good, then 3 bad in a row (across the epoch boundary): the run stops at the 3rd
+    snaps = []
+    with pytest.raises(FloatingPointError, match=r"3 optimizer steps in a row had a non-finite loss .*"
+                                                 r"epoch 2, batch 2.*max_nonfinite_steps=3"):
+        fit(lora_toy(c), nan_on({1, 2, 4, 5, 6}, snaps), gen, n, c)
+    assert len(snaps) == 6
