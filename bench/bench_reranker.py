@@ -88,7 +88,7 @@ def main():
         print(f"{name:40s} {n_pairs / dt:7.2f} pairs/s  ({dt:6.1f} s)  max|diff| vs FlagEmbedding {diff:.1e}",
               flush=True)
     # FlagEmbedding's loop re-done: sorted batches, full vocabulary, plus the probe forward
-    from helpers.rerank.inputs import pad
+    from helpers.common.tensors import pad
     pre, suf = r.layout.encode([f"A: {q}" for q in qs], [[f"B: {p}" for p in g] for g in ps])
     longest = sorted((a + b for a, bs in zip(pre, suf) for b in bs), key=len, reverse=True)[:r.batch_size]
     r.fast = dict(yes_only=False, sort_by_length=True, share_prefix=False)

@@ -2,17 +2,84 @@
 
 ``torch.cuda.is_bf16_supported()`` answers yes on a T4 (emulated bf16), so the choice goes by
 compute capability instead.
+
+:func:`check_devices` runs first in every stage (hn_mine, add_reranker_score, kd_finetune,
+train_reranker, evaluate, submission), before anything is read or loaded: a profile asking for
+``devices: "0,1"`` on a one-GPU machine stops there with one line, not an hour later in torchrun.
 """
 from __future__ import annotations
 
+import logging
+import os
+
 import torch
+
+log = logging.getLogger(__name__)
+AUTO = "auto"
+
+
+def _is_auto(devices) -> bool:
+    if isinstance(devices, (list, tuple)) and len(devices) == 1:
+        devices = devices[0]
+    return isinstance(devices, str) and devices.strip().lower() == AUTO
+
+
+def existing_devices() -> list[str]:
+    """Every CUDA device of this machine (``cuda:0`` ...), else ``["cpu"]``."""
+    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return [f"cuda:{i}" for i in range(n)] or ["cpu"]
+
+
+def check_devices(devices, param: str = "devices", stage: str | None = None):
+    """The devices a stage was asked for must exist -> the value to use (``devices`` unchanged, or
+    what ``auto`` resolves to, in the same form: a list stays a list, a string a comma string).
+
+    ``None``/``""`` (the default device), ``"cpu"`` and devices that exist pass. A CUDA index
+    beyond ``torch.cuda.device_count()``, CUDA on a machine without it, or a device given twice
+    raise one ValueError naming ``param``, what was asked and what exists. ``"auto"``: every
+    device that exists, with a warning saying which. Under torchrun the launcher has already checked
+    and renumbered the devices (CUDA_VISIBLE_DEVICES), so nothing is checked there.
+    """
+    where = f"{stage}: " if stage else ""
+    if _is_auto(devices):
+        found = existing_devices()
+        log.warning("%s%s=auto: using %s (the CUDA devices this machine has)", where, param,
+                    ", ".join(found) if found != ["cpu"] else "cpu (no CUDA device here)")
+        return list(found) if isinstance(devices, (list, tuple)) else ",".join(found)
+    if devices is None or devices == "" or devices == [] or int(os.environ.get("WORLD_SIZE", 1)) > 1:
+        return devices
+    asked = [str(d).strip() for d in ([devices] if isinstance(devices, int) else
+                                      devices.replace(",", " ").split() if isinstance(devices, str) else devices)]
+    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    have = ", ".join(existing_devices()) if n else "no CUDA device (cpu only)"
+    seen = set()
+    for d in asked:
+        name = f"cuda:{d}" if d.isdigit() else d
+        if name == "cuda":
+            name = "cuda:0"
+        if name in seen:
+            raise ValueError(f"{where}{param}={devices!r} gives {name} twice; this machine has {have}")
+        seen.add(name)
+        if not name.startswith("cuda"):
+            continue
+        idx = name.split(":", 1)[1] if ":" in name else "0"
+        if not idx.isdigit():
+            raise ValueError(f"{where}{param}={devices!r}: {d!r} is not a device (cpu, cuda:N or N); "
+                             f"this machine has {have}")
+        if int(idx) >= n:
+            raise ValueError(f"{where}{param}={devices!r} asks for {name}, but this machine has {have}; "
+                             f"set {param} to what exists, or to 'auto' to use every device there is")
+    return devices
 
 
 def parse_devices(devices) -> list[str]:
-    """``None``/``""`` -> ``["cuda:0"]`` when CUDA is there else ``["cpu"]``; ``"0,1"``,
-    ``"cuda:0 cuda:1"``, ``["cuda:0"]``, ``0`` -> explicit list."""
+    """``None``/``""`` -> ``["cuda:0"]`` when CUDA is there else ``["cpu"]``; ``"auto"`` -> every
+    CUDA device (else ``["cpu"]``); ``"0,1"``, ``"cuda:0 cuda:1"``, ``["cuda:0"]``, ``0`` ->
+    explicit list (:func:`check_devices` checks that they exist)."""
     if devices is None or devices == "" or devices == []:
         return ["cuda:0"] if torch.cuda.is_available() else ["cpu"]
+    if _is_auto(devices):
+        return existing_devices()
     if isinstance(devices, (int,)):
         devices = [devices]
     if isinstance(devices, str):

@@ -14,7 +14,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 
 class InputError(ValueError):
@@ -89,6 +89,22 @@ def atomic_path(path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def save_dir_atomic(path: Path, save: Callable[[Path], None]) -> None:
+    """The folder version of :func:`atomic_path`: ``save(tmp)`` into a hidden folder beside ``path``,
+    then rename it onto ``path`` (an old folder is replaced). A killed save leaves ``path`` as it was."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        save(tmp)
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_jsonl(path, rows: Iterable[dict]) -> None:

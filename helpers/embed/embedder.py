@@ -30,6 +30,7 @@ from helpers.common.devices import dtype_for, parse_devices
 from helpers.data.formatting import (describe_instruction, examples_prefix, instructed_query, row_instruction,
                                 select_examples, tokenize_icl_queries, tokenize_texts, uses_row_prompts)
 from helpers.common.models import placement_kwargs, resolve_model
+from helpers.common.tensors import pad
 from helpers.embed.pooling import pool
 from helpers.common.prompts import ICL_EXAMPLE_FORMAT, ICL_QUERY_FORMAT, ICL_SUFFIX, unescape
 
@@ -159,6 +160,19 @@ def no_cache(model) -> dict:
     ``use_cache``): an embedding forward never reuses it, and a 7B model's cache for a batch of
     32 x 512 tokens is 2 GiB. Models without the flag get nothing (their forward may not take it)."""
     return {"use_cache": False} if hasattr(getattr(model, "config", None), "use_cache") else {}
+
+
+def pooled_embeddings(model, ids: torch.Tensor, mask: torch.Tensor, pooling: str,
+                      normalize: bool = True) -> torch.Tensor:
+    """The one embedding forward, of training and of inference: padded ids and mask [B, T] ->
+    pooled fp32 embeddings [B, H], L2-normalised unless ``normalize`` is False. No KV cache."""
+    out = model(input_ids=ids, attention_mask=mask, return_dict=True, **no_cache(model))
+    hidden = getattr(out, "last_hidden_state", None)
+    if hidden is None:
+        raise ValueError("the model returned no last_hidden_state: give the base model "
+                         "(AutoModel), not one with a language-model head")
+    emb = pool(hidden, mask, pooling).float()
+    return torch.nn.functional.normalize(emb, dim=-1) if normalize else emb
 
 
 def wants_eos(tokenizer) -> bool:
@@ -343,23 +357,9 @@ class Embedder:
         return self._replicas[device]
 
     def _forward(self, model, batch: list[list[int]], device: str) -> torch.Tensor:
-        T = max(len(x) for x in batch)
-        pad = self.tokenizer.pad_token_id
-        ids = torch.full((len(batch), T), pad, dtype=torch.long)
-        mask = torch.zeros((len(batch), T), dtype=torch.long)
-        for i, x in enumerate(batch):
-            ids[i, :len(x)] = torch.tensor(x, dtype=torch.long)
-            mask[i, :len(x)] = 1
-        ids, mask = ids.to(device), mask.to(device)
-        out = model(input_ids=ids, attention_mask=mask, return_dict=True, **no_cache(model))
-        hidden = getattr(out, "last_hidden_state", None)
-        if hidden is None:
-            raise ValueError("the model returned no last_hidden_state: give the base model "
-                             "(AutoModel), not one with a language-model head")
-        emb = pool(hidden, mask, self.config.pooling_method).float()
-        if self.config.normalize:
-            emb = torch.nn.functional.normalize(emb, dim=-1)
-        return emb.cpu()
+        ids, mask = pad(batch, self.tokenizer.pad_token_id, "right")
+        return pooled_embeddings(model, ids.to(device), mask.to(device), self.config.pooling_method,
+                                 self.config.normalize).cpu()
 
     def encode_ids(self, inputs: list[list[int]], what: str = "texts") -> np.ndarray:
         """Embed token-id lists: length-sorted batches over all devices, input order kept."""

@@ -3,20 +3,17 @@ from __future__ import annotations
 
 import torch
 
+from helpers.common.tensors import last_real_index
+
 
 def last_token_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Hidden state of the last real token, for left or right padding (or none)."""
     if hidden.dim() != 3 or mask.shape != hidden.shape[:2]:
         raise ValueError(f"last_token_pool: hidden {tuple(hidden.shape)} and mask "
                          f"{tuple(mask.shape)} do not match (expected [B, T, H] and [B, T])")
-    lengths = mask.long().sum(dim=1)
-    if bool((lengths == 0).any()):
+    if bool((mask.long().sum(dim=1) == 0).any()):
         raise ValueError("last_token_pool: a row has no real token")
-    # position of the last 1 in each row: works for left, right and no padding
-    T = mask.shape[1]
-    positions = torch.arange(T, device=mask.device).unsqueeze(0).expand_as(mask)
-    last = torch.where(mask.bool(), positions, torch.full_like(positions, -1)).max(dim=1).values
-    return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), last_real_index(mask.long())]
 
 
 def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -41,6 +41,9 @@ def search_torch(query_emb, passage_emb, topk: int, batch_size: int = 1024, devi
     return np.concatenate(scores).astype(np.float32), np.concatenate(indices).astype(np.int64)
 
 
+_SAID_NO_FAISS = False      # the torch fallback is logged once per process
+
+
 def _faiss():
     try:
         import faiss
@@ -52,7 +55,8 @@ def _faiss():
 def search_faiss(query_emb, passage_emb, topk: int, use_gpu=None, batch_size: int = 1024):
     faiss = _faiss()
     if faiss is None:
-        raise ImportError("faiss is not installed")
+        raise ImportError("search backend faiss: faiss is not installed (pip install faiss-cpu or "
+                          "faiss-gpu-cu12), or use backend auto/torch: exact search without it")
     q, p, k = _check(query_emb, passage_emb, topk)
     index = faiss.IndexFlatIP(p.shape[1])
     if use_gpu is None:
@@ -88,6 +92,13 @@ def search(query_emb, passage_emb, topk: int, backend: str = "auto", use_gpu=Non
     """
     if backend not in ("auto", "faiss", "torch"):
         raise ValueError(f"search backend {backend!r}: choose auto, faiss or torch")
-    if backend == "torch" or (backend == "auto" and _faiss() is None):
+    if backend == "auto" and _faiss() is None:
+        global _SAID_NO_FAISS
+        if not _SAID_NO_FAISS:
+            log.info("faiss is not installed: exact torch search (same rankings; fast enough for a corpus "
+                     "of a few thousand passages)")
+            _SAID_NO_FAISS = True
+        return search_torch(query_emb, passage_emb, topk)
+    if backend == "torch":
         return search_torch(query_emb, passage_emb, topk)
     return search_faiss(query_emb, passage_emb, topk, use_gpu=use_gpu)

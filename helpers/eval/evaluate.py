@@ -42,6 +42,7 @@ from helpers.common.cli import canonical_flags, flag_aliases
 from helpers.eval.metrics import ids_from_indices, per_query
 from helpers.eval.paired import align, bootstrap_mean, paired_bootstrap
 from helpers.common.models import resolve_model
+from helpers.common.devices import check_devices
 from helpers.embed.search import search
 
 log = logging.getLogger(__name__)
@@ -265,6 +266,7 @@ def run_evaluation(args: EvalArgs, embedder=None) -> dict:
     ``embedder``: an already-loaded :class:`helpers.embed.embedder.Embedder` to use instead of loading
     one from the arguments (its own configuration then decides how texts are encoded).
     """
+    args.devices = check_devices(args.devices, stage="evaluate")   # before anything is read or loaded
     t0 = time.time()
     out = Path(args.output_dir)
     label = args.label or default_label(args.model_name_or_path)

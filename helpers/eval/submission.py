@@ -21,6 +21,7 @@ from typing import Optional, Sequence
 from helpers.data.eedi import LETTERS, build_queries, corpus_rows, load_misconceptions, load_questions
 from helpers.eval.evaluate import EmbedderArgs, build_parser, embedder_config, rank_corpus
 from helpers.common.cli import canonical_flags
+from helpers.common.devices import check_devices
 from helpers.common.io_utils import InputError, atomic_path, check_writable
 from helpers.common.models import resolve_model
 from helpers.common.prompts import QUERY_TEMPLATE, RETRIEVAL_INSTRUCTION, unescape
@@ -136,6 +137,7 @@ def make_submission(args: SubmissionArgs, embedder=None) -> dict:
 
     Returns ``{"rows", "output_file", "queries"}`` (the query rows, for a look in the notebook).
     """
+    args.devices = check_devices(args.devices, stage="submission")   # before anything is read or loaded
     t0 = time.time()
     if args.k < 1:
         raise ValueError(f"k must be at least 1, got {args.k}")

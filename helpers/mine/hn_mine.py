@@ -34,11 +34,12 @@ from typing import Optional
 import numpy as np
 
 from helpers.common.cli import dataclass_parser
-from helpers.common.devices import parse_devices
+from helpers.common.devices import check_devices, parse_devices
 from helpers.embed.embedder import MODEL_CLASSES, Embedder, EmbedderConfig, check_memory
 from helpers.common.cli import flag_aliases
 from helpers.common.io_utils import check_writable, load_corpus, read_jsonl, validate_queries, write_jsonl
-from helpers.eval.metrics import ids_from_indices, retrieval_metrics
+from helpers.eval.evaluate import score_rankings
+from helpers.eval.metrics import ids_from_indices
 from helpers.common.models import resolve_model
 from helpers.mine.mining import (SAMPLING, MiningStats, check_filters, check_positive_texts, corpus_from_queries,
                                  parse_range, sample_negatives, shuffle_rows)
@@ -149,6 +150,7 @@ def hn_mine(args: HnMineArgs, embedder: Optional[Embedder] = None,
     """Mine ``args.input_file`` into ``args.output_file``; everything is checked before the model
     runs and the output is written atomically. Pass ``embedder`` (and a ``corpus_cache`` dict)
     to mine several files with one model and one corpus encoding."""
+    args.devices = check_devices(args.devices, stage="hn_mine")   # before anything is read or loaded
     t0 = time.time()
     a, b = parse_range(args.range_for_sampling)
     if args.negative_number < 0:
@@ -199,7 +201,7 @@ def hn_mine(args: HnMineArgs, embedder: Optional[Embedder] = None,
     pos_sim = np.array([float(q_emb[i] @ p_emb[id_to_idx[r["pos_ids"][0]]]) for i, r in enumerate(mined)],
                        dtype=np.float32)
     neg_sim = [[float(q_emb[i] @ p_emb[id_to_idx[n]]) for n in r["neg_ids"]] for i, r in enumerate(mined)]
-    metrics = retrieval_metrics(ids_from_indices(indices, corpus_ids), [r["pos_ids"] for r in rows])
+    metrics = score_rankings(ids_from_indices(indices, corpus_ids), rows, ks=(25, 50, 75, 100))
     order = list(range(len(mined)))
     if args.shuffle_data:
         order = shuffle_rows(order, args.seed)

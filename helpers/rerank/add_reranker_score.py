@@ -23,6 +23,8 @@ from typing import Optional
 
 from tqdm.auto import tqdm
 
+from helpers.common.devices import check_devices
+
 from helpers.common.cli import dataclass_parser, str2bool
 from helpers.rerank.filters import FILTER_MODES, apply_teacher_filter, check_filter, summary_line
 from helpers.common.io_utils import InputError, check_writable, read_jsonl, write_jsonl
@@ -120,6 +122,7 @@ def check_rows(rows, path, overwrite=False):
 
 def add_reranker_score(args: ScoreArgs, reranker=None) -> dict:
     """Score ``args.input_file`` into ``args.output_file``; returns a small summary."""
+    args.devices = check_devices(args.devices, stage="add_reranker_score")   # before anything is loaded
     _check_args(args)
     t0 = time.time()
     log.info("add_reranker_score arguments: %s", dataclasses.asdict(args))

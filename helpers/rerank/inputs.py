@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import torch
 
 DEFAULT_PROMPT = ("Given a query A and a passage B, determine whether the passage contains an answer "
                   "to the query by providing a prediction of either 'Yes' or 'No'.")
@@ -118,27 +117,3 @@ class EncoderLayout:
             p_ids = _ids(self.tok, ps, self.max_length) if len(ps) else []
             out.append([self.encode_pair(q, p) for p in p_ids])
         return out
-
-
-def pad(seqs: Sequence[Sequence[int]], pad_id: int, side: str = "left", multiple_of=None):
-    """Pad id lists into (ids [B, L], mask [B, L]) tensors on the CPU."""
-    if side not in ("left", "right"):
-        raise ValueError(f"padding side must be 'left' or 'right', got {side!r}")
-    n = max(len(s) for s in seqs)
-    if multiple_of:
-        n = (n + multiple_of - 1) // multiple_of * multiple_of
-    ids = torch.full((len(seqs), n), int(pad_id), dtype=torch.long)
-    mask = torch.zeros((len(seqs), n), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        if not len(s):
-            continue
-        sl = slice(n - len(s), n) if side == "left" else slice(0, len(s))
-        ids[i, sl] = torch.as_tensor(list(s), dtype=torch.long)
-        mask[i, sl] = 1
-    return ids, mask
-
-
-def last_real_index(mask: torch.Tensor) -> torch.Tensor:
-    """Index of the last 1 in each row of a [B, L] mask (left or right padding, or both)."""
-    n = mask.shape[1]
-    return (n - 1 - torch.flip(mask, dims=[1]).argmax(dim=1)).long()

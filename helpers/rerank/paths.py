@@ -21,7 +21,7 @@ import logging
 import torch
 from tqdm.auto import tqdm
 
-from helpers.rerank.inputs import last_real_index, pad
+from helpers.common.tensors import last_real_index, pad
 
 log = logging.getLogger(__name__)
 

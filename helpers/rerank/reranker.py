@@ -22,7 +22,8 @@ import torch
 from tqdm.auto import tqdm
 
 from helpers.common.devices import dtype_for, parse_devices
-from helpers.rerank.inputs import DecoderLayout, EncoderLayout, format_text, last_real_index, pad
+from helpers.common.tensors import last_real_index, pad
+from helpers.rerank.inputs import DecoderLayout, EncoderLayout, format_text
 from helpers.rerank.paths import PlainPath, PrefixPath
 
 log = logging.getLogger(__name__)

@@ -28,6 +28,7 @@ import torch
 from helpers.data.formatting import (instructed_query, join_examples, row_instruction, tokenize_icl_queries,
                                 tokenize_texts)
 from helpers.common.io_utils import InputError, read_jsonl, validate_queries
+from helpers.common.tensors import pad
 from helpers.common.prompts import ICL_QUERY_FORMAT, ICL_SUFFIX, unescape
 from helpers.rerank.filters import SUSPECT_FIELD, drop_marked
 
@@ -143,13 +144,8 @@ def batch_indices(n: int, batch_size: int, seed: int, epoch: int, world_size: in
 
 
 def pad_batch(ids: list[list[int]], pad_id: int, left: bool) -> dict:
-    T = max(len(x) for x in ids)
-    input_ids = torch.full((len(ids), T), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(ids), T), dtype=torch.long)
-    for i, x in enumerate(ids):
-        sl = slice(T - len(x), T) if left else slice(0, len(x))
-        input_ids[i, sl] = torch.tensor(x, dtype=torch.long)
-        mask[i, sl] = 1
+    """A model's keyword inputs for id lists padded to the longest (never to max length)."""
+    input_ids, mask = pad(ids, pad_id, "left" if left else "right")
     return {"input_ids": input_ids, "attention_mask": mask}
 
 

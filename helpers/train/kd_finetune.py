@@ -32,24 +32,23 @@ from typing import Callable, Optional
 import torch
 
 from helpers.common.cli import arg
-from helpers.common.devices import dtype_for, parse_devices
+from helpers.common.devices import check_devices, dtype_for, parse_devices
 from helpers.embed.embedder import DEFAULT_QUERY_FORMAT, MODEL_CLASSES, Embedder, EmbedderConfig, \
-    _encoder_pooling_default, load_embedding_model, manual_eos, no_cache
+    _encoder_pooling_default, load_embedding_model, manual_eos, pooled_embeddings
 from helpers.data.formatting import describe_instruction, uses_row_prompts
 from helpers.common.cli import flag_aliases
 from helpers.common.io_utils import check_free_disk, check_writable, load_corpus, validate_queries
 from helpers.train.launch import dataclass_argv, inside_torchrun, launch
 from helpers.train.losses import EmbedderLoss, TeacherEntropyMeter, loss_weights, warn_if_saturated
-from helpers.eval.metrics import retrieval_metrics
+from helpers.eval.evaluate import evaluate_embedder
 from helpers.common.models import resolve_model
-from helpers.embed.pooling import pool
 from helpers.common.prompts import ICL_SUFFIX
-from helpers.embed.search import search
-from helpers.train.loop import DEFAULT_TARGETS, TrainConfig, add_lora, checkpointing_rule, dist_info, fit, \
-    init_distributed, save_dir_atomic
+from helpers.common.io_utils import save_dir_atomic
+from helpers.train.loop import TrainConfig, add_lora, checkpointing_rule, dist_info, fit, init_distributed
 from helpers.train.groups import GroupBatches, GroupDataConfig, load_group_rows
 
 log = logging.getLogger(__name__)
+EPOCH_KS = (25, 50, 75, 100)          # Recall@k reported after every epoch (the reference table's)
 
 
 @dataclass
@@ -90,6 +89,7 @@ class KDArgs:
     fp16: bool = arg(True, "mixed precision on CUDA: fp16 + GradScaler below cc 8, bf16 from 8; CPU: fp32")
     warmup_ratio: float = arg(0.1, "share of steps with linear warmup (then linear decay)")
     max_grad_norm: float = arg(1.0, "gradient clipping (0: off)")
+    max_nonfinite_steps: int = arg(8, "a non-finite loss skips its optimizer step (logged, counted); stop after this many in a row")
     weight_decay: float = arg(0.0, "AdamW weight decay")
     seed: int = arg(42, "seed of sampling, shuffling, dropout and the eval batches")
     load_in_4bit: bool = arg(False, "QLoRA: 4-bit base (bitsandbytes, CUDA); LoRA weights stay fp32")
@@ -220,24 +220,19 @@ def encode(model, inputs: dict, pooling: str, buckets: bool = False, overhead: i
     same embeddings (left or right padding)."""
     ids, mask = inputs["input_ids"], inputs["attention_mask"]
     if not buckets or ids.shape[0] < 2:
-        out = model(input_ids=ids, attention_mask=mask, return_dict=True, **no_cache(model))
-        return torch.nn.functional.normalize(pool(out.last_hidden_state, mask, pooling).float(), dim=-1)
-    chunks = length_chunks(mask.sum(dim=1).tolist(), overhead)
+        return pooled_embeddings(model, ids, mask, pooling)
     parts, rows = [], []
-    for idx in chunks:
+    for idx in length_chunks(mask.sum(dim=1).tolist(), overhead):
         sel = torch.tensor(idx, device=ids.device)
         m = mask.index_select(0, sel)
         cols = m.any(dim=0).nonzero().flatten()
         lo, hi = int(cols[0]), int(cols[-1]) + 1
-        m = m[:, lo:hi]
-        out = model(input_ids=ids.index_select(0, sel)[:, lo:hi], attention_mask=m, return_dict=True,
-                    **no_cache(model))
-        parts.append(pool(out.last_hidden_state, m, pooling).float())
+        parts.append(pooled_embeddings(model, ids.index_select(0, sel)[:, lo:hi], m[:, lo:hi], pooling))
         rows.extend(idx)
-    emb = torch.cat(parts)
+    emb = torch.cat(parts)            # rows are normalised one by one: chunking does not change them
     inv = torch.empty(len(rows), dtype=torch.long, device=emb.device)
     inv[torch.tensor(rows, device=emb.device)] = torch.arange(len(rows), device=emb.device)
-    return torch.nn.functional.normalize(emb.index_select(0, inv), dim=-1)
+    return emb.index_select(0, inv)
 
 
 def save_tokenizer(tok, path, add_eos: bool, pooling: Optional[str] = None) -> None:
@@ -400,16 +395,15 @@ def check_memory(args: KDArgs, devices: list[str]) -> Optional[dict]:
 
 
 def retrieval_eval(model, tok, args: KDArgs, rows, corpus_ids, corpus_texts, pooling: str) -> dict:
+    """The epoch's MAP@25 / Recall@k: the evaluation stage's own code on an Embedder around the model."""
     emb = Embedder(args.embedder_config(pooling), model, tok)
-    q, p = emb.encode_queries(rows), emb.encode_corpus(corpus_texts)
-    _, idx = search(q, p, topk=100)
-    ranked = [[corpus_ids[j] for j in r] for r in idx]
-    m = retrieval_metrics(ranked, [r["pos_ids"] for r in rows])
-    return {k: m[k] for k in ("MAP@25", "Recall@25", "Recall@50", "Recall@75", "Recall@100") if k in m}
+    m = evaluate_embedder(emb, rows, corpus_ids, corpus_texts, ks=EPOCH_KS)
+    return {k: m[k] for k in ("MAP@25", *(f"Recall@{k}" for k in EPOCH_KS)) if k in m}
 
 
 def kd_finetune(args: KDArgs, on_log: Optional[Callable[[dict], None]] = None, echo=None) -> list[dict]:
     """Train (in process, or under torchrun when several devices are given) -> metrics rows."""
+    args.devices = check_devices(args.devices, stage="kd_finetune")   # before anything is loaded
     devices = parse_devices(args.devices)
     check_memory(args, devices)        # CUDA: the plan, printed; what cannot fit stops before any load
     if len(devices) > 1 and not inside_torchrun():
@@ -460,10 +454,10 @@ def _train(args: KDArgs, devices: list[str], on_log=None) -> list[dict]:
         lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
         target_modules=tuple(t.strip() for t in (args.target_modules or "").split(",") if t.strip()),
         logging_steps=args.logging_steps, overwrite_output_dir=args.overwrite_output_dir,
-        show_progress=args.show_progress,
+        show_progress=args.show_progress, max_nonfinite_steps=args.max_nonfinite_steps,
         resume_keys={k: v for k, v in asdict(args).items() if k not in (
             "num_train_epochs", "output_dir", "overwrite_output_dir", "show_progress", "devices",
-            "eval_batch_size", "logging_steps", "save_merged_lora_model", "merge_every_epoch", "merge_epoch",
+            "eval_batch_size", "logging_steps", "max_nonfinite_steps", "save_merged_lora_model", "merge_every_epoch", "merge_epoch",
             "deadline",
             # speed/memory only (same results): a run may resume with other values
             "gradient_checkpointing", "length_buckets")

@@ -24,7 +24,6 @@ import json
 import logging
 import math
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +33,7 @@ import torch
 from tqdm.auto import tqdm
 
 from helpers.common.devices import dtype_for
-from helpers.common.io_utils import read_jsonl, write_json, write_jsonl
+from helpers.common.io_utils import atomic_path, read_jsonl, save_dir_atomic, write_json, write_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -324,21 +323,6 @@ def trainable_state(model) -> dict:
     return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
-def save_dir_atomic(path: Path, save: Callable[[Path], None]) -> None:
-    """``save(tmp)`` then rename onto ``path`` (an old folder is replaced)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        save(tmp)
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
 def _resume_state(out: Path, cfg: TrainConfig, rank: int):
     state_path = out / STATE_FILE
     if cfg.overwrite_output_dir or not state_path.exists():
@@ -545,13 +529,12 @@ class _null:
 
 
 def _save_state(out, model, opt, sched, scaler, epoch, step, history, cfg, rows=()):
-    tmp = out / f".{STATE_FILE}.tmp"
-    torch.save({"epoch": epoch, "global_step": step, "trainable": trainable_state(model),
-                "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                "scaler": scaler.state_dict(), "history": json.dumps(history),
-                "metrics": json.dumps(list(rows)),
-                "resume_keys": json.dumps(cfg.resume_keys, default=str)}, tmp)
-    os.replace(tmp, out / STATE_FILE)
+    with atomic_path(out / STATE_FILE) as tmp:
+        torch.save({"epoch": epoch, "global_step": step, "trainable": trainable_state(model),
+                    "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                    "scaler": scaler.state_dict(), "history": json.dumps(history),
+                    "metrics": json.dumps(list(rows)),
+                    "resume_keys": json.dumps(cfg.resume_keys, default=str)}, tmp)
 
 
 @torch.no_grad()

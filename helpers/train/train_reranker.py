@@ -39,14 +39,16 @@ from typing import Optional
 import torch
 
 from helpers.common.cli import arg
-from helpers.common.devices import dtype_for, parse_devices
+from helpers.common.devices import check_devices, dtype_for, parse_devices
 from helpers.common.io_utils import InputError, check_writable, read_jsonl, validate_queries
 from helpers.common.prompts import RERANK_PROMPT, unescape
-from helpers.rerank.inputs import DecoderLayout, format_text, pad
+from helpers.common.tensors import pad
+from helpers.rerank.inputs import DecoderLayout, format_text
 from helpers.rerank.paths import PrefixPath
 from helpers.rerank.paths import _Head as YesHead
 from helpers.rerank.stats import group_rank_stats
-from helpers.train.loop import TrainConfig, add_lora, fit, save_dir_atomic
+from helpers.common.io_utils import save_dir_atomic
+from helpers.train.loop import TrainConfig, add_lora, fit
 from helpers.train.groups import batch_indices, sample_group
 
 log = logging.getLogger(__name__)
@@ -78,6 +80,7 @@ class RerankerTrainArgs:
     num_train_epochs: int = arg(1, "epochs")
     warmup_ratio: float = arg(0.1, "linear warmup share, then linear decay")
     max_grad_norm: float = arg(1.0, "gradient clipping (0: off)")
+    max_nonfinite_steps: int = arg(8, "a non-finite loss skips its optimizer step (logged, counted); stop after this many in a row")
     weight_decay: float = arg(0.0, "AdamW weight decay")
     lora_rank: int = arg(8, "LoRA r")
     lora_alpha: float = arg(16, "LoRA alpha")
@@ -251,10 +254,10 @@ def _train_config(args: RerankerTrainArgs, layers=None) -> TrainConfig:
         lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
         target_modules=tuple(t.strip() for t in (args.target_modules or "").split(",") if t.strip()),
         layers_to_transform=layers, overwrite_output_dir=args.overwrite_output_dir,
-        show_progress=args.show_progress,
+        show_progress=args.show_progress, max_nonfinite_steps=args.max_nonfinite_steps,
         resume_keys={k: v for k, v in asdict(args).items() if k not in (
             "num_train_epochs", "output_dir", "overwrite_output_dir", "show_progress", "devices",
-            "eval_batch_size", "eval_data")})
+            "eval_batch_size", "eval_data", "max_nonfinite_steps")})
 
 
 def _log_steps(row):
@@ -323,6 +326,7 @@ def _train_encoder(args: RerankerTrainArgs, path: str, tok, train_rows, eval_row
 
 def train_reranker(args: RerankerTrainArgs) -> list[dict]:
     """Train; returns the per-epoch metrics rows (also in ``output_dir/metrics.jsonl``)."""
+    args.devices = check_devices(args.devices, stage="train_reranker")   # before anything is loaded
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from helpers.common.models import resolve_model
     t0 = time.time()

@@ -3,8 +3,8 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from helpers.rerank.inputs import (DecoderLayout, EncoderLayout, cut_second, format_text,
-                                   last_real_index, pad)
+from helpers.common.tensors import last_real_index, pad
+from helpers.rerank.inputs import DecoderLayout, EncoderLayout, cut_second, format_text
 from tests.reranker_tiny import gemma_tokenizer_dir
 
 

@@ -153,11 +153,11 @@ def test_a_non_finite_loss_skips_its_step_and_training_goes_on(tmp_path, caplog,
     assert same(snaps[1], snaps[2]) and same(snaps[2], snaps[3]) and same(snaps[5], snaps[6])
     assert not same(snaps[0], snaps[1]) and not same(snaps[3], snaps[4]) and not same(snaps[6], snaps[7])
     assert all(torch.isfinite(p).all() for p in snaps[-1].values())
-    assert [r.get("skipped_steps") for r in rows] == [3, None]
+    assert [r.get("skipped_steps") for r in rows] == [2, 1]
     assert [r["global_step"] for r in rows] == [4, 8]        # the schedule keeps its length
     warned = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
     assert len(warned) == 3 and "(2 in a row, 2 this epoch; max_nonfinite_steps 3)" in warned[1]
-    assert all(np == np for np in (r["train_loss"] for r in rows))           # no nan in the averages
+    assert all(r["train_loss"] == r["train_loss"] for r in rows)             # no nan in the averages
 
 
 def test_a_non_finite_loss_skips_the_whole_accumulation_group(tmp_path):
@@ -166,7 +166,9 @@ def test_a_non_finite_loss_skips_the_whole_accumulation_group(tmp_path):
     model = lora_toy(c)
     snaps = []
     rows = fit(model, nan_on({1}, snaps), gen, n, c)
-    assert same(snaps[0], snaps[1]) and same(snaps[0], snaps[2]) and not same(snaps[2], snaps[3])
+    snaps.append(params(model))
+    # calls 1-2 are step 1 (skipped: call 3 sees the start weights), calls 3-4 step 2 (taken)
+    assert same(snaps[0], snaps[1]) and same(snaps[0], snaps[2]) and not same(snaps[2], snaps[4])
     assert rows[0]["skipped_steps"] == 1 and rows[0]["global_step"] == 2
 
 
@@ -179,3 +181,24 @@ def test_max_nonfinite_steps_in_a_row_stop_the_run(tmp_path):
                                                  r"epoch 2, batch 2.*max_nonfinite_steps=3"):
         fit(lora_toy(c), nan_on({1, 2, 4, 5, 6}, snaps), gen, n, c)
     assert len(snaps) == 6
+
+
+def test_fp16_skips_back_off_the_loss_scale_as_gradscaler_does(tmp_path, monkeypatch):
+    import helpers.train.loop as loop
+    monkeypatch.setattr(loop, "dtype_for", lambda device, fp16=True: torch.float16)   # GradScaler on CPU
+    gen, n = batches_of(2)
+    c = cfg(tmp_path, num_train_epochs=1)
+    snaps = []
+    rows = fit(lora_toy(c), nan_on({1, 3}, snaps, "add"), gen, n, c)     # finite gradients, nan loss
+    assert same(snaps[0], snaps[1]) and same(snaps[2], snaps[3]) and not same(snaps[1], snaps[2])
+    state = torch.load(tmp_path / "training_state.pt", weights_only=True)
+    assert state["scaler"]["scale"] == 65536.0 * 0.5 ** 2 and rows[0]["skipped_steps"] == 2
+
+
+def test_max_nonfinite_steps_is_a_stage_flag_passed_to_the_loop():
+    from helpers.train.kd_finetune import build_parser
+    from helpers.train.train_reranker import RerankerTrainArgs, _train_config
+    assert build_parser().parse_args(["--max_nonfinite_steps", "3"]).max_nonfinite_steps == 3
+    a = RerankerTrainArgs(model_name_or_path="m", train_data="t", output_dir="o", max_nonfinite_steps=5)
+    tc = _train_config(a)
+    assert tc.max_nonfinite_steps == 5 and "max_nonfinite_steps" not in tc.resume_keys   # old runs resume
