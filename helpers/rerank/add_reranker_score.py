@@ -38,7 +38,8 @@ log = logging.getLogger(__name__)
 class ScoreArgs:
     input_file: str = field(default=None, metadata={"help": "Mined JSONL: query, pos, neg (+ ids, extra fields)."})
     output_file: str = field(default=None, metadata={"help": "Scored JSONL: the input rows plus pos_scores/neg_scores."})
-    reranker_name_or_path: str = field(default=None, metadata={"help": "Local HF folder or demo:<alias>."})
+    reranker_name_or_path: str = field(default=None, metadata={"help": "Local HF folder or demo:<alias>; a "
+                                       "train_reranker output folder stands for its last model_epoch_n."})
     reranker_model_class: str = field(default="decoder-only-base", metadata={
         "help": "decoder-only-base (LLM 'Yes' logit) or encoder-only-base (cross-encoder)."})
     query_instruction_for_rerank: Optional[str] = field(default="A: ", metadata={"help": "Query instruction."})
@@ -68,10 +69,27 @@ class ScoreArgs:
         "help": "Margin of the teacher filter in score units: 0 flags negatives above the best positive; "
                 "larger flags more."})
 
+    def __post_init__(self):
+        self.reranker_name_or_path = last_epoch_model(self.reranker_name_or_path)
+
     def score_settings(self) -> dict:
         """Everything that changes the scores (and so must match to resume); the filter does not."""
         skip = {"input_file", "output_file", "devices", "overwrite", "teacher_filter", "teacher_filter_margin"}
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
+
+
+def last_epoch_model(path):
+    """A train_reranker output folder (``model_epoch_1``, ``model_epoch_2``, ... and no model of its
+    own) stands for its last epoch's model; anything else is returned as it is."""
+    p = Path(str(path)) if path else None
+    if p is None or not p.is_dir() or (p / "config.json").exists():
+        return path
+    epochs = sorted((int(d.name.rsplit("_", 1)[1]), d) for d in p.glob("model_epoch_*")
+                    if d.name.rsplit("_", 1)[1].isdigit() and (d / "config.json").is_file())
+    if not epochs:
+        return path
+    log.info("reranker %s: a training folder, scoring with its last epoch %s", path, epochs[-1][1].name)
+    return str(epochs[-1][1])
 
 
 def _check_args(a: ScoreArgs):

@@ -214,3 +214,22 @@ def test_notebook_runs_on_tiny_inputs(tmp_path):
     for name, n in (("train", 3), ("test", 2)):
         got = [json.loads(x) for x in (out / f"{name}.jsonl").read_text().splitlines()]
         assert len(got) == n and all(len(r["neg_scores"]) == 3 and len(r["pos_scores"]) == 1 for r in got)
+
+
+def test_a_training_folder_stands_for_its_last_epoch(tmp_path, caplog):
+    from helpers.rerank.add_reranker_score import last_epoch_model
+    run = tmp_path / "teacher"
+    for n in (1, 2, 10):
+        (run / f"model_epoch_{n}").mkdir(parents=True)
+        (run / f"model_epoch_{n}" / "config.json").write_text("{}")
+    (run / "model_epoch_11").mkdir()                          # an unfinished epoch: no config.json
+    (run / "lora_epoch_12").mkdir()
+    with caplog.at_level("INFO"):
+        assert last_epoch_model(str(run)) == str(run / "model_epoch_10")       # 10 > 2: numbers, not text
+    assert "last epoch model_epoch_10" in caplog.text
+    assert ScoreArgs(reranker_name_or_path=str(run)).reranker_name_or_path == str(run / "model_epoch_10")
+    model = run / "model_epoch_2"
+    assert last_epoch_model(str(model)) == str(model)          # a model folder is itself
+    assert last_epoch_model("demo:gemma-3-270m") == "demo:gemma-3-270m"
+    assert last_epoch_model(str(tmp_path / "nope")) == str(tmp_path / "nope")
+    assert last_epoch_model(None) is None
