@@ -4,7 +4,7 @@ The tree is the pipeline; imports flow one way (common -> kaggle -> data -> embe
 -> mine -> train; demo sits beside it and nothing imports it). Map: docs/architecture.md.
 
   common/  cli, io_utils, devices, models, prompts, notebook   plumbing every stage uses
-  kaggle/  offline_install, memory_plan, env                  wheels install, GPU memory plan, on Kaggle?
+  kaggle/  offline_install, memory_plan, env, inputs          wheels install, GPU memory plan, on Kaggle?
   data/    eedi, splits, formatting, prepare_data             00: CSVs -> corpus / queries / examples
   embed/   embedder, pooling, search                          the embedding models and exact search
   rerank/  reranker, inputs, paths, progress, stats,          02: teacher "Yes"-logit scores

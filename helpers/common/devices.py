@@ -35,7 +35,7 @@ def check_devices(devices, param: str = "devices", stage: str | None = None):
     what ``auto`` resolves to, in the same form: a list stays a list, a string a comma string).
 
     ``None``/``""`` (the default device), ``"cpu"`` and devices that exist pass. A CUDA index
-    beyond ``torch.cuda.device_count()``, CUDA on a machine without it, or a device given twice
+    beyond ``torch.cuda.device_count()``, CUDA on a machine without it, or a CUDA device given twice
     raise one ValueError naming ``param``, what was asked and what exists. ``"auto"``: every
     device that exists, with a warning saying which. Under torchrun the launcher has already checked
     and renumbered the devices (CUDA_VISIBLE_DEVICES), so nothing is checked there.
@@ -57,11 +57,11 @@ def check_devices(devices, param: str = "devices", stage: str | None = None):
         name = f"cuda:{d}" if d.isdigit() else d
         if name == "cuda":
             name = "cuda:0"
+        if not name.startswith("cuda"):
+            continue                  # "cpu" may repeat: several CPU workers / gloo ranks
         if name in seen:
             raise ValueError(f"{where}{param}={devices!r} gives {name} twice; this machine has {have}")
         seen.add(name)
-        if not name.startswith("cuda"):
-            continue
         idx = name.split(":", 1)[1] if ":" in name else "0"
         if not idx.isdigit():
             raise ValueError(f"{where}{param}={devices!r}: {d!r} is not a device (cpu, cuda:N or N); "

@@ -78,7 +78,7 @@ def read_requirements(path: str) -> list[Line]:
         text = text.strip()
         if not text or text.startswith("-"):
             continue
-        words = comment.split()
+        words = re.findall(r"[\w.=]+", comment)       # "optional:", "import=faiss:" -> the words
         module = next((w.split("=", 1)[1] for w in words if w.startswith("import=")), None)
         req = _Req(text)
         out.append(Line(text, canonicalize_name(req.name), req, optional="optional" in words, module=module))

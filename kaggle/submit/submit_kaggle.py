@@ -28,9 +28,9 @@ def found(path, marker):
 CODE, WHEELS = found(CODE, "run_all.py"), found(WHEELS, "requirements.txt")
 if not os.path.isdir(WORK):
     shutil.copytree(CODE, WORK)
-if os.path.isfile(os.path.join(WHEELS, "requirements.txt")) and glob.glob(os.path.join(WHEELS, "*.whl")):
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--find-links", WHEELS,
-                    "-r", os.path.join(WHEELS, "requirements.txt")], check=True)
+sys.path.insert(0, WORK)
+from helpers.kaggle.offline_install import install_wheels  # noqa: E402
+install_wheels(WHEELS)          # only what the image lacks; a missing required wheel is named
 cmd = [sys.executable, "run_all.py", "--profile", "submit"]
 # e.g. cmd += ["--var", "student=/kaggle/input/my-student/lora_epoch_4", "--var", "base_model=/kaggle/input/bge-en-icl"]
 sys.exit(subprocess.run(cmd, cwd=WORK).returncode)

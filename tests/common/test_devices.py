@@ -31,7 +31,7 @@ def test_no_cuda_at_all_names_the_parameter(monkeypatch):
         dev.check_devices("cuda", stage="hn_mine")
 
 
-@pytest.mark.parametrize("asked", ["0,1", "cuda:0 cuda:1", ["cuda:1"], 1, "cpu", None, "", ["cpu"]])
+@pytest.mark.parametrize("asked", ["0,1", "cuda:0 cuda:1", ["cuda:1"], 1, "cpu", None, "", ["cpu"], "cpu,cpu"])
 def test_devices_that_exist_pass_unchanged(monkeypatch, asked):
     gpus(monkeypatch, 2)
     assert dev.check_devices(asked) == asked

@@ -22,11 +22,17 @@ def test_install_wheels_finds_an_attached_folder_and_runs_once(tmp_path, monkeyp
     (w / "requirements.txt").write_text("peft\n")
     (w / "peft-0.1-py3-none-any.whl").write_bytes(b"")
     calls = []
-    cmd = install_wheels(str(tmp_path / "*" / "requirements.txt"), str(tmp_path / "m"),
-                         run=lambda c, check: calls.append(c))
+    import subprocess
+
+    def run(c, **kw):
+        calls.append(c)
+        return subprocess.CompletedProcess(c, 0, "", "")
+    lacks_peft = {"torch": "2.11.0"}.get                               # the image lacks peft
+    cmd = install_wheels(str(tmp_path / "*" / "requirements.txt"), str(tmp_path / "m"), run=run,
+                         installed=lacks_peft)
     assert calls == [cmd] and "--no-index" in cmd and cmd[cmd.index("--find-links") + 1] == str(w)
-    assert install_wheels(str(tmp_path / "*" / "requirements.txt"), str(tmp_path / "m"),
-                          run=lambda c, check: calls.append(c)) is None     # once per session
+    assert install_wheels(str(tmp_path / "*" / "requirements.txt"), str(tmp_path / "m"), run=run,
+                          installed=lacks_peft) is None     # once per session
     assert len(calls) == 1
 
 

@@ -150,6 +150,8 @@ def test_add_reranker_score_checks_before_loading(tmp_path, monkeypatch):
     import helpers.rerank.add_reranker_score as ars
     model = folder(tmp_path, "gemma", GEMMA2B)
     _cuda(monkeypatch, dv)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)     # one GPU for dv.check_devices
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     monkeypatch.setattr(ars, "_check_model_args", lambda a: None)
     row = {"query": "q", "pos": ["p"], "neg": ["n"], "pos_ids": ["1"], "neg_ids": ["2"]}
     (tmp_path / "mined.jsonl").write_text(json.dumps(row) + "\n")

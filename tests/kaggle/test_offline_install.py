@@ -28,6 +28,13 @@ pyyaml
 """
 
 
+def test_the_shipped_requirements_mark_faiss_and_gguf_optional(repo_root):
+    lines = {ln.name: ln for ln in oi.read_requirements(str(repo_root / "requirements-kaggle.txt"))}
+    assert lines["faiss-gpu-cu12"].optional and lines["faiss-gpu-cu12"].module == "faiss"
+    assert lines["gguf"].optional and not lines["peft"].optional and not lines["bitsandbytes"].optional
+    assert str(lines["transformers"].req.specifier) == ">=4.56"
+
+
 def folder(tmp_path, wheels, reqs=REQS):
     w = tmp_path / "wheels"
     w.mkdir()

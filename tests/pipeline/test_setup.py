@@ -76,3 +76,15 @@ def test_first_code_cell_sets_up_and_installs_wheels(repo_root):
         first = "".join(cells[0]["source"])
         assert "install_wheels()" in first and "os.chdir(ROOT)" in first, f"{nb.name}: first code cell"
         assert "parameters" in cells[1].get("metadata", {}).get("tags", []), f"{nb.name}: parameters come second"
+
+
+def test_transformers_floor_is_the_first_release_with_dtype(repo_root):
+    """The code loads models with ``from_pretrained(..., dtype=...)``, first accepted in
+    transformers 4.56.0 (huggingface/transformers#39782); every setup file states that floor."""
+    env = yaml.safe_load(open(repo_root / "environment.yml"))
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    specs = [s.split("#")[0].strip() for s in pip if _name(s) == "transformers"]
+    for path in ("requirements.txt", "requirements-kaggle.txt"):
+        specs += [ln.split("#")[0].strip() for ln in open(repo_root / path, encoding="utf-8")
+                  if _name(ln.split("#")[0]) == "transformers"]
+    assert specs == ["transformers>=4.56"] * 3, specs

@@ -1,0 +1,92 @@
+"""Find an attached dataset or Kaggle Model under ``/kaggle/input`` without hard-coding a layout.
+
+Kaggle mounts the same upload at different paths depending on the runtime:
+
+- datasets: ``/kaggle/input/<slug>`` or, on newer runtimes, ``/kaggle/input/datasets/<owner>/<slug>``;
+- Kaggle Models: ``/kaggle/input/<model>/<framework>/<variation>/<version>`` (the documented
+  layout) or ``/kaggle/input/models/<owner>/<model>/<framework>/<variation>/<version>``, with the
+  framework spelled ``transformers`` or ``Transformers``.
+
+:func:`find_input` searches for a folder holding ``marker`` (``config.json`` for a Hugging Face
+model folder) whose path contains ``name`` (a slug such as ``bge-en-icl``, or several parts such as
+``bge-en-icl/transformers/default``), case-insensitively. When several versions of one model are
+attached, the highest version wins; any other ambiguity is an error that lists the candidates.
+
+    python -m helpers.kaggle.inputs bge-en-icl          # prints the folder, for --var embedder=...
+"""
+from __future__ import annotations
+
+import os
+
+ROOT = "/kaggle/input"
+MAX_DEPTH = 8          # models/<owner>/<model>/<framework>/<variation>/<version>/<subfolder>...
+
+
+def _parts(path: str) -> list[str]:
+    return [p for p in path.replace("\\", "/").split("/") if p]
+
+
+def _contains(parts: list[str], want: list[str]) -> bool:
+    low, want = [p.lower() for p in parts], [w.lower() for w in want]
+    return any(low[i:i + len(want)] == want for i in range(len(low) - len(want) + 1))
+
+
+def candidates(name: str, marker: str = "config.json", root: str = ROOT) -> list[str]:
+    """Every folder under ``root`` (to :data:`MAX_DEPTH`) holding ``marker`` whose path below
+    ``root`` contains the parts of ``name`` in order."""
+    want = _parts(name)
+    out = []
+    root = os.path.abspath(root)
+    for folder, dirs, files in os.walk(root):
+        rel = _parts(os.path.relpath(folder, root)) if folder != root else []
+        if len(rel) >= MAX_DEPTH:
+            dirs[:] = []
+        dirs.sort()
+        if marker in files and _contains(rel, want):
+            out.append(folder)
+            dirs[:] = []                       # a model folder's own subfolders are not other models
+    return out
+
+
+def _version_key(path: str):
+    last = _parts(path)[-1]
+    return (0, int(last)) if last.isdigit() else (-1, 0)
+
+
+def find_input(name: str, marker: str = "config.json", root: str = ROOT) -> str:
+    """The folder for ``name`` (see the module docstring). An existing path is returned as it is.
+
+    FileNotFoundError when nothing matches (the message lists what is attached); ValueError when
+    several folders match and they are not versions of one model."""
+    if os.path.isdir(name):
+        return name
+    hits = candidates(name, marker, root)
+    if len(hits) == 1:
+        return hits[0]
+    if not hits:
+        attached = sorted(os.listdir(root)) if os.path.isdir(root) else []
+        raise FileNotFoundError(
+            f"no folder with {marker} for {name!r} under {root} (searched /kaggle/input/<slug>, "
+            f".../datasets/<owner>/<slug> and .../models/<owner>/<model>/<framework>/<variation>/<version>); "
+            f"attached: {', '.join(attached) or 'nothing'}: add it to dataset_sources / model_sources")
+    parents = {os.path.dirname(h) for h in hits}
+    if len(parents) == 1 and all(_version_key(h)[0] == 0 for h in hits):
+        return max(hits, key=_version_key)            # versions 1, 2, 3 of one model: the newest
+    raise ValueError(f"{len(hits)} folders with {marker} match {name!r}: {', '.join(hits)}; "
+                     "give more of the path (e.g. owner/model/framework/variation)")
+
+
+def main(argv=None) -> None:
+    """Print the folder; bad input (nothing or several match) raises for helpers.common.cli.run."""
+    import argparse
+    p = argparse.ArgumentParser(prog="python -m helpers.kaggle.inputs", description=__doc__.split("\n")[0])
+    p.add_argument("name", help="slug or path parts, e.g. bge-en-icl or bge-en-icl/transformers/default")
+    p.add_argument("--marker", default="config.json", help="a file the folder holds (default: config.json)")
+    p.add_argument("--root", default=ROOT, help=f"where to search (default: {ROOT})")
+    a = p.parse_args(argv)
+    print(find_input(a.name, a.marker, a.root))
+
+
+if __name__ == "__main__":
+    from helpers.common.cli import run
+    run(main)
