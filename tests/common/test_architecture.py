@@ -109,3 +109,21 @@ def test_one_implementation_of_atomic_writes_padding_and_the_embedding_forward()
     for needle, allowed_in in rules.items():
         found = {str(p.relative_to(HELPERS)) for p in HELPERS.rglob("*.py") if needle in p.read_text()}
         assert found <= allowed_in, f"{needle!r} outside {sorted(allowed_in)}: {sorted(found - allowed_in)}"
+
+
+STAGE_ARGS = ["helpers.data.prepare_data:PrepareArgs", "helpers.mine.hn_mine:HnMineArgs",
+              "helpers.rerank.add_reranker_score:ScoreArgs", "helpers.train.kd_finetune:KDArgs",
+              "helpers.train.train_reranker:RerankerTrainArgs", "helpers.eval.evaluate:EvalArgs",
+              "helpers.eval.rerank_eval:RerankEvalArgs", "helpers.eval.submission:SubmissionArgs",
+              "helpers.demo.generate:DemoDataArguments"]
+
+
+@pytest.mark.parametrize("spec", STAGE_ARGS)
+def test_one_field_style_for_stage_arguments(spec):
+    """Every stage argument is ``field(default=..., metadata={"help": ...})``: --help explains it."""
+    import dataclasses
+    import importlib
+    module, name = spec.split(":")
+    cls = getattr(importlib.import_module(module), name)
+    missing = [f.name for f in dataclasses.fields(cls) if not str(f.metadata.get("help", "")).strip()]
+    assert missing == [], f"{name}: fields without help text: {missing}"
