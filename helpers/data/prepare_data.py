@@ -9,6 +9,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 from helpers.common.cli import dataclass_parser
 from helpers.data.eedi import build_queries, corpus_rows, load_misconceptions, load_questions
@@ -27,11 +28,17 @@ class PrepareArgs:
     split: str = field(default="question", metadata={"help": "question | construct | misconception"})
     test_fraction: float = field(default=0.2, metadata={"help": "share of groups (or queries) held out"})
     seed: int = field(default=42, metadata={"help": "seed of the split"})
-    query_template: str = field(default=QUERY_TEMPLATE, metadata={"help": "query text template (str.format)"})
-    query_instruction: str = field(default=RETRIEVAL_INSTRUCTION,
-                                   metadata={"help": "retrieval instruction stored as each row's prompt"})
+    query_template: Optional[str] = field(default=None, metadata={
+        "help": "query text template (str.format); None or empty: the built-in one (helpers.common.prompts.QUERY_TEMPLATE)"})
+    query_instruction: Optional[str] = field(default=None, metadata={
+        "help": "retrieval instruction stored as each row's prompt; None or empty: the built-in one "
+                "(helpers.common.prompts.RETRIEVAL_INSTRUCTION)"})
     train_file: str = field(default="train.csv", metadata={"help": "name of the labelled CSV in input_dir"})
     mapping_file: str = field(default="misconception_mapping.csv", metadata={"help": "misconception names"})
+
+    def __post_init__(self):        # None (a notebook's, a profile's) means the built-in text
+        self.query_template = self.query_template or QUERY_TEMPLATE
+        self.query_instruction = self.query_instruction or RETRIEVAL_INSTRUCTION
 
 
 def prepare_data(args: PrepareArgs) -> dict:

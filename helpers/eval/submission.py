@@ -126,10 +126,15 @@ class SubmissionArgs(EmbedderArgs):
     output_file: str = field(default="submission.csv", metadata={"help": "where the submission is written"})
     sample_submission: Optional[str] = field(default=None, metadata={
         "help": "Kaggle sample_submission.csv: its header and row set are checked against ours"})
-    query_template: str = field(default=QUERY_TEMPLATE, metadata={"help": "query text template (as the data stage)"})
-    query_instruction: str = field(default=RETRIEVAL_INSTRUCTION, metadata={
-        "help": "retrieval instruction stored as each query's prompt (as the data stage)"})
+    query_template: Optional[str] = field(default=None, metadata={
+        "help": "query text template (as the data stage); None or empty: the built-in one"})
+    query_instruction: Optional[str] = field(default=None, metadata={
+        "help": "retrieval instruction stored as each query's prompt (as the data stage); None or empty: the built-in one"})
     k: int = field(default=25, metadata={"help": "misconception ids per row"})
+
+    def __post_init__(self):        # None means the built-in text, as in the data stage
+        self.query_template = self.query_template or QUERY_TEMPLATE
+        self.query_instruction = self.query_instruction or RETRIEVAL_INSTRUCTION
 
 
 def make_submission(args: SubmissionArgs, embedder=None) -> dict:
@@ -174,6 +179,17 @@ def make_submission(args: SubmissionArgs, embedder=None) -> dict:
     write_submission(args.output_file, row_ids, ranked, args.k, expected, ids)
     log.info("submission written in %.1fs -> %s", time.time() - t0, args.output_file)
     return {"rows": len(row_ids), "output_file": str(args.output_file), "queries": rows}
+
+
+def submission_spec(specs: Sequence[dict], label: Optional[str] = None) -> dict:
+    """The model spec (of :func:`helpers.eval.evaluate.model_specs`) that submits: the one labelled
+    ``label``; None (or empty): the last one (the latest epoch)."""
+    if not label:
+        return specs[-1]
+    spec = next((s for s in specs if s["label"] == label), None)
+    if spec is None:
+        raise ValueError(f"submission_model {label!r} is not one of {[s['label'] for s in specs]}")
+    return spec
 
 
 def submit_with(spec: dict, test_csv: str, output_file: str, misconception_csv: Optional[str] = None,

@@ -256,7 +256,8 @@ def test_notebook_runs_and_writes_everything(tmp_path, repo_root):
                         epoch_glob=str(kd / "merged_model_lora_epoch_*"), epoch_model_class="encoder-only-base",
                         queries_file=str(d / "test_queries.jsonl"), corpus_file=str(d / "corpus.jsonl"),
                         train_queries_file=str(d / "train_queries.jsonl"), output_dir=str(out),
-                        embedder_query_max_length=64, embedder_passage_max_length=32, devices="cpu",
+                        embedder_query_max_length=64, embedder_passage_max_length=32, embedder_batch_size=16,
+                        devices="cpu",
                         training_metrics_file=str(kd / "metrics.jsonl"), reference_model="base",
                         n_resamples=200, test_csv=str(test_csv), sample_submission=None,
                         submission_file=str(tmp_path / "submission.csv")))

@@ -18,6 +18,7 @@ def test_05_submit_runs_through_papermill_on_the_demo_data(tmp_path, repo_root):
                         parameters=dict(model_name_or_path="demo:all-minilm-l6-v2",
                                         embedder_model_class="encoder-only-base", devices="cpu",
                                         embedder_query_max_length=128, embedder_passage_max_length=64,
+                                        embedder_batch_size=32,
                                         test_csv="data/demo/test.csv",
                                         sample_submission="data/demo/sample_submission.csv",
                                         submission_file=str(out)))

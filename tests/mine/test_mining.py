@@ -246,6 +246,7 @@ def test_notebook_runs_on_tiny_inputs(tmp_path):
                         test_input_file=str(d / "queries.jsonl"), candidate_pool=str(d / "corpus.jsonl"),
                         train_output_file=str(out / "train.jsonl"), test_output_file=str(out / "test.jsonl"),
                         embedder_query_max_length=32, embedder_passage_max_length=16, negative_number=3,
+                        range_for_sampling="2-100", shuffle_data=True, query_instruction_format="<instruct>{}\\n<query>{}",
                         devices="cpu"))
     for name in ("train", "test"):
         rows = [json.loads(x) for x in (out / f"{name}.jsonl").read_text().splitlines()]

@@ -123,6 +123,7 @@ def test_notebook_runs_through_papermill(tiny, tmp_path, repo_root):
                             model_name_or_path=str(tiny / "model"), train_data=str(tiny / "train.jsonl"),
                             eval_data=str(tiny / "test.jsonl"), corpus_file=str(tiny / "corpus.jsonl"),
                             output_dir=str(out), num_train_epochs=1, query_max_len=64, passage_max_len=32,
+                            train_group_size=4, per_device_train_batch_size=4, lora_rank=8, lora_alpha=16,
                             gradient_checkpointing=False, devices="cpu"))
     rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
     assert rows[0]["epoch"] == 1 and "MAP@25" in rows[0]
