@@ -43,7 +43,11 @@ def test_every_from_pretrained_passes_trust_remote_code_from_a_parameter_or_leav
             where = f"{path.relative_to(REPO)}:{node.lineno}: {text}"
             if owner.startswith("PeftModel"):          # adapters: weights only, peft runs no model code
                 continue
-            if None in kw:      # **kwargs: the embedder's dict, checked below and in the safetensors test
+            if None in kw:      # **kwargs: the embedder's dict (checked below and in the safetensors test),
+                # or only the device placement (device_map) beside an explicit trust_remote_code parameter
+                if ast.unparse(kw[None]).startswith("placement_kwargs(") and "trust_remote_code" in kw:
+                    assert ast.unparse(kw["trust_remote_code"]) == "trust_remote_code", where
+                    continue
                 assert path.name == "embedder.py", where
                 continue
             if "trust_remote_code" in kw:
