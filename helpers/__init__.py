@@ -6,7 +6,7 @@ The tree is the pipeline; imports flow one way (common -> kaggle -> data -> embe
   common/  cli, io_utils, devices, models, prompts, notebook   plumbing every stage uses
   kaggle/  offline_install, memory_plan, env, inputs          wheels install, GPU memory plan, on Kaggle?
   data/    eedi, splits, formatting, prepare_data             00: CSVs -> corpus / queries / examples
-  embed/   embedder, pooling, search                          the embedding models and exact search
+  embed/   args, embedder, pooling, search                    the embedder block (EmbedderArgs), models, search
   rerank/  reranker, inputs, paths, progress, stats,          02: teacher "Yes"-logit scores
            add_reranker_score
   eval/    metrics, paired, evaluate, plots, submission,      04: metrics, paired intervals, figures,
@@ -15,6 +15,7 @@ The tree is the pipeline; imports flow one way (common -> kaggle -> data -> embe
   train/   losses, groups, loop, fast_lora, launch,           03: LoRA + KD; 02a: reranker teacher
            seed_flags, kd_finetune, kd_report, train_reranker
   demo/    generate, templates, report                        the bundled demo dataset
+  notebook.py  setup(), args_from                            the notebooks' first call (nothing else imports it)
 
 Stage commands: ``python -m helpers.<package>.<command>`` (the notebooks call the same functions):
   data.prepare_data, mine.hn_mine, rerank.add_reranker_score, train.train_reranker,

@@ -25,5 +25,5 @@ install_wheels(WHEELS if os.path.isdir(WHEELS) else SEARCH)
 # stop cleanly at the last finished step / epoch before Kaggle's 12 h limit (README "Two sessions")
 cmd = [sys.executable, "run_all.py", "--profile", "kaggle_eedi", "--time_budget", "11h"]
 # session 2: cmd += ["--from", "train_kd", "--resume_dir", "/kaggle/input/<session-1 notebook>/eedi_round2_kd"]
-# e.g. cmd += ["--set", "mine.embedder_name_or_path=/kaggle/input/my-round1-embedder"]
+# e.g. cmd += ["--set", "mine.model_name_or_path=/kaggle/input/my-round1-embedder"]
 sys.exit(subprocess.run(cmd, cwd=WORK).returncode)

@@ -106,6 +106,6 @@ def kd_args(tiny, out, **kw) -> KDArgs:
                 output_dir=str(out), num_train_epochs=2, per_device_train_batch_size=4, train_group_size=4,
                 learning_rate=3e-3, lora_rank=8, lora_alpha=16, lora_dropout=0.0, query_max_len=64,
                 passage_max_len=32, warmup_ratio=0.0, gradient_checkpointing=False, max_examples=0,
-                show_progress=False, save_merged_lora_model=False, devices="cpu", eval_batch_size=16)
+                show_progress=False, save_merged_lora_model=False, devices="cpu", embedder_batch_size=16)
     base.update(kw)
     return KDArgs(**base)

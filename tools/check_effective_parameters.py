@@ -32,9 +32,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from helpers.common.cli import canonical_flags  # noqa: E402
+from helpers.common.cli import FLAG_SPELLINGS, canonical_flags  # noqa: E402
 from helpers.common.notebook import NOTEBOOKS, cell_values  # noqa: E402
-from helpers.common.prompts import QUERY_TEMPLATE, RETRIEVAL_INSTRUCTION  # noqa: E402
+from helpers.common.prompts import (ICL_EXAMPLE_FORMAT, ICL_SUFFIX, QUERY_TEMPLATE, RETRIEVAL_INSTRUCTION,  # noqa: E402
+                                    unescape)
 
 # fields a notebook sets from another parameter: {notebook: {"Class.field": "Class.field" it copies}}
 DERIVED = {"rev": {"02a_train_reranker": {"RerankEvalArgs.reranker_max_length": "RerankerTrainArgs.max_len"}},
@@ -100,9 +101,27 @@ class Version:
                       if Path(p).match(pattern))
 
 
+# fields renamed without a FLAG_SPELLINGS entry (a name too generic to map everywhere): {"Class.old": "new"}
+RENAMED = {"HnMineArgs.batch_size": "embedder_batch_size", "KDArgs.eval_batch_size": "embedder_batch_size"}
+# fields that joined a dataclass with the embedder block (helpers.embed.args), and the value the
+# stage used before, implicitly (absent before and this value now: the same run)
+IMPLICIT = {**{f"{c}.icl_suffix_str": ICL_SUFFIX for c in ("HnMineArgs", "EvalArgs", "SubmissionArgs")},
+            **{f"{c}.base_model": None for c in ("HnMineArgs", "KDArgs")},
+            **{f"{c}.examples_instruction_format": ICL_EXAMPLE_FORMAT for c in ("KDArgs", "EvalArgs", "SubmissionArgs")},
+            "KDArgs.normalize_embeddings": True}
+FORMATS = {"query_instruction_format", "examples_instruction_format", "icl_suffix_str"}   # literal \n = newline
+
+
 def resolved(cls_name: str, field: str, value):
     built_in = BUILT_IN.get((cls_name, field))
+    if field in FORMATS and isinstance(value, str):
+        value = unescape(value)
     return (value or built_in) if built_in is not None else value
+
+
+def field_name(cls_name: str, f: str) -> str:
+    """Today's name of a field of either version."""
+    return RENAMED.get(f"{cls_name}.{f}", FLAG_SPELLINGS.get(f, f))
 
 
 def effective(v: Version, notebook: str, params: dict) -> dict:
@@ -112,9 +131,22 @@ def effective(v: Version, notebook: str, params: dict) -> dict:
     out, values = {}, {**cell, **params}
     for dotted in spec.stages:
         cls_name = dotted.rsplit(".", 1)[1]
-        for f, d in v.defaults[dotted].items():
-            value = values[f] if f in values else (ast.literal_eval(d) if d != "<required>" else d)
+        renamed_here = {old: new for old, new in ((k.split(".", 1)[1], n) for k, n in RENAMED.items()
+                                                  if k.startswith(cls_name + ".")) if old in v.defaults[dotted]}
+        vals = {renamed_here.get(k, k): x for k, x in values.items()}
+        defaults = {field_name(cls_name, f): d for f, d in v.defaults[dotted].items()}
+        if "add_examples_for_task" in defaults:        # before examples_for_task: a switch and a file
+            add = vals.get("add_examples_for_task", ast.literal_eval(defaults.pop("add_examples_for_task")))
+            ex = vals.pop("examples_file", ast.literal_eval(defaults.pop("examples_file")))
+            vals.pop("add_examples_for_task", None)
+            vals["examples_for_task"] = (ex or "<examples.json beside the input>") if add else None
+            defaults["examples_for_task"] = "None"
+        for f, d in defaults.items():
+            value = vals[f] if f in vals else (ast.literal_eval(d) if d != "<required>" else d)
             out[f"{cls_name}.{f}"] = value
+        values = {**values, **vals}
+        for k in set(renamed_here) | {"add_examples_for_task", "examples_file"}:
+            values.pop(k, None)
     for target, source in DERIVED[v.name].get(notebook, {}).items():
         out[target] = out[source]
     for key in list(out):
@@ -203,6 +235,7 @@ def profile_rel(name: str) -> str:
 
 
 def compare(label: str, old: dict, new: dict) -> list[str]:
+    old = {**{k: repr(x) for k, x in IMPLICIT.items() if k in new}, **old}
     return [f"{label}: {k}: {old.get(k, '<absent>')} -> {new.get(k, '<absent>')}"
             for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
 

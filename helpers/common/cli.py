@@ -31,9 +31,19 @@ def run(main: Callable[[Optional[list]], object], argv: Optional[list] = None) -
 
 
 # ----------------------------------------------------------------------------- other spellings
-# Other spellings of our flags that every stage, notebook and profile accepts (FlagEmbedding's
-# evaluation scripts call the format flag ``query_instruction_format_for_retrieval``).
-FLAG_SPELLINGS = {"query_instruction_format_for_retrieval": "query_instruction_format"}
+# Other spellings of our flags that every stage, notebook and profile accepts: FlagEmbedding's
+# names in its mining / evaluation scripts and its fine-tuning (HF TrainingArguments) flags, and
+# this project's names before the embedder block was one dataclass (helpers.embed.args). Ours
+# are the right-hand side, one name per concept.
+FLAG_SPELLINGS = {
+    "query_instruction_format_for_retrieval": "query_instruction_format",
+    "embedder_name_or_path": "model_name_or_path",               # FlagEmbedding hn_mine
+    "embedder_query_max_length": "query_max_len",                # FlagEmbedding hn_mine / evaluation
+    "embedder_passage_max_length": "passage_max_len",
+    "fp16": "use_fp16",                                          # HF TrainingArguments (fine-tuning)
+    "eval_examples_for_task": "examples_for_task",               # ours before (03)
+    "eval_examples_number": "examples_number",
+}
 
 
 def canonical_flags(params: dict) -> dict:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
 
-from helpers.common.cli import canonical_flags
+from helpers.common.cli import FLAG_SPELLINGS, canonical_flags
 
 
 def field_values(cls, namespace: Mapping[str, Any], exclude=()) -> dict:
@@ -85,8 +85,8 @@ NOTEBOOKS: dict[str, NotebookParameters] = {
                  "train_output_file": "output_file", "test_output_file": "output_file",
                  "train_max_queries": "max_queries"},
         set_by_notebook=frozenset({"input_file", "output_file", "max_queries"}),
-        paths=frozenset({"embedder_name_or_path", "train_input_file", "test_input_file", "candidate_pool",
-                         "train_output_file", "test_output_file", "examples_file"}),
+        paths=frozenset({"model_name_or_path", "base_model", "train_input_file", "test_input_file", "candidate_pool",
+                         "train_output_file", "test_output_file", "examples_for_task"}),
         display=frozenset({"show_rows"})),
     "02_reranker_score": NotebookParameters(
         stages=("helpers.rerank.add_reranker_score.ScoreArgs",),
@@ -109,7 +109,7 @@ NOTEBOOKS: dict[str, NotebookParameters] = {
     "03_kd_finetune": NotebookParameters(
         stages=("helpers.train.kd_finetune.KDArgs",),
         paths=frozenset({"train_data", "eval_data", "corpus_file", "output_dir", "model_name_or_path",
-                         "eval_examples_for_task"})),
+                         "base_model", "examples_for_task"})),
     "04_eval": NotebookParameters(
         stages=("helpers.eval.evaluate.EvalArgs", "helpers.eval.submission.SubmissionArgs"),
         renamed={"submission_file": "output_file"},
@@ -174,14 +174,16 @@ def _resolve(dotted: str):
 
 def check_notebook(notebook, spec: NotebookParameters) -> list[str]:
     """Problems of a notebook's parameters cell against its declaration (empty: none)."""
-    values = canonical_flags(cell_values(notebook))
+    raw = cell_values(notebook)
+    problems = [f"{name}: another spelling of {FLAG_SPELLINGS[name]!r}; the cell uses ours"
+                for name in raw if name in FLAG_SPELLINGS]
+    values = canonical_flags(raw)
     classes = spec.classes()
     by_field = {}                                   # field -> [(class, Field)]
     for cls in classes:
         for f in fields(cls):
             by_field.setdefault(f.name, []).append((cls, f))
     fargs = {}                                      # cell name -> [(function, keyword)]
-    problems = []
     for dotted, names in spec.function_args.items():
         fn = _resolve(dotted)
         sig = inspect.signature(fn).parameters

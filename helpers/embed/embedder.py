@@ -273,8 +273,8 @@ def check_memory(config: EmbedderConfig, devices) -> Optional[dict]:
         return None
     c = config
     base_path, _ = adapter_chain(c.model_name_or_path, c.base_model)
-    return check_stage("mine", dict(batch_size=c.batch_size, embedder_query_max_length=c.query_max_length,
-                                    embedder_passage_max_length=c.passage_max_length,
+    return check_stage("mine", dict(embedder_batch_size=c.batch_size, query_max_len=c.query_max_length,
+                                    passage_max_len=c.passage_max_length,
                                     load_in_4bit=c.load_in_4bit, use_fp16=c.use_fp16),
                        devices, model=base_path)
 

@@ -43,6 +43,7 @@ from helpers.eval.metrics import ids_from_indices, per_query
 from helpers.eval.paired import align, bootstrap_mean, paired_bootstrap
 from helpers.common.models import resolve_model
 from helpers.common.devices import check_devices
+from helpers.embed.args import EmbedderArgs
 from helpers.embed.search import search
 
 log = logging.getLogger(__name__)
@@ -199,36 +200,6 @@ def comparison_table(results: dict, ks: Sequence[int] = TABLE_KS, map_k: int = 2
 
 # ----------------------------------------------------------------------------- the stage
 @dataclass(kw_only=True)
-class EmbedderArgs:
-    """Embedder flags shared by the evaluation and submission stages (FlagEmbedding's names)."""
-    model_name_or_path: str = field(metadata={"help": "demo:<alias>, a HF folder, a merged model or a LoRA adapter folder"})
-    embedder_model_class: str = field(default="decoder-only-icl", metadata={
-        "help": "decoder-only-icl | decoder-only-base | encoder-only-base"})
-    pooling_method: Optional[str] = field(default=None, metadata={"help": "last_token | mean | cls (default: by class)"})
-    normalize_embeddings: bool = field(default=True, metadata={"help": "L2-normalise embeddings"})
-    query_instruction_for_retrieval: Optional[str] = field(default=None, metadata={
-        "help": "global instruction, None: none (a row's prompt overrides it where use_row_prompts)"})
-    use_row_prompts: Optional[bool] = field(default=None, metadata={
-        "help": "rows' prompts override the global instruction; None: class default (decoders yes, encoders no)"})
-    query_instruction_format: Optional[str] = field(default=None, metadata={
-        "help": "format of instruction + query (default by class, e.g. <instruct>{}\\n<query>{}); "
-                "also --query_instruction_format_for_retrieval"})
-    examples_for_task: Optional[str] = field(default=None, metadata={
-        "help": "examples.json of the data stage: in-context examples (decoder-only-icl)"})
-    examples_number: int = field(default=1, metadata={"help": "in-context examples per query"})
-    embedder_query_max_length: int = field(default=512, metadata={"help": "query tokens"})
-    embedder_passage_max_length: int = field(default=512, metadata={"help": "passage tokens"})
-    embedder_batch_size: int = field(default=64, metadata={"help": "texts per forward pass"})
-    devices: Optional[str] = field(default=None, metadata={"help": "cpu, cuda:0, '0,1' (default: cuda:0 if any)"})
-    use_fp16: bool = field(default=True, metadata={"help": "half precision on CUDA (bf16 from compute capability 8)"})
-    load_in_4bit: bool = field(default=False, metadata={
-        "help": "4-bit base through bitsandbytes (CUDA): a 7B model on one 16 GB T4"})
-    base_model: Optional[str] = field(default=None, metadata={
-        "help": "an adapter folder's base model at another path than its adapter_config.json names"})
-    trust_remote_code: bool = field(default=False, metadata={"help": "allow model code from the folder"})
-
-
-@dataclass(kw_only=True)
 class EvalArgs(EmbedderArgs):
     queries_file: str = field(metadata={"help": "test queries JSONL (query contract; pos_ids are the gold)"})
     corpus_file: str = field(metadata={"help": "corpus.jsonl ({id, text})"})
@@ -238,21 +209,6 @@ class EvalArgs(EmbedderArgs):
     label: Optional[str] = field(default=None, metadata={"help": "name in tables and plots (default: the model folder name)"})
     topk: int = field(default=100, metadata={"help": "Recall@1..topk; rankings saved to depth max(topk, map_k)"})
     map_k: int = field(default=25, metadata={"help": "k of MAP@k"})
-
-
-def embedder_config(a: EmbedderArgs):
-    """:class:`helpers.embed.embedder.EmbedderConfig` from stage arguments (any :class:`EmbedderArgs`)."""
-    from helpers.embed.embedder import EmbedderConfig
-    return EmbedderConfig(
-        model_name_or_path=a.model_name_or_path, model_class=a.embedder_model_class,
-        pooling_method=a.pooling_method, normalize=a.normalize_embeddings,
-        query_instruction_for_retrieval=a.query_instruction_for_retrieval, use_row_prompts=a.use_row_prompts,
-        query_instruction_format=a.query_instruction_format,
-        add_examples_for_task=bool(a.examples_for_task), examples_file=a.examples_for_task,
-        examples_number=a.examples_number, query_max_length=a.embedder_query_max_length,
-        passage_max_length=a.embedder_passage_max_length, batch_size=a.embedder_batch_size,
-        devices=a.devices, use_fp16=a.use_fp16, load_in_4bit=a.load_in_4bit, base_model=a.base_model,
-        trust_remote_code=a.trust_remote_code)
 
 
 def default_label(model_name_or_path: str) -> str:
@@ -286,7 +242,7 @@ def run_evaluation(args: EvalArgs, embedder=None) -> dict:
              len(rows), len(corpus_ids), args.topk)
     if embedder is None:
         from helpers.embed.embedder import Embedder
-        embedder = Embedder(embedder_config(args))
+        embedder = Embedder(args.embedder_config())
     t1 = time.time()
     q = embedder.encode_queries(rows)
     p = embedder.encode_corpus(corpus_texts)

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from helpers.data.eedi import LETTERS, build_queries, corpus_rows, load_misconceptions, load_questions
-from helpers.eval.evaluate import EmbedderArgs, build_parser, embedder_config, rank_corpus
+from helpers.embed.args import EmbedderArgs
+from helpers.eval.evaluate import build_parser, rank_corpus
 from helpers.common.cli import canonical_flags
 from helpers.common.devices import check_devices
 from helpers.common.io_utils import InputError, atomic_path, check_writable
@@ -171,7 +172,7 @@ def make_submission(args: SubmissionArgs, embedder=None) -> dict:
              len(corpus), args.model_name_or_path)
     if embedder is None:
         from helpers.embed.embedder import Embedder
-        embedder = Embedder(embedder_config(args))
+        embedder = Embedder(args.embedder_config())
     q = embedder.encode_queries(rows)
     p = embedder.encode_corpus([c["text"] for c in corpus])
     ids = [c["id"] for c in corpus]

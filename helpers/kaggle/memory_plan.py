@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Optional
 
+from helpers.common.cli import canonical_flags
+
 log = logging.getLogger(__name__)
 
 GIB = 1024 ** 3
@@ -165,15 +167,10 @@ def _get(p: Mapping, key: str, default):
 def stage_terms(stage: str, p: Mapping, a: Arch, world: int = 1) -> tuple[dict, str]:
     """``(bytes by term, settings text)`` of one stage from its parameters (the stage's field
     names: HnMineArgs, ScoreArgs, KDArgs, EmbedderArgs; missing ones take their defaults)."""
-    if stage == "mine":
-        b, q, ps = (int(_get(p, "batch_size", 64)), int(_get(p, "embedder_query_max_length", 512)),
-                    int(_get(p, "embedder_passage_max_length", 512)))
-        fb, fp16 = bool(_get(p, "load_in_4bit", False)), bool(_get(p, "use_fp16", True))
-        return (embed_terms(a, b, max(q, ps), fb, fp16),
-                f"batch {b}, {max(q, ps)} tokens, {'4-bit' if fb else 'fp16' if fp16 else 'fp32'}, inference")
-    if stage == "embed":
-        b, q, ps = (int(_get(p, "embedder_batch_size", 64)), int(_get(p, "embedder_query_max_length", 512)),
-                    int(_get(p, "embedder_passage_max_length", 512)))
+    p = canonical_flags(dict(p))        # FlagEmbedding's and older spellings count as ours
+    if stage in ("mine", "embed"):      # the embedder block (helpers.embed.args); hn_mine's --batch_size too
+        b = int(_get(p, "embedder_batch_size", _get(p, "batch_size", 64)))
+        q, ps = int(_get(p, "query_max_len", 512)), int(_get(p, "passage_max_len", 512))
         fb, fp16 = bool(_get(p, "load_in_4bit", False)), bool(_get(p, "use_fp16", True))
         return (embed_terms(a, b, max(q, ps), fb, fp16),
                 f"batch {b}, {max(q, ps)} tokens, {'4-bit' if fb else 'fp16' if fp16 else 'fp32'}, inference")
@@ -275,9 +272,7 @@ def _cuda(devices) -> list[str]:
 
 def _params(args) -> dict:
     import dataclasses
-    if dataclasses.is_dataclass(args):
-        return dataclasses.asdict(args)
-    return dict(args)
+    return canonical_flags(dataclasses.asdict(args) if dataclasses.is_dataclass(args) else dict(args))
 
 
 def _advice(stage: str, p: Mapping, a: Arch, world: int, usable: float) -> str:
@@ -286,7 +281,7 @@ def _advice(stage: str, p: Mapping, a: Arch, world: int, usable: float) -> str:
         gib = stage_memory_gib(stage, {**p, "load_in_4bit": True}, a, world)
         if gib <= usable:
             tips.append(f"load_in_4bit true ({gib:.1f} GiB)")
-    key = {"mine": "batch_size", "embed": "embedder_batch_size", "score": "reranker_batch_size",
+    key = {"mine": "embedder_batch_size", "embed": "embedder_batch_size", "score": "reranker_batch_size",
            "train": "per_device_train_batch_size"}[stage]
     for cand in (dict(p), {**p, "load_in_4bit": True} if stage != "score" else None):
         if cand is None:
@@ -323,7 +318,7 @@ def check_stage(stage: str, args, devices, model: Optional[str] = None, total_gi
         return None
     p = _params(args)
     if model is None:
-        model = p.get({"mine": "embedder_name_or_path", "score": "reranker_name_or_path"}.get(stage, "model_name_or_path"))
+        model = p.get("reranker_name_or_path" if stage == "score" else "model_name_or_path")
     a = arch or arch_of(model, lm_head=stage == "score")
     world = len(cuda) if stage == "train" else 1
     usable = total_gib if total_gib is not None else min(device_total_gib(d) for d in cuda)
@@ -399,8 +394,8 @@ def plan_rows(gpu_gib: float = T4_USABLE_GIB):
     for name, stage, p in [
         ("bge-reranker-v2-gemma (2.5B)", "score", dict(reranker_batch_size=16, reranker_max_length=384)),
         ("bge-reranker-v2-gemma (2.5B)", "score", dict(reranker_batch_size=64, reranker_max_length=384)),
-        ("bge-en-icl (Mistral-7B)", "mine", dict(batch_size=32, embedder_query_max_length=512)),
-        ("bge-en-icl (Mistral-7B)", "mine", dict(batch_size=32, embedder_query_max_length=512, load_in_4bit=True)),
+        ("bge-en-icl (Mistral-7B)", "mine", dict(embedder_batch_size=32, query_max_len=512)),
+        ("bge-en-icl (Mistral-7B)", "mine", dict(embedder_batch_size=32, query_max_len=512, load_in_4bit=True)),
     ]:
         terms, settings = stage_terms(stage, p, ARCHS[name])
         gib = sum(terms.values()) / GIB
@@ -429,7 +424,7 @@ def time_rows(profile: Path = SHIPPED_PROFILE, data: Mapping = EEDI):
     with checkpointing: forward, recompute, activation gradients) / the assumed throughput. Not
     measured. -> [(stage, what, hours)]."""
     import yaml
-    steps = {s["name"]: s.get("parameters") or {} for s in yaml.safe_load(Path(profile).read_text())["steps"]}
+    steps = {s["name"]: canonical_flags(s.get("parameters") or {}) for s in yaml.safe_load(Path(profile).read_text())["steps"]}
     n_q, n_c = data["queries"], data["corpus"]
     n_test = round(n_q * data["test_share"])
     emb, rr = ARCHS["bge-en-icl (Mistral-7B)"], ARCHS["bge-reranker-v2-gemma (2.5B)"]
@@ -439,7 +434,7 @@ def time_rows(profile: Path = SHIPPED_PROFILE, data: Mapping = EEDI):
         return flops / (FOUR_BIT_SLOWDOWN if p.get("load_in_4bit") else 1.0)
     rows = []
     m = steps.get("mine", {})
-    tok = n_q * int(_get(m, "embedder_query_max_length", 512)) + n_c * int(_get(m, "embedder_passage_max_length", 512))
+    tok = n_q * int(_get(m, "query_max_len", 512)) + n_c * int(_get(m, "passage_max_len", 512))
     rows.append(("mine", f"{tok / 1e6:.1f} M tokens, 2 GPUs", 2 * emb.params * tok / (2 * rate(m)) / 3600))
     sc = steps.get("score", {})
     L = int(_get(sc, "reranker_max_length", 384))
@@ -458,7 +453,7 @@ def time_rows(profile: Path = SHIPPED_PROFILE, data: Mapping = EEDI):
     ev = 2 * emb.params * (n_test * q + n_c * ps) / rate(t) / 3600
     rows.append(("train_kd eval", f"{epochs} x ({n_test} queries + {n_c} passages), rank 0", epochs * ev))
     c = steps.get("compare", {})
-    tok = n_test * int(_get(c, "embedder_query_max_length", 512)) + n_c * int(_get(c, "embedder_passage_max_length", 512))
+    tok = n_test * int(_get(c, "query_max_len", 512)) + n_c * int(_get(c, "passage_max_len", 512))
     rows.append(("compare", f"base + 1 merged model, {tok / 1e6:.2f} M tokens each", 2 * 2 * emb.params * tok / rate(c) / 3600))
     return rows
 

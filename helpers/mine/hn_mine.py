@@ -7,8 +7,12 @@
         --candidate_pool model_output/demo/data/corpus.jsonl \\
         --range_for_sampling 2-100 --negative_number 15 --devices cpu --shuffle_data True \\
         --query_instruction_for_retrieval "Given a multiple choice math question ..." \\
-        --query_instruction_format '<instruct>{}\\n<query>{}' --add_examples_for_task False \\
+        --query_instruction_format '<instruct>{}\\n<query>{}' --examples_for_task None \\
         --batch_size 64 --embedder_query_max_length 1024 --embedder_passage_max_length 512
+
+FlagEmbedding's spellings above are accepted; ours (the embedder block every stage shares,
+:mod:`helpers.embed.args`) are ``--model_name_or_path``, ``--embedder_batch_size``,
+``--query_max_len`` and ``--passage_max_len``.
 
 Differences from FlagEmbedding, all deliberate: identity by id (``pos_ids``), a seeded
 generator (``--seed``), ``--pooling_method`` and ``--query_instruction_format`` default to the
@@ -33,8 +37,9 @@ from typing import Optional
 
 import numpy as np
 
-from helpers.common.cli import dataclass_parser
+from helpers.common.cli import dataclass_parser, str2bool
 from helpers.common.devices import check_devices, parse_devices
+from helpers.embed.args import EmbedderArgs
 from helpers.embed.embedder import MODEL_CLASSES, Embedder, EmbedderConfig, check_memory
 from helpers.common.cli import flag_aliases
 from helpers.common.io_utils import check_writable, load_corpus, read_jsonl, validate_queries, write_jsonl
@@ -48,14 +53,13 @@ from helpers.embed.search import search
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class HnMineArgs:
-    embedder_name_or_path: str = field(metadata={"help": "embedder: demo:<alias> or a local Hugging Face folder"})
+@dataclass(kw_only=True)
+class HnMineArgs(EmbedderArgs):
+    """Mining flags on top of the embedder block (FlagEmbedding's hn_mine names, its other
+    spellings accepted: ``--embedder_name_or_path``, ``--batch_size``, ``--embedder_query_max_length``)."""
+    model_name_or_path: str = field(metadata={"help": "embedder: demo:<alias> or a local Hugging Face folder"})
     input_file: str = field(metadata={"help": "queries JSONL (query, pos, pos_ids, ...) to mine negatives for"})
     output_file: str = field(metadata={"help": "mined JSONL: the input rows with neg/neg_ids filled"})
-    embedder_model_class: str = field(default="decoder-only-icl", metadata={"help": " | ".join(MODEL_CLASSES)})
-    pooling_method: Optional[str] = field(default=None, metadata={
-        "help": "last_token | mean | cls (default: last_token for decoders, the folder's own or cls for encoders)"})
     candidate_pool: Optional[str] = field(default=None, metadata={
         "help": "corpus JSONL {id, text}; default: every pos/neg of the input, by id"})
     range_for_sampling: str = field(default="10-210", metadata={"help": "sample from the 0-based slice [a:b] of the ranking"})
@@ -72,49 +76,15 @@ class HnMineArgs:
         "help": "random: a seeded sample of the range's survivors | top: the highest-ranked survivors, in order"})
     devices: Optional[list] = field(default=None, metadata={"help": "cpu, cuda:0 cuda:1, 0 1 ... (default: cuda:0 if any, else cpu)"})
     shuffle_data: bool = field(default=False, metadata={"help": "shuffle the output rows (seeded)"})
-    query_instruction_for_retrieval: Optional[str] = field(default=None, metadata={
-        "help": "retrieval instruction; a row's non-empty 'prompt' overrides it"})
-    use_row_prompts: Optional[bool] = field(default=None, metadata={
-        "help": "rows' prompts override the global instruction; None: class default (decoders yes, encoders no)"})
-    query_instruction_format: Optional[str] = field(default=None, metadata={
-        "help": "format(instruction, query); literal \\n = newline (default: the class's own)"})
-    add_examples_for_task: bool = field(default=False, metadata={"help": "in-context examples (decoder-only-icl)"})
-    examples_file: Optional[str] = field(default=None, metadata={
-        "help": "examples.json (default: examples.json beside the input file)"})
-    examples_number: int = field(default=1, metadata={"help": "in-context examples per query"})
-    examples_instruction_format: str = field(default="<instruct>{}\\n<query>{}\\n<response>{}",
-                                             metadata={"help": "format(instruction, query, response) of an example"})
-    batch_size: int = field(default=64, metadata={"help": "texts per forward pass (retried at 3/4 on CUDA OOM)"})
-    embedder_query_max_length: int = field(default=512, metadata={"help": "query max length in tokens"})
-    embedder_passage_max_length: int = field(default=512, metadata={"help": "passage max length in tokens"})
-    normalize_embeddings: bool = field(default=True, metadata={"help": "L2-normalise embeddings"})
-    use_fp16: bool = field(default=True, metadata={"help": "half precision on CUDA (bf16 from compute capability 8); CPU is fp32"})
-    load_in_4bit: bool = field(default=False, metadata={"help": "4-bit base through bitsandbytes (CUDA)"})
     use_gpu_for_searching: Optional[bool] = field(default=None, metadata={
         "help": "faiss GPU index (default: when faiss has GPU support and CUDA is there)"})
-    trust_remote_code: bool = field(default=False, metadata={"help": "allow model code from the model folder"})
     seed: int = field(default=42, metadata={"help": "seed of the sampling, top-up, examples and shuffle"})
     overwrite: bool = field(default=True, metadata={"help": "replace an existing output_file (False: refuse)"})
     max_queries: Optional[int] = field(default=None, metadata={
         "help": "mine only a seeded sample of this many queries (input order kept); default: all"})
 
     def embedder_config(self) -> EmbedderConfig:
-        ex_file = self.examples_file
-        if self.add_examples_for_task and not ex_file:
-            ex_file = str(Path(self.input_file).parent / "examples.json")
-            if not Path(ex_file).is_file():
-                raise ValueError(f"add_examples_for_task: no --examples_file given and {ex_file} does not exist")
-        return EmbedderConfig(
-            model_name_or_path=self.embedder_name_or_path, model_class=self.embedder_model_class,
-            pooling_method=self.pooling_method,
-            query_instruction_for_retrieval=self.query_instruction_for_retrieval,
-            use_row_prompts=self.use_row_prompts, query_instruction_format=self.query_instruction_format,
-            add_examples_for_task=self.add_examples_for_task, examples_file=ex_file,
-            examples_number=self.examples_number, examples_instruction_format=self.examples_instruction_format,
-            examples_seed=self.seed, query_max_length=self.embedder_query_max_length,
-            passage_max_length=self.embedder_passage_max_length, batch_size=self.batch_size,
-            devices=self.devices, use_fp16=self.use_fp16, load_in_4bit=self.load_in_4bit,
-            normalize=self.normalize_embeddings, trust_remote_code=self.trust_remote_code)
+        return super().embedder_config(examples_seed=self.seed)
 
 
 @dataclass
@@ -161,7 +131,7 @@ def hn_mine(args: HnMineArgs, embedder: Optional[Embedder] = None,
         raise FileExistsError(f"{out} exists and overwrite is False")
     cfg = None
     if embedder is None:     # model name and class checked before any input is read
-        resolve_model(args.embedder_name_or_path)
+        resolve_model(args.model_name_or_path)
         cfg = args.embedder_config()
         check_memory(cfg, parse_devices(cfg.devices))   # CUDA: the memory plan, before any input or model
     check_writable(out)
@@ -227,7 +197,7 @@ def hn_mine(args: HnMineArgs, embedder: Optional[Embedder] = None,
 
 
 # ----------------------------------------------------------------------------- command line
-ALIASES = flag_aliases()
+ALIASES = {**flag_aliases(), "embedder_batch_size": ["--batch_size"]}     # FlagEmbedding hn_mine's name
 
 
 def build_parser():
@@ -235,9 +205,29 @@ def build_parser():
                             choices={"embedder_model_class": MODEL_CLASSES, "sampling": SAMPLING})
 
 
+def parse_args(argv=None) -> HnMineArgs:
+    """The command line; also the seed's ``--add_examples_for_task True|False`` switch (True: the
+    ``examples.json`` beside ``--input_file`` unless ``--examples_for_task`` names one)."""
+    p = build_parser()
+    p.add_argument("--add_examples_for_task", type=str2bool, nargs="?", const=True, default=None,
+                   help="The seed's switch: True takes the examples.json beside --input_file when "
+                        "--examples_for_task is not given; False: no in-context examples.")
+    ns = vars(p.parse_args(argv))
+    add = ns.pop("add_examples_for_task")
+    if add is False and ns["examples_for_task"]:
+        raise ValueError("--add_examples_for_task False contradicts --examples_for_task "
+                         f"{ns['examples_for_task']!r}: give one of them")
+    if add and not ns["examples_for_task"]:
+        ex = Path(ns["input_file"]).parent / "examples.json"
+        if not ex.is_file():
+            raise ValueError(f"--add_examples_for_task True: no --examples_for_task given and {ex} does not exist")
+        ns["examples_for_task"] = str(ex)
+    return HnMineArgs(**ns)
+
+
 def main(argv=None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    args = HnMineArgs(**vars(build_parser().parse_args(argv)))
+    args = parse_args(argv)
     log.info("arguments: %s", args)
     res = hn_mine(args)     # bad input: helpers.common.cli prints one 'error:' line
     for k, v in res.stats.items():

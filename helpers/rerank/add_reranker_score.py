@@ -138,8 +138,12 @@ def check_rows(rows, path, overwrite=False):
                 raise InputError(path, line, name, "scores already present; pass --overwrite True to replace them")
 
 
-def add_reranker_score(args: ScoreArgs, reranker=None) -> dict:
-    """Score ``args.input_file`` into ``args.output_file``; returns a small summary."""
+def add_reranker_score(args: ScoreArgs, reranker=None, load=None) -> dict:
+    """Score ``args.input_file`` into ``args.output_file``; returns a small summary.
+
+    ``reranker``: a loaded model to use; else ``load(args)`` (default :func:`build_reranker`) is
+    called only when there are chunks left to score (a finished file needs no model).
+    """
     args.devices = check_devices(args.devices, stage="add_reranker_score")   # before anything is loaded
     _check_args(args)
     t0 = time.time()
@@ -163,7 +167,7 @@ def add_reranker_score(args: ScoreArgs, reranker=None) -> dict:
              n, n_pairs, (n + c - 1) // c, c, (n + c - 1) // c - len(todo))
     t1 = time.time()
     if todo and reranker is None:
-        reranker = build_reranker(args)
+        reranker = (load or build_reranker)(args)
     for i in tqdm(todo, desc="chunks", unit="chunk", disable=len(todo) < 2):
         part = rows[i * c:(i + 1) * c]
         scores = reranker.score_groups([r["query"] for r in part], [r["pos"] + r["neg"] for r in part])
@@ -190,6 +194,21 @@ def add_reranker_score(args: ScoreArgs, reranker=None) -> dict:
     log.info("wrote %s: %s", out, summary)
     summary["teacher_filter_report"] = report      # per query counts and examples (not logged)
     return summary
+
+
+def score_files(jobs: dict) -> tuple[dict, dict]:
+    """:func:`add_reranker_score` on several files (``{name: ScoreArgs}``, as notebook 02 runs
+    train and test) with one model load, on the first file that has pairs left to score.
+    Returns ``(summaries, scored rows)``, both by name."""
+    loaded = {}
+
+    def shared(args):
+        if "model" not in loaded:
+            loaded["model"] = build_reranker(args)
+        return loaded["model"]
+
+    summaries = {name: add_reranker_score(a, load=shared) for name, a in jobs.items()}
+    return summaries, {name: read_jsonl(a.output_file) for name, a in jobs.items()}
 
 
 def check_memory(args: ScoreArgs):

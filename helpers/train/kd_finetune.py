@@ -42,7 +42,8 @@ from helpers.train.launch import dataclass_argv, inside_torchrun, launch
 from helpers.train.losses import EmbedderLoss, TeacherEntropyMeter, loss_weights, warn_if_saturated
 from helpers.eval.evaluate import evaluate_embedder
 from helpers.common.models import resolve_model
-from helpers.common.prompts import ICL_SUFFIX
+from helpers.common.prompts import ICL_EXAMPLE_FORMAT
+from helpers.embed.args import EmbedderArgs
 from helpers.common.io_utils import save_dir_atomic
 from helpers.train.loop import TrainConfig, add_lora, checkpointing_rule, dist_info, fit, init_distributed
 from helpers.train.groups import GroupBatches, GroupDataConfig, load_group_rows
@@ -51,10 +52,15 @@ log = logging.getLogger(__name__)
 EPOCH_KS = (25, 50, 75, 100)          # Recall@k reported after every epoch (the reference table's)
 
 
-@dataclass
-class KDArgs:
-    model_name_or_path: str = arg("demo:smollm2-135m-instruct", "student: demo:<alias> or a HF folder")
-    embedder_model_class: str = arg("decoder-only-icl", "decoder-only-icl | decoder-only-base | encoder-only-base")
+@dataclass(kw_only=True)
+class KDArgs(EmbedderArgs):
+    """Training flags (FlagEmbedding's names) on top of the embedder block, which also builds the
+    per-epoch evaluation's embedder (:meth:`embedder_config`): the student is evaluated as 04 and
+    mining embed it. ``use_fp16`` is mixed precision here (fp16 + GradScaler below cc 8, bf16 from 8)."""
+    model_name_or_path: str = arg("demo:smollm2-135m-instruct", "student: demo:<alias>, a HF folder or a LoRA "
+                                  "adapter folder (a previous round's lora_epoch_n: trained on top of it)")
+    embedder_batch_size: int = arg(32, "texts per forward pass of the per-epoch corpus/query embedding")
+    devices: Optional[str] = arg(None, "cpu | cuda:0 | 0,1 (several: torchrun); None: cuda:0 or cpu")
     train_data: str = arg("model_output/demo/scored/train_scored.jsonl", "mined (and scored, for KD) train queries")
     eval_data: Optional[str] = arg(None, "scored test queries: eval_loss and retrieval metrics (None: no per-epoch evaluation)")
     corpus_file: Optional[str] = arg(None, "corpus for the per-epoch retrieval metrics (needs eval_data)")
@@ -81,28 +87,17 @@ class KDArgs:
     drop_suspect_negatives: bool = arg(True, "drop negatives marked neg_suspect by 02's teacher_filter mark (at least "
                                        "one kept per query, the lowest-scored); False: train on them")
     negatives_cross_device: bool = arg(False, "share in-batch negatives across devices (DDP)")
-    query_max_len: int = arg(512, "query tokens (incl. examples, suffix, EOS)")
-    passage_max_len: int = arg(512, "passage tokens (incl. EOS)")
     gradient_checkpointing: Optional[bool] = arg(None, "recompute activations in backward (less memory, ~1 more forward "
                                                  "of time); None: auto, on only where one step's activations would not "
                                                  "fit in half the free device memory (logged)")
-    fp16: bool = arg(True, "mixed precision on CUDA: fp16 + GradScaler below cc 8, bf16 from 8; CPU: fp32")
     warmup_ratio: float = arg(0.1, "share of steps with linear warmup (then linear decay)")
     max_grad_norm: float = arg(1.0, "gradient clipping (0: off)")
     max_nonfinite_steps: int = arg(8, "a non-finite loss skips its optimizer step (logged, counted); stop after this many in a row")
     weight_decay: float = arg(0.0, "AdamW weight decay")
     seed: int = arg(42, "seed of sampling, shuffling, dropout and the eval batches")
-    load_in_4bit: bool = arg(False, "QLoRA: 4-bit base (bitsandbytes, CUDA); LoRA weights stay fp32")
-    pooling_method: Optional[str] = arg(None, "last_token | mean | cls; None: last_token for decoders, the folder's own (or cls) for encoders")
-    query_instruction_for_retrieval: Optional[str] = arg(None, "global instruction; None: none (rows' prompts still apply where use_row_prompts)")
-    use_row_prompts: Optional[bool] = arg(None, "a row's prompt overrides the global instruction; None: the class default (decoders yes, encoders no)")
-    query_instruction_format: Optional[str] = arg(None, "None: class default (<instruct>{}\\n<query>{} for icl)")
     max_examples: int = arg(5, "decoder-only-icl: 0..max_examples in-batch examples per training query")
     example_query_max_len: int = arg(64, "tokens of an example's query")
     example_passage_max_len: int = arg(96, "tokens of an example's response")
-    icl_suffix_str: str = arg(ICL_SUFFIX, "ICL query suffix")
-    eval_examples_for_task: Optional[str] = arg(None, "examples.json: in-context examples in the per-epoch retrieval eval (decoder-only-icl), as 04_eval's examples_for_task; None: none")
-    eval_examples_number: int = arg(1, "in-context examples per eval query (same construct first, as the seed's evaluation)")
     save_merged_lora_model: bool = arg(True, "write merged models (merged_model_lora_epoch_{n}); False: adapters only")
     merge_every_epoch: Optional[bool] = arg(None, "merge after every epoch; False: only --merge_epoch, once, at the end; "
                                             "None: auto (False on Kaggle, where a merged 7B is 14 GB of its 20 GB, else True)")
@@ -110,11 +105,8 @@ class KDArgs:
                            "the last), last, or a number")
     deadline: Optional[float] = arg(None, "unix time: stop after the last epoch that ends before it (measured epoch "
                                     "time; resume later); None: $EEDI_DEADLINE (run_all.py --time_budget), else none")
-    eval_batch_size: int = arg(32, "batch size of the per-epoch corpus/query embedding")
-    devices: Optional[str] = arg(None, "cpu | cuda:0 | 0,1 (several: torchrun); None: cuda:0 or cpu")
     logging_steps: int = arg(1, "log the loss every n optimizer steps")
     overwrite_output_dir: bool = arg(False, "start over instead of resuming output_dir")
-    trust_remote_code: bool = arg(False, "allow model code from the model folder")
     show_progress: bool = arg(True, "tqdm bars")
     use_lora: bool = arg(True, "False: full fine-tuning (every weight trained, fp32 master weights; merged_model_* is the model)")
     group_by_length: bool = arg(False, "batches of similar query length within shuffled windows of 64 batches (less "
@@ -141,6 +133,9 @@ class KDArgs:
         if str(self.merge_epoch) not in ("best", "last") and not str(self.merge_epoch).isdigit():
             raise ValueError(f"merge_epoch {self.merge_epoch!r}: best, last or an epoch number")
         loss_weights(self.kd_loss_type, self.kd_weight, self.infonce_weight)
+        if not self.normalize_embeddings:
+            raise ValueError("normalize_embeddings False is not supported in training: the loss scores "
+                             "L2-normalised embeddings (q.p / temperature)")
         self.embedder_config()          # the inference side's checks (pooling, examples) up front
 
     @property
@@ -168,17 +163,11 @@ class KDArgs:
             drop_suspect_negatives=self.drop_suspect_negatives)
 
     def embedder_config(self, pooling: Optional[str] = None) -> EmbedderConfig:
-        """The inference embedder of this student: the per-epoch evaluation uses it, and it is
-        what mining and 04_eval build from the same flags (same instruction rule, lengths, suffix)."""
-        return EmbedderConfig(
-            model_name_or_path=self.model_name_or_path, model_class=self.embedder_model_class,
-            pooling_method=pooling or self.pooling_method,
-            query_instruction_for_retrieval=self.query_instruction_for_retrieval,
-            use_row_prompts=self.use_row_prompts, query_instruction_format=self.query_instruction_format,
-            suffix=self.icl_suffix_str, query_max_length=self.query_max_len,
-            passage_max_length=self.passage_max_len, batch_size=self.eval_batch_size,
-            add_examples_for_task=bool(self.eval_examples_for_task), examples_file=self.eval_examples_for_task,
-            examples_number=self.eval_examples_number, show_progress=self.show_progress)
+        """The inference embedder of this student, from the shared embedder block: the per-epoch
+        evaluation wraps the model in training with it (so no devices or 4-bit of its own), and
+        it is what mining, 04_eval and the submission build from the same flags."""
+        return super().embedder_config(pooling_method=pooling or self.pooling_method, devices=None,
+                                       load_in_4bit=False, show_progress=self.show_progress)
 
 
 def training_tokenizer(tok, decoder: bool) -> bool:
@@ -255,7 +244,7 @@ def save_tokenizer(tok, path, add_eos: bool, pooling: Optional[str] = None) -> N
 
 
 def merge_adapter(base_name: str, adapter_dir, target, tok, add_eos: bool, trust_remote_code=False,
-                  pooling: Optional[str] = None) -> None:
+                  pooling: Optional[str] = None, base_model: Optional[str] = None) -> None:
     """Merge ``adapter_dir`` into a freshly loaded base in its stored (unquantized) precision, on CPU.
 
     ``base_name`` may itself be an adapter folder (a student that was a previous round's
@@ -264,8 +253,8 @@ def merge_adapter(base_name: str, adapter_dir, target, tok, add_eos: bool, trust
 
     from helpers.embed.embedder import load_base_model
     from helpers.kaggle.memory_plan import stored_bytes
-    check_free_disk(Path(target).parent, stored_bytes(base_name), f"the merged model {Path(target).name}")
-    base = load_base_model(base_name, dtype="auto", trust_remote_code=trust_remote_code)
+    check_free_disk(Path(target).parent, stored_bytes(base_model or base_name), f"the merged model {Path(target).name}")
+    base = load_base_model(base_name, dtype="auto", trust_remote_code=trust_remote_code, base_model=base_model)
     merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
 
     def save(tmp):
@@ -434,9 +423,9 @@ def _train(args: KDArgs, devices: list[str], on_log=None) -> list[dict]:
     corpus_ids, corpus_texts = load_corpus(args.corpus_file) if args.corpus_file else (None, None)
     if eval_rows is not None and corpus_ids is not None:    # gold ids absent would score 0 silently
         validate_queries(eval_rows, args.eval_data, corpus_ids=set(corpus_ids))
-    dtype = dtype_for(device, args.fp16)
+    dtype = dtype_for(device, args.use_fp16)
     model, tok = load_embedding_model(args.model_name_or_path, args.embedder_model_class, device, dtype,
-                                      args.load_in_4bit, args.trust_remote_code)
+                                      args.load_in_4bit, args.trust_remote_code, base_model=args.base_model)
     dcfg.append_eos = training_tokenizer(tok, args.decoder)
     pooling = args.embedder_config().pooling_method or _encoder_pooling_default(resolve_model(args.model_name_or_path))
     log.info("pooling: %s", pooling)
@@ -449,7 +438,7 @@ def _train(args: KDArgs, devices: list[str], on_log=None) -> list[dict]:
     tcfg = TrainConfig(
         output_dir=args.output_dir, learning_rate=args.learning_rate, num_train_epochs=args.num_train_epochs,
         gradient_accumulation_steps=args.gradient_accumulation_steps, warmup_ratio=args.warmup_ratio,
-        weight_decay=args.weight_decay, max_grad_norm=args.max_grad_norm, seed=args.seed, fp16=args.fp16,
+        weight_decay=args.weight_decay, max_grad_norm=args.max_grad_norm, seed=args.seed, fp16=args.use_fp16,
         gradient_checkpointing=gc, use_lora=args.use_lora, lora_rank=args.lora_rank,
         lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
         target_modules=tuple(t.strip() for t in (args.target_modules or "").split(",") if t.strip()),
@@ -457,13 +446,15 @@ def _train(args: KDArgs, devices: list[str], on_log=None) -> list[dict]:
         show_progress=args.show_progress, max_nonfinite_steps=args.max_nonfinite_steps,
         resume_keys={k: v for k, v in asdict(args).items() if k not in (
             "num_train_epochs", "output_dir", "overwrite_output_dir", "show_progress", "devices",
-            "eval_batch_size", "logging_steps", "max_nonfinite_steps", "save_merged_lora_model", "merge_every_epoch", "merge_epoch",
+            "embedder_batch_size", "logging_steps", "max_nonfinite_steps", "save_merged_lora_model", "merge_every_epoch", "merge_epoch",
             "deadline",
             # speed/memory only (same results): a run may resume with other values
             "gradient_checkpointing", "length_buckets")
             # new fields, kept out at their defaults so that older runs still resume
             and not (k, v) in (("use_lora", True), ("group_by_length", False), ("kd_weight", 1.0),
-                               ("infonce_weight", None), ("drop_suspect_negatives", True))} | {"world_size": world})
+                               ("infonce_weight", None), ("drop_suspect_negatives", True),
+                               ("normalize_embeddings", True), ("base_model", None),
+                               ("examples_instruction_format", ICL_EXAMPLE_FORMAT))} | {"world_size": world})
     model = add_lora(model, tcfg)
     if args.negatives_cross_device and world == 1:
         log.info("negatives_cross_device has no effect on one device")
@@ -532,7 +523,7 @@ def _train(args: KDArgs, devices: list[str], on_log=None) -> list[dict]:
         elif args.save_merged_lora_model and merge_each:
             merge_adapter(args.model_name_or_path, adapter_dir,
                           Path(args.output_dir) / f"merged_model_lora_epoch_{epoch}", tok, args.decoder,
-                          args.trust_remote_code, pooling)
+                          args.trust_remote_code, pooling, args.base_model)
         return out
 
     deadline = deadline_of(args)
@@ -576,7 +567,7 @@ def _train(args: KDArgs, devices: list[str], on_log=None) -> list[dict]:
                 torch.cuda.empty_cache()
             log.info("merging epoch %d (merge_epoch %r) -> %s", n, args.merge_epoch, target)
             merge_adapter(args.model_name_or_path, out_dir / f"lora_epoch_{n}", target, tok, args.decoder,
-                          args.trust_remote_code, pooling)
+                          args.trust_remote_code, pooling, args.base_model)
     if rank == 0 and stopped is None and (out_dir / "stopped.json").exists():
         (out_dir / "stopped.json").unlink()
     if rank == 0:

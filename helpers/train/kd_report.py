@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from helpers.common.io_utils import read_jsonl
+
 COLUMNS = ["epoch", "eval_loss", "MAP@25", "Recall@25", "Recall@50", "Recall@75", "Recall@100"]
 
 
@@ -18,11 +20,15 @@ def epoch_table(rows):
     return df[cols].rename(columns={"epoch": "Epoch"}).set_index("Epoch").round(4)
 
 
+def read_metrics(path) -> list[dict]:
+    """The per-epoch rows of a ``metrics.jsonl`` (checked line by line; rows without an epoch left out)."""
+    return [{k: v for k, v in r.items() if k != "__line__"} for r in read_jsonl(path) if r.get("epoch") is not None]
+
+
 def read_run(output_dir) -> tuple[list[dict], list[dict]]:
     """(metrics rows, loss history) of a finished or running output_dir."""
     out = Path(output_dir)
-    rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines() if l.strip()] \
-        if (out / "metrics.jsonl").exists() else []
+    rows = read_metrics(out / "metrics.jsonl") if (out / "metrics.jsonl").exists() else []
     hist = json.loads((out / "loss_history.json").read_text()) if (out / "loss_history.json").exists() else []
     return rows, hist
 

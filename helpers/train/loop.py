@@ -32,6 +32,7 @@ from typing import Callable, Iterable, Optional
 import torch
 from tqdm.auto import tqdm
 
+from helpers.common.cli import canonical_flags
 from helpers.common.devices import dtype_for
 from helpers.common.io_utils import atomic_path, read_jsonl, save_dir_atomic, write_json, write_jsonl
 
@@ -331,7 +332,7 @@ def _resume_state(out: Path, cfg: TrainConfig, rank: int):
                              "choose a new output_dir or set overwrite_output_dir True")
         return None
     state = torch.load(state_path, map_location="cpu", weights_only=True)
-    saved = json.loads(state["resume_keys"])
+    saved = canonical_flags(json.loads(state["resume_keys"]))   # a run saved under older flag names still resumes
     now = json.loads(json.dumps(cfg.resume_keys, default=str))
     diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
     if diff:

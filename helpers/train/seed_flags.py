@@ -2,7 +2,7 @@
 
 Users paste FlagEmbedding 1.x's command (``torchrun -m FlagEmbedding.finetune.embedder.decoder_only.icl
 ...``, its ``examples/finetune/embedder`` scripts, the Eedi team's variants). Flags that share our
-field names (``--learning_rate``, ``--temperature``, ``--query_max_len``, ``--fp16``,
+field names (``--learning_rate``, ``--temperature``, ``--query_max_len``, ``--fp16`` (ours: ``--use_fp16``),
 ``--gradient_checkpointing`` ...) are our own flags already. :data:`EMBEDDER_FLAGS` lists the
 others, each one of:
 
@@ -27,7 +27,7 @@ import sys
 from dataclasses import dataclass, fields
 from typing import Any, Callable, Optional, Sequence
 
-from helpers.common.cli import dataclass_parser, given_dests, none_or, none_or_str, str2bool
+from helpers.common.cli import FLAG_SPELLINGS, dataclass_parser, given_dests, none_or, none_or_str, str2bool
 
 log = logging.getLogger(__name__)
 
@@ -112,22 +112,20 @@ EMBEDDER_FLAGS: tuple[SeedFlag, ...] = (
              "last_token | mean | cls", choices=("cls", "mean", "last_token")),
     SeedFlag("retrieval_use_examples", "bool", "max_examples", _if_true(KEEP, 0),
              "False: max_examples 0 (no in-context examples); True: max_examples as given"),
-    SeedFlag("bf16", "bool", "fp16", _if_true(True, KEEP),
-             "True: mixed precision on (fp16 is our one switch: bf16 from compute capability 8, fp16 below)"),
+    SeedFlag("bf16", "bool", "use_fp16", _if_true(True, KEEP),
+             "True: mixed precision on (use_fp16 is our one switch: bf16 from compute capability 8, fp16 below)"),
     SeedFlag("use_qlora", "bool", "load_in_4bit", _same, "4-bit base (bitsandbytes)"),
     SeedFlag("eval_corpus_path", "str", "corpus_file", _same, "corpus of the per-epoch retrieval metrics"),
     SeedFlag("corpus_path", "str", "corpus_file", _same, "corpus of the per-epoch retrieval metrics"),
-    SeedFlag("eval_examples_path", "str", "eval_examples_for_task", _same,
+    SeedFlag("eval_examples_path", "str", "examples_for_task", _same,
              "in-context examples of the per-epoch retrieval eval (the Eedi team's flag)"),
-    SeedFlag("per_device_eval_batch_size", "int", "eval_batch_size", _same, "batch size of the per-epoch eval"),
+    SeedFlag("per_device_eval_batch_size", "int", "embedder_batch_size", _same, "batch size of the per-epoch eval"),
     # --- our own flags, in FlagEmbedding's syntax
     SeedFlag("target_modules", "list", "target_modules", _names,
              "space- or comma-separated module names; None: the architecture's"),
     SeedFlag("train_data", "list", "train_data", _one_path, "one mined (and scored) file"),
     SeedFlag("use_lora", "bool", "use_lora", _same, "True: LoRA (the default); False: full fine-tuning"),
     # --- accepted, refused where we cannot honour the value
-    _noop("normalize_embeddings", "bool", "embeddings are always L2-normalised (False is refused)",
-          _must_be_true("--normalize_embeddings False is not supported: embeddings are always L2-normalised")),
     _noop("normlized", "bool", "embeddings are always L2-normalised (False is refused; FlagEmbedding 1.2's spelling)",
           _must_be_true("--normlized False is not supported: embeddings are always L2-normalised")),
     # --- accepted, no effect here
@@ -200,7 +198,8 @@ def apply_seed_flags(ns: dict, given: set, table: Sequence[SeedFlag] = EMBEDDER_
         if out is KEEP:
             continue
         if s.field in given and values[s.field] != out:
-            raise ValueError(f"--{s.flag} {_show(v)} sets {s.field}={out!r} but --{s.field} "
+            others = "".join(f" (or --{o})" for o, ours in FLAG_SPELLINGS.items() if ours == s.field)
+            raise ValueError(f"--{s.flag} {_show(v)} sets {s.field}={out!r} but --{s.field}{others} "
                              f"{_show(values[s.field])} is given too: give one of them")
         if s.field in set_by and set_by[s.field][1] != out:
             raise ValueError(f"--{set_by[s.field][0]} and --{s.flag} disagree on {s.field}: give one of them")

@@ -89,7 +89,7 @@ class RerankerTrainArgs:
                                         "an LLM, the architecture's for an encoder (helpers.train.loop.resolve_target_modules)")
     lora_last_layers: Optional[int] = arg(None, "LoRA only in the last n decoder layers (smaller, faster); None: all")
     gradient_checkpointing: bool = arg(False, "recompute activations in backward")
-    fp16: bool = arg(True, "mixed precision on CUDA (bf16 from cc 8); CPU: fp32")
+    use_fp16: bool = arg(True, "mixed precision on CUDA (bf16 from cc 8); CPU: fp32 (also --fp16)")
     seed: int = arg(42, "seed of sampling, batching, LoRA init and dropout")
     eval_batch_size: int = arg(16, "pairs per forward pass when scoring eval_data")
     devices: Optional[str] = arg(None, "cpu | cuda:0 (one device); None: cuda:0 or cpu")
@@ -249,7 +249,7 @@ def _train_config(args: RerankerTrainArgs, layers=None) -> TrainConfig:
     return TrainConfig(
         output_dir=args.output_dir, learning_rate=args.learning_rate, num_train_epochs=args.num_train_epochs,
         gradient_accumulation_steps=args.gradient_accumulation_steps, warmup_ratio=args.warmup_ratio,
-        weight_decay=args.weight_decay, max_grad_norm=args.max_grad_norm, seed=args.seed, fp16=args.fp16,
+        weight_decay=args.weight_decay, max_grad_norm=args.max_grad_norm, seed=args.seed, fp16=args.use_fp16,
         gradient_checkpointing=args.gradient_checkpointing, lora_rank=args.lora_rank,
         lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
         target_modules=tuple(t.strip() for t in (args.target_modules or "").split(",") if t.strip()),
@@ -277,7 +277,7 @@ def _train_encoder(args: RerankerTrainArgs, path: str, tok, train_rows, eval_row
     from helpers.rerank.inputs import EncoderLayout
     torch.manual_seed(args.seed)                       # the new head's initialisation
     model = AutoModelForSequenceClassification.from_pretrained(
-        path, num_labels=1, dtype=dtype_for(device, args.fp16), use_safetensors=True,
+        path, num_labels=1, dtype=dtype_for(device, args.use_fp16), use_safetensors=True,
         trust_remote_code=args.trust_remote_code).to(device)
     if tok.pad_token is None:
         raise ValueError(f"{path}: the tokenizer has no pad token; a cross-encoder needs one")
@@ -344,7 +344,7 @@ def train_reranker(args: RerankerTrainArgs) -> list[dict]:
         rows = _train_encoder(args, path, tok, train_rows, eval_rows, device)
         log.info("train_reranker done in %.1f s -> %s", time.time() - t0, args.output_dir)
         return rows
-    lm = AutoModelForCausalLM.from_pretrained(path, dtype=dtype_for(device, args.fp16), use_safetensors=True,
+    lm = AutoModelForCausalLM.from_pretrained(path, dtype=dtype_for(device, args.use_fp16), use_safetensors=True,
                                               trust_remote_code=args.trust_remote_code).to(device)
     layout = DecoderLayout(tok, args.max_len, args.query_max_len, unescape(args.prompt))
     yes_id = tok("Yes", add_special_tokens=False)["input_ids"][0]

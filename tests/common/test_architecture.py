@@ -13,6 +13,7 @@ HELPERS = REPO / "helpers"
 ORDER = ["common", "kaggle", "data", "embed", "rerank", "eval", "mine", "train"]
 SIDE = ["demo"]
 SHIM_MARK = "_runpy.run_module("
+TOP = {"__init__.py", "notebook.py"}      # notebook.py: the notebooks layer (imports any stage; nothing imports it)
 
 
 def _imports(path: Path):
@@ -47,12 +48,16 @@ def test_every_module_is_in_a_stage_package_and_imports_flow_one_way():
     for path in sorted(HELPERS.rglob("*.py")):
         rel = path.relative_to(HELPERS)
         if len(rel.parts) == 1:
-            assert rel.name == "__init__.py" or SHIM_MARK in path.read_text(), f"{rel}: a module outside the stage packages"
+            assert rel.name in TOP or SHIM_MARK in path.read_text(), f"{rel}: a module outside the stage packages"
+            if rel.name == "notebook.py":
+                bad += [f"{rel} imports {m}" for m in _imports(path) if m == "<relative>" or m.split(".")[1] in SIDE]
             continue
         src = rel.parts[0]
         for mod in _imports(path):
             if mod == "<relative>":
                 bad.append(f"{rel}: relative import (write helpers.<package>.<module>)")
+            elif mod == "helpers.notebook":
+                bad.append(f"{rel} imports helpers.notebook (the notebooks' layer: stages never import it)")
             elif not allowed(src, mod.split(".")[1]):
                 bad.append(f"{rel} imports {mod}")
     assert bad == [], "imports against the flow common -> kaggle -> data -> embed -> rerank -> eval -> mine -> train:\n" + "\n".join(bad)

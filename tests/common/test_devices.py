@@ -69,7 +69,7 @@ def _stages():
     base = dict(devices="0,1")
     return [
         ("hn_mine", lambda: hn_mine.hn_mine(hn_mine.HnMineArgs(
-            embedder_name_or_path="missing", input_file="missing.jsonl", output_file="o.jsonl", **base))),
+            model_name_or_path="missing", input_file="missing.jsonl", output_file="o.jsonl", **base))),
         ("add_reranker_score", lambda: add_reranker_score.add_reranker_score(add_reranker_score.ScoreArgs(
             reranker_name_or_path="missing", input_file="missing.jsonl", output_file="o.jsonl", **base))),
         ("kd_finetune", lambda: kd_finetune.kd_finetune(kd_finetune.KDArgs(

@@ -83,7 +83,7 @@ def _args(tmp_path, d, model="demo:all-minilm-l6-v2", **kw):
     return EvalArgs(model_name_or_path=model, embedder_model_class="encoder-only-base",
                     queries_file=str(d / "test_queries.jsonl"), corpus_file=str(d / "corpus.jsonl"),
                     train_queries_file=str(d / "train_queries.jsonl"), output_dir=str(tmp_path / "out"),
-                    embedder_query_max_length=64, embedder_passage_max_length=32, embedder_batch_size=8,
+                    query_max_len=64, passage_max_len=32, embedder_batch_size=8,
                     devices="cpu", **kw)
 
 
@@ -194,11 +194,11 @@ def test_evaluate_models_writes_comparison(tmp_path):
     from helpers.eval.evaluate import evaluate_models, model_specs
     d = _files(tmp_path)
     specs = model_specs([{"label": "minilm", "path": "demo:all-minilm-l6-v2"},
-                         {"label": "minilm short", "path": "demo:all-minilm-l6-v2", "embedder_passage_max_length": 4}],
+                         {"label": "minilm short", "path": "demo:all-minilm-l6-v2", "passage_max_len": 4}],
                         default_class="encoder-only-base")
     res = evaluate_models(specs, str(d / "test_queries.jsonl"), str(d / "corpus.jsonl"), str(tmp_path / "cmp"),
                           train_queries_file=str(d / "train_queries.jsonl"), devices="cpu", topk=8,
-                          embedder_query_max_length=64, embedder_passage_max_length=32, reference_model="minilm")
+                          query_max_len=64, passage_max_len=32, reference_model="minilm")
     assert list(res) == ["minilm", "minilm short"]
     with open(tmp_path / "cmp" / "comparison.csv") as f:
         rows = list(csv.DictReader(f))
@@ -209,7 +209,7 @@ def test_evaluate_models_writes_comparison(tmp_path):
     assert [(r["label"], r["subset"]) for r in rows] == [
         (lab, sub) for lab in ("minilm", "minilm short") for sub in ("all", "seen", "unseen")]
     args = json.loads((tmp_path / "cmp" / "minilm_short" / "metrics.json").read_text())["args"]
-    assert args["embedder_passage_max_length"] == 4 and args["embedder_query_max_length"] == 64
+    assert args["passage_max_len"] == 4 and args["query_max_len"] == 64
     with pytest.raises(ValueError, match="unknown keys"):
         evaluate_models([{"label": "x", "path": "demo:all-minilm-l6-v2", "class": "encoder-only-base", "bogus": 1}],
                         str(d / "test_queries.jsonl"), str(d / "corpus.jsonl"), str(tmp_path / "cmp2"))
@@ -256,7 +256,7 @@ def test_notebook_runs_and_writes_everything(tmp_path, repo_root):
                         epoch_glob=str(kd / "merged_model_lora_epoch_*"), epoch_model_class="encoder-only-base",
                         queries_file=str(d / "test_queries.jsonl"), corpus_file=str(d / "corpus.jsonl"),
                         train_queries_file=str(d / "train_queries.jsonl"), output_dir=str(out),
-                        embedder_query_max_length=64, embedder_passage_max_length=32, embedder_batch_size=16,
+                        query_max_len=64, passage_max_len=32, embedder_batch_size=16,
                         devices="cpu",
                         training_metrics_file=str(kd / "metrics.jsonl"), reference_model="base",
                         n_resamples=200, test_csv=str(test_csv), sample_submission=None,

@@ -17,7 +17,7 @@ def test_05_submit_runs_through_papermill_on_the_demo_data(tmp_path, repo_root):
                         cwd=str(repo_root), kernel_name="python3", progress_bar=False,
                         parameters=dict(model_name_or_path="demo:all-minilm-l6-v2",
                                         embedder_model_class="encoder-only-base", devices="cpu",
-                                        embedder_query_max_length=128, embedder_passage_max_length=64,
+                                        query_max_len=128, passage_max_len=64,
                                         embedder_batch_size=32,
                                         test_csv="data/demo/test.csv",
                                         sample_submission="data/demo/sample_submission.csv",
@@ -46,7 +46,7 @@ def test_an_adapter_is_submitted_with_its_base_at_another_path(tmp_path, repo_ro
               test_csv=str(repo_root / "data/demo/test.csv"), devices="cpu",
               misconception_csv=str(repo_root / "data/demo/misconception_mapping.csv"),
               sample_submission=str(repo_root / "data/demo/sample_submission.csv"),
-              embedder_query_max_length=64, embedder_passage_max_length=32, output_file=str(tmp_path / "s.csv"))
+              query_max_len=64, passage_max_len=32, output_file=str(tmp_path / "s.csv"))
     with pytest.raises(FileNotFoundError, match="/kaggle/input/gone/base"):
         make_submission(SubmissionArgs(**kw))
     sub = make_submission(SubmissionArgs(**kw, base_model=base))

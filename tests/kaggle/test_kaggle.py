@@ -79,6 +79,6 @@ def test_memory_plan_is_monotonic_and_four_bit_helps():
 def test_var_overrides_profile_vars(capsys):
     assert run_all.main(["--profile", "kaggle_eedi", "--var", "embedder=/kaggle/input/mine", "--list"]) == 0
     out = capsys.readouterr().out
-    assert '"embedder_name_or_path": "/kaggle/input/mine"' in out
+    assert '"model_name_or_path": "/kaggle/input/mine"' in out
     assert run_all.main(["--profile", "kaggle_eedi", "--var", "nope=1", "--list"]) == 1
     assert "KEY one of the profile's vars: data_dir, embedder" in capsys.readouterr().err

@@ -48,7 +48,7 @@ def test_every_gpu_step_of_the_shipped_profiles_fits_a_t4():
 
 def test_the_old_profile_settings_do_not_fit():
     a = mp.ARCHS["bge-en-icl (Mistral-7B)"]
-    old_mine = dict(batch_size=32, embedder_query_max_length=512, embedder_passage_max_length=128, use_fp16=True)
+    old_mine = dict(batch_size=32, query_max_len=512, passage_max_len=128, use_fp16=True)
     assert mp.stage_memory_gib("mine", old_mine, a) > 15.5            # 13.2 GiB of fp16 weights alone
     old_train = dict(per_device_train_batch_size=8, train_group_size=8, query_max_len=512, passage_max_len=128,
                      lora_rank=64, load_in_4bit=False, gradient_checkpointing=True, lora_dropout=0.1)
@@ -95,8 +95,8 @@ def test_check_refuses_what_cannot_fit_and_prints_its_plan(tmp_path, monkeypatch
     model = folder(tmp_path, "mistral", MISTRAL)
     monkeypatch.setattr(mp, "device_total_gib", lambda device: 14.74)           # a T4, as torch reports it
     lines = []
-    old = dict(embedder_name_or_path=model, batch_size=32, embedder_query_max_length=512,
-               embedder_passage_max_length=128)
+    old = dict(model_name_or_path=model, batch_size=32, query_max_len=512,
+               passage_max_len=128)
     with pytest.raises(MemoryPlanError, match=r"mine: the memory plan estimates 1[56]\.\d GiB .* more than the "
                                               r"14\.7 GiB of cuda:0.*load_in_4bit true"):
         check_stage("mine", old, ["cuda:0", "cuda:1"], echo=lines.append)
@@ -137,8 +137,8 @@ def test_hn_mine_and_the_embedder_check_before_loading(tmp_path, monkeypatch):
     _cuda(monkeypatch, hm)
     _cuda(monkeypatch, em)
     monkeypatch.setattr(em, "load_embedding_model", lambda *a, **k: pytest.fail("loaded before the check"))
-    args = hm.HnMineArgs(embedder_name_or_path=model, input_file=str(tmp_path / "missing.jsonl"),
-                         output_file=str(tmp_path / "out.jsonl"), batch_size=32)
+    args = hm.HnMineArgs(model_name_or_path=model, input_file=str(tmp_path / "missing.jsonl"),
+                         output_file=str(tmp_path / "out.jsonl"), embedder_batch_size=32)
     with pytest.raises(MemoryPlanError, match="mine: "):                        # before reading the input
         hm.hn_mine(args)
     with pytest.raises(MemoryPlanError, match="mine: "):                        # the notebook's own Embedder

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers.mine.hn_mine import HnMineArgs, build_parser, hn_mine
+from helpers.mine.hn_mine import HnMineArgs, build_parser, hn_mine, parse_args
 from helpers.common.io_utils import InputError
 from helpers.mine.mining import parse_range, sample_negatives, shuffle_rows
 from helpers.embed.search import search, search_faiss, search_torch
@@ -123,7 +123,7 @@ class HashEmbedder:
 
 
 def _args(d, **kw):
-    base = dict(embedder_name_or_path="unused", input_file=str(d / "queries.jsonl"),
+    base = dict(model_name_or_path="unused", input_file=str(d / "queries.jsonl"),
                 output_file=str(d / "out" / "mined.jsonl"), candidate_pool=str(d / "corpus.jsonl"),
                 range_for_sampling="2-20", negative_number=5, shuffle_data=True)
     base.update(kw)
@@ -207,15 +207,27 @@ def test_command_line_flags_of_the_seed():
             "--devices", "cpu", "--shuffle_data", "True", "--query_instruction_for_retrieval", "Find it.",
             "--query_instruction_format", "<instruct>{}\\n<query>{}", "--add_examples_for_task", "False",
             "--batch_size", "1024", "--embedder_query_max_length", "1024", "--embedder_passage_max_length", "512"]
-    a = HnMineArgs(**vars(build_parser().parse_args(argv)))
-    assert a.shuffle_data is True and a.add_examples_for_task is False and a.devices == ["cpu"]
-    assert a.negative_number == 15 and a.batch_size == 1024
+    a = parse_args(argv)
+    assert a.shuffle_data is True and a.examples_for_task is None and a.devices == ["cpu"]
+    assert a.negative_number == 15 and a.embedder_batch_size == 1024 and a.model_name_or_path == "demo:smollm2-135m-instruct"
     cfg = a.embedder_config()
     assert cfg.query_instruction_format == "<instruct>{}\n<query>{}" and cfg.query_max_length == 1024
-    b = build_parser().parse_args(argv[:-2] + ["--query_instruction_format_for_retrieval", "{}{}"])
+    b = parse_args(argv[:-2] + ["--query_instruction_format_for_retrieval", "{}{}"])
     assert b.query_instruction_format == "{}{}"
     with pytest.raises(SystemExit):
-        build_parser().parse_args(argv + ["--shuffle_data", "maybe"])
+        parse_args(argv + ["--shuffle_data", "maybe"])
+
+
+def test_the_seeds_add_examples_switch_finds_the_examples_beside_the_input(tmp_path):
+    base = ["--embedder_name_or_path", "m", "--input_file", str(tmp_path / "q.jsonl"), "--output_file", "o"]
+    with pytest.raises(ValueError, match="examples.json does not exist"):
+        parse_args(base + ["--add_examples_for_task", "True"])
+    (tmp_path / "examples.json").write_text("{}")
+    assert parse_args(base + ["--add_examples_for_task"]).examples_for_task == str(tmp_path / "examples.json")
+    assert parse_args(base + ["--add_examples_for_task", "True", "--examples_for_task", "x.json"]).examples_for_task == "x.json"
+    assert parse_args(base + ["--add_examples_for_task", "False"]).examples_for_task is None
+    with pytest.raises(ValueError, match="contradicts"):
+        parse_args(base + ["--add_examples_for_task", "False", "--examples_for_task", "x.json"])
 
 
 @pytest.mark.integration
@@ -241,11 +253,11 @@ def test_notebook_runs_on_tiny_inputs(tmp_path):
     pm.execute_notebook(
         str(REPO / "notebooks" / "01_mine_hn.ipynb"), str(tmp_path / "executed.ipynb"), cwd=str(REPO),
         kernel_name="python3", progress_bar=False,
-        parameters=dict(embedder_name_or_path="demo:all-minilm-l6-v2", embedder_model_class="encoder-only-base",
+        parameters=dict(model_name_or_path="demo:all-minilm-l6-v2", embedder_model_class="encoder-only-base",
                         pooling_method=None, train_input_file=str(d / "queries.jsonl"),
                         test_input_file=str(d / "queries.jsonl"), candidate_pool=str(d / "corpus.jsonl"),
                         train_output_file=str(out / "train.jsonl"), test_output_file=str(out / "test.jsonl"),
-                        embedder_query_max_length=32, embedder_passage_max_length=16, negative_number=3,
+                        query_max_len=32, passage_max_len=16, negative_number=3,
                         range_for_sampling="2-100", shuffle_data=True, query_instruction_format="<instruct>{}\\n<query>{}",
                         devices="cpu"))
     for name in ("train", "test"):

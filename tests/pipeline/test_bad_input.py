@@ -114,7 +114,7 @@ def _(tmp):
 def mine(tmp, **kw):
     from helpers.mine.hn_mine import HnMineArgs, hn_mine
     d = tmp / "d"
-    a = dict(embedder_name_or_path="demo:all-minilm-l6-v2", embedder_model_class="encoder-only-base",
+    a = dict(model_name_or_path="demo:all-minilm-l6-v2", embedder_model_class="encoder-only-base",
              input_file=str(d / "queries.jsonl"), output_file=str(tmp / "out" / "mined.jsonl"),
              candidate_pool=str(d / "corpus.jsonl"), range_for_sampling="2-20", negative_number=5, devices=["cpu"])
     a.update(kw)
@@ -193,7 +193,7 @@ def _(tmp):
 @case("mine-model-path-missing", r"model '/nonexistent/embedder': no such folder")
 def _(tmp):
     mined_inputs(tmp)
-    return mine(tmp, embedder_name_or_path="/nonexistent/embedder")
+    return mine(tmp, model_name_or_path="/nonexistent/embedder")
 
 
 @case("mine-unknown-model-class", r"embedder_model_class 'decoder-only' unknown; choose one of")

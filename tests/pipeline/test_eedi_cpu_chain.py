@@ -18,7 +18,8 @@ def test_eedi_cpu_chain_on_the_sample(shared_dir, tmp_path, capsys):
     sets = ["train_max_queries=32",                     # mining: a sample of the train queries
             "max_train_queries=16",                     # the teacher
             "num_train_epochs=1", "per_device_train_batch_size=8", "train_group_size=4",
-            "embedder_query_max_length=128", "max_len=128", "reranker_max_length=128",
+            "zero_shot.query_max_len=128", "mine_r0.query_max_len=128", "mine_r2.query_max_len=128",
+            "compare.query_max_len=128", "max_len=128", "reranker_max_length=128",
             "train_r1.query_max_len=128", "train_hn_r2.query_max_len=128", "train_kd.query_max_len=128",
             "negative_number=3", "top_k=10"]
     argv = ["--profile", "configs/eedi_cpu.yaml", "--output_root", str(tmp_path), "--run_name", "s",

@@ -14,10 +14,10 @@ from tests.sandbox import REPO, one_thread
 def mine_args(inp, out, corpus, seed):
     from helpers.mine.hn_mine import HnMineArgs
     return HnMineArgs(
-        embedder_name_or_path="demo:all-minilm-l6-v2", embedder_model_class="encoder-only-base",
+        model_name_or_path="demo:all-minilm-l6-v2", embedder_model_class="encoder-only-base",
         input_file=str(inp), output_file=str(out), candidate_pool=str(corpus), range_for_sampling="1-12",
-        negative_number=3, seed=seed, shuffle_data=True, devices=["cpu"], batch_size=8,
-        embedder_query_max_length=32, embedder_passage_max_length=32)
+        negative_number=3, seed=seed, shuffle_data=True, devices=["cpu"], embedder_batch_size=8,
+        query_max_len=32, passage_max_len=32)
 
 
 def run_chain(root: Path, teacher: str, seed: int = 42) -> dict:
@@ -43,7 +43,7 @@ def run_chain(root: Path, teacher: str, seed: int = 42) -> dict:
     ev = run_evaluation(EvalArgs(
         model_name_or_path=str(kd / "lora_epoch_1"), pooling_method="mean", embedder_model_class="encoder-only-base",
         queries_file=str(data / "test_queries.jsonl"), corpus_file=str(data / "corpus.jsonl"),
-        output_dir=str(root / "eval"), devices="cpu", embedder_query_max_length=32, embedder_passage_max_length=32,
+        output_dir=str(root / "eval"), devices="cpu", query_max_len=32, passage_max_len=32,
         topk=20))
     return {"train": train, "eval": ev}
 

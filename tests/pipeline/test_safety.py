@@ -218,9 +218,9 @@ from helpers.eval.evaluate import EvalArgs, run_evaluation
 root = Path({root!r})
 data, mined, scored, kd = root / "data", root / "mined", root / "scored", root / "kd"
 prepare_data(PrepareArgs(input_dir=str(tiny_input(root / "in", n_questions=8)), output_dir=str(data)))
-emb = dict(embedder_name_or_path="demo:all-minilm-l6-v2", embedder_model_class="encoder-only-base",
+emb = dict(model_name_or_path="demo:all-minilm-l6-v2", embedder_model_class="encoder-only-base",
            candidate_pool=str(data / "corpus.jsonl"), range_for_sampling="1-10", negative_number=3,
-           devices=["cpu"], batch_size=8, embedder_query_max_length=32, embedder_passage_max_length=32)
+           devices=["cpu"], embedder_batch_size=8, query_max_len=32, passage_max_len=32)
 teacher = save_tiny_gemma_reranker(root / "teacher")
 for split in ("train", "test"):
     hn_mine(HnMineArgs(input_file=str(data / f"{{split}}_queries.jsonl"), output_file=str(mined / f"{{split}}.jsonl"), **emb))
@@ -235,8 +235,8 @@ kd_finetune(KDArgs(model_name_or_path="demo:all-minilm-l6-v2", embedder_model_cl
 m = run_evaluation(EvalArgs(model_name_or_path=str(kd / "merged_model_lora_epoch_1"), pooling_method="mean",
                             embedder_model_class="encoder-only-base", queries_file=str(data / "test_queries.jsonl"),
                             corpus_file=str(data / "corpus.jsonl"), train_queries_file=str(data / "train_queries.jsonl"),
-                            output_dir=str(root / "eval"), devices="cpu", embedder_query_max_length=32,
-                            embedder_passage_max_length=32, topk=20))
+                            output_dir=str(root / "eval"), devices="cpu", query_max_len=32,
+                            passage_max_len=32, topk=20))
 print("CHAIN_OK", json.dumps({{"MAP@25": m["MAP@25"]}}))
 """
 

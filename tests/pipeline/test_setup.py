@@ -74,7 +74,8 @@ def test_first_code_cell_sets_up_and_installs_wheels(repo_root):
     for nb in sorted((repo_root / "notebooks").glob("*.ipynb")):
         cells = [c for c in json.load(open(nb, encoding="utf-8"))["cells"] if c["cell_type"] == "code"]
         first = "".join(cells[0]["source"])
-        assert "install_wheels()" in first and "os.chdir(ROOT)" in first, f"{nb.name}: first code cell"
+        assert "from helpers.notebook import setup" in first and "ROOT = setup()" in first, f"{nb.name}: first code cell"
+        assert "/kaggle/working/code" in first, f"{nb.name}: the fallback for an uninstalled copy (Kaggle) is kept"
         assert "parameters" in cells[1].get("metadata", {}).get("tags", []), f"{nb.name}: parameters come second"
 
 

@@ -19,7 +19,7 @@ def kd_parent_args(**kw) -> KDArgs:
                 query_instruction_format="<instruct>{}\\n<query>{}", icl_suffix_str="\\n<response> x",
                 learning_rate=5e-4, temperature=0.015, lora_alpha=16.0, warmup_ratio=0.0, max_grad_norm=0.0,
                 knowledge_distillation=False, negatives_cross_device=True, gradient_checkpointing=False,
-                fp16=False, overwrite_output_dir=True, show_progress=False, save_merged_lora_model=False,
+                use_fp16=False, overwrite_output_dir=True, show_progress=False, save_merged_lora_model=False,
                 target_modules="q_proj,v_proj", max_examples=0, devices="cpu,cpu",
                 output_dir="out dir/-kd", num_train_epochs=3, seed=7)
     base.update(kw)

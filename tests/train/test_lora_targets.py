@@ -150,7 +150,7 @@ def test_kd_finetune_minilm_with_auto_targets(tmp_path):
         corpus_file=str(tmp_path / "corpus.jsonl"), output_dir=str(out), num_train_epochs=1,
         per_device_train_batch_size=4, train_group_size=4, lora_rank=4, lora_alpha=8, target_modules=None,
         query_max_len=16, passage_max_len=16, gradient_checkpointing=False, devices="cpu",
-        show_progress=False, eval_batch_size=8))
+        show_progress=False, embedder_batch_size=8))
     assert [r["global_step"] for r in metrics] == [1] and "MAP@25" in metrics[0]
     adapter = json.loads((out / "lora_epoch_1" / "adapter_config.json").read_text())
     assert sorted(adapter["target_modules"]) == ["query", "value"]

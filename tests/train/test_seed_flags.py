@@ -12,7 +12,7 @@ from helpers.train.seed_flags import EMBEDDER_FLAGS, apply_seed_flags
 KD_FIELDS = {f.name for f in fields(KDArgs)}
 # FlagEmbedding's flags that have no effect here, each named in the one warning
 NO_OPS = ["deepspeed", "dataloader_drop_last", "same_dataset_within_batch", "pad_to_multiple_of", "cache_dir",
-          "cache_path", "save_steps", "save_lora_every_epoch", "normalize_embeddings", "use_flash_attn",
+          "cache_path", "save_steps", "save_lora_every_epoch", "use_flash_attn",
           "report_to", "additional_special_tokens", "small_threshold", "drop_threshold",
           "max_example_num_per_dataset", "save_total_limit"]
 
@@ -67,11 +67,11 @@ def test_target_modules_space_or_comma_separated(argv, want):
 
 
 def test_bf16_and_fp16_are_our_one_mixed_precision_switch():
-    assert parse("--bf16").fp16 is True
-    assert parse("--fp16").fp16 is True and parse("--fp16", "False").fp16 is False
-    assert parse("--bf16", "False").fp16 is True                # our default stays (fp32 on CPU anyway)
-    assert parse("--bf16", "False", "--fp16", "False").fp16 is False
-    assert parse("--bf16", "--fp16").fp16 is True
+    assert parse("--bf16").use_fp16 is True
+    assert parse("--fp16").use_fp16 is True and parse("--fp16", "False").use_fp16 is False
+    assert parse("--bf16", "False").use_fp16 is True                # our default stays (fp32 on CPU anyway)
+    assert parse("--bf16", "False", "--fp16", "False").use_fp16 is False
+    assert parse("--bf16", "--fp16").use_fp16 is True
 
 
 def test_bf16_true_with_fp16_false_is_refused(capsys):
@@ -85,9 +85,11 @@ def test_use_lora_false_means_full_finetuning():
     assert parse().use_lora is True
 
 
-def test_normalize_embeddings_false_is_refused(capsys):
-    assert "normalize_embeddings False" in refused(capsys, "--normalize_embeddings", "False")
-    parse("--normalize_embeddings", "True")
+def test_normalize_embeddings_false_is_refused():
+    """A field of the embedder block (True everywhere); training cannot honour False."""
+    with pytest.raises(ValueError, match="normalize_embeddings False is not supported"):
+        parse("--normalize_embeddings", "False")
+    assert parse("--normalize_embeddings", "True").normalize_embeddings is True
 
 
 def test_train_data_one_path_or_a_clear_error(capsys):
@@ -99,12 +101,12 @@ def test_train_data_one_path_or_a_clear_error(capsys):
 def test_other_mapped_flags():
     a = parse("--eval_corpus_path", "c.jsonl", "--eval_data", "t.jsonl", "--per_device_eval_batch_size", "7",
               "--use_qlora", "True")
-    assert a.corpus_file == "c.jsonl" and a.eval_batch_size == 7 and a.load_in_4bit is True
+    assert a.corpus_file == "c.jsonl" and a.embedder_batch_size == 7 and a.load_in_4bit is True
 
 
 def test_own_flags_stand_alone_as_in_the_seed():
     a = parse("--overwrite_output_dir", "--gradient_checkpointing", "--negatives_cross_device", "--fp16")
-    assert a.overwrite_output_dir and a.gradient_checkpointing and a.negatives_cross_device and a.fp16
+    assert a.overwrite_output_dir and a.gradient_checkpointing and a.negatives_cross_device and a.use_fp16
 
 
 def test_apply_seed_flags_is_a_pure_table_lookup():
@@ -195,7 +197,7 @@ def seed_command(train, out, cache):
 def test_the_seed_command_parses_to_the_expected_kdargs(tmp_path):
     a = parse(*seed_command(tmp_path / "t.jsonl", tmp_path / "o", tmp_path))
     assert a.target_modules == "q_proj,k_proj,v_proj,o_proj,gate_proj,down_proj,up_proj"
-    assert a.pooling_method == "last_token" and a.max_examples == 5 and a.fp16 is True
+    assert a.pooling_method == "last_token" and a.max_examples == 5 and a.use_fp16 is True
     assert a.overwrite_output_dir and a.gradient_checkpointing and a.negatives_cross_device
     assert a.eval_data is None and a.corpus_file is None and a.save_merged_lora_model is False
     assert a.query_instruction_format == "<instruct>{}\\n<query>{}" and a.kd_loss_type == "kl_div"

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from helpers.embed.embedder import Embedder, _load_tokenizer
-from helpers.eval.evaluate import EvalArgs, embedder_config as eval_embedder_config
+from helpers.eval.evaluate import EvalArgs
 from helpers.mine.hn_mine import HnMineArgs
 from helpers.train.kd_finetune import KDArgs, save_tokenizer, training_tokenizer
 from helpers.common.models import resolve_model
@@ -91,7 +91,7 @@ def test_training_query_ids_equal_the_embedders_with_examples(cls, tmp_path):
                       "response": other["pos"][0]}
                 f = tmp_path / "examples.json"
                 f.write_text(json.dumps({"all": [ex]}))
-                a = kd_args(cls, max_examples=3, eval_examples_for_task=str(f), eval_examples_number=1)
+                a = kd_args(cls, max_examples=3, examples_for_task=str(f), examples_number=1)
             else:
                 a = args
             emb = Embedder(a.embedder_config(), _Stub(), tok)
@@ -145,10 +145,10 @@ def test_encoders_get_no_instruction_unless_asked(caplog):
         "train": lambda **kw: KDArgs(model_name_or_path=MINILM, eval_data=None, corpus_file=None, query_max_len=256,
                                      knowledge_distillation=False,
                                      **common, **kw),
-        "mine": lambda **kw: HnMineArgs(embedder_name_or_path=MINILM, input_file="x", output_file="y",
-                                        embedder_query_max_length=256, **common, **kw),
+        "mine": lambda **kw: HnMineArgs(model_name_or_path=MINILM, input_file="x", output_file="y",
+                                        query_max_len=256, **common, **kw),
         "eval": lambda **kw: EvalArgs(model_name_or_path=MINILM, queries_file="x", corpus_file="y", output_dir="z",
-                                      embedder_query_max_length=256, **common, **kw),
+                                      query_max_len=256, **common, **kw),
     }
     for stage, make in cfgs.items():
         for kw, want in (({}, plain), ({"use_row_prompts": True}, with_prompt),
@@ -156,7 +156,7 @@ def test_encoders_get_no_instruction_unless_asked(caplog):
                          ({"use_row_prompts": False, "query_instruction_for_retrieval": "Other: "},
                           tok("Other: " + rows[0]["query"], truncation=True, max_length=256)["input_ids"])):
             a = make(**kw)
-            ecfg = eval_embedder_config(a) if stage == "eval" else a.embedder_config()
+            ecfg = a.embedder_config()
             if stage == "train":
                 _, ids = train_query_ids(a, tok, eos, rows, 0)
                 assert ids[0] == want, (stage, kw)
@@ -187,8 +187,8 @@ def test_per_epoch_eval_can_use_in_context_examples(tmp_path, smol_tok):
     from helpers.train.kd_finetune import retrieval_eval
     f = tmp_path / "examples.json"
     f.write_text(json.dumps({"by_construct": {"1": [{"query_id": "9_A", "query": "Nine plus nine", "response": "Adds 9"}]}}))
-    a = KDArgs(eval_data="x", corpus_file="y", eval_examples_for_task=str(f), eval_examples_number=1,
-               query_max_len=256, passage_max_len=32, eval_batch_size=4, show_progress=False)
+    a = KDArgs(eval_data="x", corpus_file="y", examples_for_task=str(f), examples_number=1,
+               query_max_len=256, passage_max_len=32, embedder_batch_size=4, show_progress=False)
     cfg = a.embedder_config()
     assert cfg.add_examples_for_task and cfg.examples_file == str(f)
     text = smol_tok.decode(Embedder(cfg, _Stub(), smol_tok).tokenize_queries([eedi_row(1)])[0])
@@ -199,7 +199,7 @@ def test_per_epoch_eval_can_use_in_context_examples(tmp_path, smol_tok):
     m = retrieval_eval(model, smol_tok, a, [eedi_row(1), eedi_row(2)], ["1", "2"], ["Adds 1", "Adds 2"], "last_token")
     assert set(m) == {"MAP@25", "Recall@25", "Recall@50", "Recall@75", "Recall@100"}
     with pytest.raises(ValueError, match="decoder-only-icl"):
-        KDArgs(eval_data="x", corpus_file="y", embedder_model_class="decoder-only-base", eval_examples_for_task=str(f))
+        KDArgs(eval_data="x", corpus_file="y", embedder_model_class="decoder-only-base", examples_for_task=str(f))
 
 
 def test_one_default_for_the_query_side_flags(repo_root):
@@ -214,7 +214,7 @@ def test_one_default_for_the_query_side_flags(repo_root):
     from helpers.train.kd_finetune import build_parser as kd_parser
     from helpers.common.notebook import args_from
     names = ("query_instruction_for_retrieval", "use_row_prompts", "max_examples", "target_modules",
-             "eval_examples_for_task", "eval_examples_number")
+             "examples_for_task", "examples_number", "query_max_len", "embedder_batch_size")
     for nb, cls in (("03_kd_finetune", KDArgs), ("04_eval", EvalArgs), ("01_mine_hn", HnMineArgs)):
         declared = pm.inspect_notebook(str(repo_root / "notebooks" / f"{nb}.ipynb"))
         f = {x.name: x.default for x in dataclasses.fields(cls)}
