@@ -237,6 +237,15 @@ def eval_groups(rows, scores) -> dict:
             "group_ce": sum(ce) / len(ce)}
 
 
+def trained_model(args: RerankerTrainArgs, epoch: int) -> dict:
+    """The scoring stage's model arguments for epoch ``epoch`` of this training: a cross-encoder's
+    ``model_epoch_{n}`` folder, or the base with the ``lora_epoch_{n}`` adapter of an LLM reranker."""
+    if args.encoder:
+        return dict(reranker_name_or_path=str(Path(args.output_dir) / f"model_epoch_{epoch}"))
+    return dict(reranker_name_or_path=args.model_name_or_path,
+                peft_adapter=str(Path(args.output_dir) / f"lora_epoch_{epoch}"))
+
+
 def write_base_name(adapter_dir, base_name: str) -> None:
     """Record the base model as given (e.g. ``demo:gemma-3-270m``), not this machine's cache path."""
     cfg = Path(adapter_dir) / "adapter_config.json"

@@ -186,3 +186,13 @@ def test_cross_encoder_teacher_trains_and_scores_as_trained(tmp_path, use_lora):
     st = group_rank_stats([json.loads(x) for x in out.read_text().splitlines()])
     assert st["map"] == pytest.approx(out_rows[-1]["group_map"], abs=1e-9)
     assert st["top1"] == pytest.approx(out_rows[-1]["group_top1"], abs=1e-9)
+
+
+def test_trained_model_names_what_the_scoring_stage_loads(tmp_path):
+    from helpers.train.train_reranker import trained_model
+    llm = RerankerTrainArgs(output_dir=str(tmp_path), model_name_or_path="demo:gemma-3-270m")
+    assert trained_model(llm, 2) == {"reranker_name_or_path": "demo:gemma-3-270m",
+                                     "peft_adapter": str(tmp_path / "lora_epoch_2")}
+    enc = RerankerTrainArgs(output_dir=str(tmp_path), model_name_or_path="demo:all-minilm-l6-v2",
+                            reranker_model_class="encoder-only-base")
+    assert trained_model(enc, 1) == {"reranker_name_or_path": str(tmp_path / "model_epoch_1")}
