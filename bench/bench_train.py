@@ -172,7 +172,7 @@ def _ours(rows, a, use_lora: bool, buckets: bool) -> list[float]:
     gb, _ = _encoder_batches(tok, rows, a.batch, a.group, a.query_max_len, a.passage_max_len, a.steps + 1)
     cfg = TrainConfig(output_dir=tempfile.mkdtemp(prefix="bench_vs_st_"), num_train_epochs=1,
                       learning_rate=2e-5 if not use_lora else 1e-4, gradient_checkpointing=False,
-                      use_lora=use_lora, lora_rank=64, lora_alpha=32,
+                      use_lora=use_lora, lora_rank=a.lora_rank, lora_alpha=32, lora_dropout=a.lora_dropout,
                       target_modules=("query", "key", "value", "dense"), show_progress=False)
     model = add_lora(model, cfg)
     loss = EmbedderLoss(temperature=0.02)
@@ -257,7 +257,7 @@ def vs_st(a) -> None:
     runs = {"st": lambda: _st(rows, a),
             "ours full, equal work (no buckets)": lambda: _ours(rows, a, False, False),
             "ours full (defaults)": lambda: _ours(rows, a, False, True),
-            "ours lora (defaults)": lambda: _ours(rows, a, True, True)}
+            f"ours lora r={a.lora_rank} (defaults)": lambda: _ours(rows, a, True, True)}
     order = list(runs)
     per = {k: [] for k in runs}
     for r in range(a.rounds):
@@ -277,7 +277,7 @@ def vs_st(a) -> None:
     for name, real, pad, bucket in padding_stats(rows, a):
         print(f"padding, {name}: {real} real tokens; padded to batch longest {pad} ({real / pad:.0%} real); "
               f"length buckets {bucket} ({real / bucket:.0%} real)")
-    full, lora = "ours full, equal work (no buckets)", "ours lora (defaults)"
+    full, lora = "ours full, equal work (no buckets)", f"ours lora r={a.lora_rank} (defaults)"
     print(f"median-based: ours/st {med[full] / med['st']:.2f} (full), {med[lora] / med['st']:.2f} (lora)")
     # best step of each setting: on a shared machine other jobs only ever add time
     print(f"step time ratio ours/st: {best[full] / best['st']:.2f} (full), {best[lora] / best['st']:.2f} (lora)")
@@ -342,6 +342,8 @@ def main():
     p.add_argument("--one", choices=["True", "False"], help=argparse.SUPPRESS)
     p.add_argument("--vs-sentence-transformers", action="store_true", help="side by side with ST's MNRL fit")
     p.add_argument("--rounds", type=int, default=2, help="--vs-sentence-transformers: alternating rounds")
+    p.add_argument("--lora-dropout", type=float, default=0.1, help="--vs-sentence-transformers: LoRA dropout of the LoRA row")
+    p.add_argument("--lora-rank", type=int, default=64, help="--vs-sentence-transformers: LoRA r of the LoRA row (the issue's: 64)")
     p.add_argument("--query-max-len", type=int, default=256)
     p.add_argument("--passage-max-len", type=int, default=64)
     p.add_argument("--data", help="queries JSONL (prepare_data's train_queries.jsonl or a mined file); "
