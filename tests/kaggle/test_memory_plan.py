@@ -242,3 +242,13 @@ def test_kaggle_profile_uses_four_bit_where_needed(repo_root):
     steps = {s["name"]: s["parameters"] for s in prof["steps"]}
     assert steps["mine"]["load_in_4bit"] and steps["train_kd"]["load_in_4bit"] and steps["compare"]["load_in_4bit"]
     assert steps["train_kd"]["merge_every_epoch"] is False and steps["train_kd"]["merge_epoch"] == "best"
+
+
+def test_the_plan_reads_every_spelling_of_the_embedder_block():
+    a = mp.ARCHS["bge-en-icl (Mistral-7B)"]
+    ours = dict(embedder_batch_size=32, query_max_len=512, passage_max_len=128)
+    for other in (dict(batch_size=32, embedder_query_max_length=512, embedder_passage_max_length=128),
+                  dict(embedder_batch_size=32, embedder_query_max_length=512, passage_max_len=128)):
+        for stage in ("mine", "embed"):
+            assert mp.stage_terms(stage, other, a) == mp.stage_terms(stage, ours, a), (stage, other)
+    assert mp.stage_terms("mine", ours, a) != mp.stage_terms("mine", dict(ours, embedder_batch_size=8), a)

@@ -87,3 +87,11 @@ def test_cell_values_reads_literals_only(tmp_path):
     nb["cells"] = [c for c in nb["cells"] if "parameters" not in c.get("metadata", {}).get("tags", [])]
     with pytest.raises(ValueError, match="no cell tagged"):
         parameters_source(nb)
+
+
+def test_a_cell_uses_our_spelling_of_a_flag(tmp_path):
+    """FlagEmbedding's names are accepted from profiles and commands, not written in a cell."""
+    def edit(src):
+        return re.sub(r"^use_fp16 = True", "fp16 = True", src, flags=re.M)
+    problems = check_notebook(_with_cell(tmp_path, "03_kd_finetune", edit), NOTEBOOKS["03_kd_finetune"])
+    assert problems == ["fp16: another spelling of 'use_fp16'; the cell uses ours"], problems

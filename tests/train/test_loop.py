@@ -202,3 +202,16 @@ def test_max_nonfinite_steps_is_a_stage_flag_passed_to_the_loop():
     a = RerankerTrainArgs(model_name_or_path="m", train_data="t", output_dir="o", max_nonfinite_steps=5)
     tc = _train_config(a)
     assert tc.max_nonfinite_steps == 5 and "max_nonfinite_steps" not in tc.resume_keys   # old runs resume
+
+
+def test_a_run_saved_under_the_old_flag_names_still_resumes(tmp_path):
+    """resume_keys written before the embedder block had one name per concept (fp16,
+    eval_examples_for_task) are read with today's names."""
+    gen, n = batches_of(4)
+    c = cfg(tmp_path, num_train_epochs=1, resume_keys={"fp16": True, "eval_examples_for_task": None})
+    fit(lora_toy(c), toy_loss, gen, n, c)
+    c2 = cfg(tmp_path, num_train_epochs=2, resume_keys={"use_fp16": True, "examples_for_task": None})
+    assert len(fit(lora_toy(c2), toy_loss, gen, n, c2)) == 2
+    c3 = cfg(tmp_path, num_train_epochs=3, resume_keys={"use_fp16": False, "examples_for_task": None})
+    with pytest.raises(ValueError, match="other settings \\(use_fp16\\)"):
+        fit(lora_toy(c3), toy_loss, gen, n, c3)
