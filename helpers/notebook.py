@@ -26,6 +26,7 @@ import helpers
 from helpers.common.notebook import args_from, field_values   # noqa: F401  (re-exported for the notebooks)
 from helpers.kaggle.offline_install import install_wheels
 
+__all__ = ["setup", "project_root", "args_from", "field_values"]
 KAGGLE_CODE = Path("/kaggle/working/code")    # where kaggle/run_all_kaggle.py copies the code dataset
 
 

@@ -281,8 +281,7 @@ def _advice(stage: str, p: Mapping, a: Arch, world: int, usable: float) -> str:
         gib = stage_memory_gib(stage, {**p, "load_in_4bit": True}, a, world)
         if gib <= usable:
             tips.append(f"load_in_4bit true ({gib:.1f} GiB)")
-    key = {"mine": "embedder_batch_size", "embed": "embedder_batch_size", "score": "reranker_batch_size",
-           "train": "per_device_train_batch_size"}[stage]
+    key = {"score": "reranker_batch_size", "train": "per_device_train_batch_size"}.get(stage, "embedder_batch_size")
     for cand in (dict(p), {**p, "load_in_4bit": True} if stage != "score" else None):
         if cand is None:
             continue
