@@ -108,6 +108,7 @@ NOTEBOOKS: dict[str, NotebookParameters] = {
                          "queries_file", "corpus_file"})),
     "03_kd_finetune": NotebookParameters(
         stages=("helpers.train.kd_finetune.KDArgs",),
+        set_by_notebook=frozenset({"embedding_cache"}),   # the model in training is never cached
         paths=frozenset({"train_data", "eval_data", "corpus_file", "output_dir", "model_name_or_path",
                          "base_model", "examples_for_task"})),
     "04_eval": NotebookParameters(

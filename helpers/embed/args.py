@@ -50,6 +50,12 @@ class EmbedderArgs:
     base_model: Optional[str] = _f(None, "an adapter folder's base model at another path than its "
                                    "adapter_config.json names")
     trust_remote_code: bool = _f(False, "allow model code from the model folder")
+    share_prefix: bool = _f(True, "decoders: the tokens all texts of a batch start with (the instruction) run once "
+                            "and are shared through the key/value cache; the same embeddings, checked against "
+                            "the plain forward on the first batch (False: every row runs in full)")
+    embedding_cache: Optional[str] = _f(None, "folder of embeddings already computed, keyed by the model's files, "
+                                        "the settings and the token ids: a step that embeds the same texts with "
+                                        "the same model reads them (a run's steps share one); None: no cache")
 
     def embedder_config(self, **override):
         """The :class:`~helpers.embed.embedder.EmbedderConfig` of these flags (``override``: its
@@ -66,4 +72,5 @@ class EmbedderArgs:
             query_max_length=self.query_max_len, passage_max_length=self.passage_max_len,
             batch_size=self.embedder_batch_size, devices=self.devices, use_fp16=self.use_fp16,
             load_in_4bit=self.load_in_4bit, base_model=self.base_model,
-            trust_remote_code=self.trust_remote_code), **override})
+            trust_remote_code=self.trust_remote_code, share_prefix=self.share_prefix,
+            embedding_cache=self.embedding_cache), **override})

@@ -31,7 +31,9 @@ from helpers.data.formatting import (describe_instruction, examples_prefix, inst
                                 select_examples, tokenize_icl_queries, tokenize_texts, uses_row_prompts)
 from helpers.common.models import placement_kwargs, resolve_model
 from helpers.common.tensors import pad
+from helpers.embed.cache import EmbeddingCache
 from helpers.embed.pooling import pool
+from helpers.embed.prefix import PrefixSharing
 from helpers.common.prompts import ICL_EXAMPLE_FORMAT, ICL_QUERY_FORMAT, ICL_SUFFIX, unescape
 
 log = logging.getLogger(__name__)
@@ -163,9 +165,15 @@ def no_cache(model) -> dict:
 
 
 def pooled_embeddings(model, ids: torch.Tensor, mask: torch.Tensor, pooling: str,
-                      normalize: bool = True) -> torch.Tensor:
+                      normalize: bool = True, prefix: Optional[PrefixSharing] = None) -> torch.Tensor:
     """The one embedding forward, of training and of inference: padded ids and mask [B, T] ->
-    pooled fp32 embeddings [B, H], L2-normalised unless ``normalize`` is False. No KV cache."""
+    pooled fp32 embeddings [B, H], L2-normalised unless ``normalize`` is False. No KV cache, except
+    that ``prefix`` (last-token pooling, right padding) may run the rows' common prefix once
+    (:mod:`helpers.embed.prefix`: the same hidden states)."""
+    shared = prefix.last_hidden(model, ids, mask) if prefix is not None and pooling == "last_token" else None
+    if shared is not None:
+        emb = shared.float()
+        return torch.nn.functional.normalize(emb, dim=-1) if normalize else emb
     out = model(input_ids=ids, attention_mask=mask, return_dict=True, **no_cache(model))
     hidden = getattr(out, "last_hidden_state", None)
     if hidden is None:
@@ -227,6 +235,8 @@ class EmbedderConfig:
     normalize: bool = True
     trust_remote_code: bool = False
     show_progress: bool = True
+    share_prefix: bool = True                        # decoders: rows' common prefix runs once (helpers.embed.prefix)
+    embedding_cache: Optional[str] = None            # folder of computed embeddings (helpers.embed.cache)
 
     def __post_init__(self):
         if self.model_class not in MODEL_CLASSES:
@@ -288,6 +298,8 @@ class Embedder:
     def __init__(self, config: EmbedderConfig, model=None, tokenizer=None):
         self.config = config
         self._replicas: dict[str, torch.nn.Module] = {}
+        self._prefix: dict[str, PrefixSharing] = {}      # per replica: checked once on its first batch
+        self._dtype = None
         if model is None:
             self.devices = parse_devices(config.devices)
             check_memory(config, self.devices)      # CUDA: print the plan, refuse what cannot fit
@@ -304,6 +316,13 @@ class Embedder:
         self._replicas[self.devices[0]] = model
         if config.pooling_method is None:
             config.pooling_method = _encoder_pooling_default(resolve_model(config.model_name_or_path))
+        self.cache = None           # only for a model loaded here from its files
+        if config.embedding_cache and self._dtype is not None:
+            base, adapters = adapter_chain(config.model_name_or_path, config.base_model)
+            self.cache = EmbeddingCache(config.embedding_cache, [base, *adapters], dict(
+                model_class=config.model_class, pooling=config.pooling_method, normalize=config.normalize,
+                dtype=str(self._dtype), load_in_4bit=config.load_in_4bit,
+                device=torch.device(self.devices[0]).type))
         self.append_eos = manual_eos(tokenizer)
         self.examples = None
         if config.add_examples_for_task:
@@ -358,14 +377,26 @@ class Embedder:
 
     def _forward(self, model, batch: list[list[int]], device: str) -> torch.Tensor:
         ids, mask = pad(batch, self.tokenizer.pad_token_id, "right")
-        return pooled_embeddings(model, ids.to(device), mask.to(device), self.config.pooling_method,
-                                 self.config.normalize).cpu()
+        c = self.config
+        prefix = self._prefix.setdefault(device, PrefixSharing(c.share_prefix and c.model_class.startswith("decoder")))
+        return pooled_embeddings(model, ids.to(device), mask.to(device), c.pooling_method, c.normalize, prefix).cpu()
 
     def encode_ids(self, inputs: list[list[int]], what: str = "texts") -> np.ndarray:
         """Embed token-id lists: length-sorted batches over all devices, input order kept."""
         n = len(inputs)
         if n == 0:
             return np.zeros((0, 0), dtype=np.float32)
+        cached = self.cache.get(inputs) if self.cache is not None else None
+        if cached is not None:
+            log.info("%d %s: embeddings from the cache %s", n, what, self.cache.path(inputs))
+            return cached.astype(np.float32, copy=False)
+        out = self._encode_ids(inputs, what)
+        if self.cache is not None:
+            self.cache.put(inputs, out)
+        return out
+
+    def _encode_ids(self, inputs: list[list[int]], what: str) -> np.ndarray:
+        n = len(inputs)
         t0 = time.perf_counter()
         order = np.argsort([-len(x) for x in inputs], kind="stable")
         sorted_inputs = [inputs[i] for i in order]

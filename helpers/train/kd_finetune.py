@@ -33,6 +33,7 @@ import torch
 
 from helpers.common.cli import arg
 from helpers.common.devices import check_devices, dtype_for, parse_devices
+from helpers.embed.prefix import PrefixSharing
 from helpers.embed.embedder import DEFAULT_QUERY_FORMAT, MODEL_CLASSES, Embedder, EmbedderConfig, \
     _encoder_pooling_default, load_embedding_model, manual_eos, pooled_embeddings
 from helpers.data.formatting import describe_instruction, uses_row_prompts
@@ -203,20 +204,22 @@ def length_chunks(lengths: list[int], overhead: int = 256) -> list[list[int]]:
     return chunks[::-1]
 
 
-def encode(model, inputs: dict, pooling: str, buckets: bool = False, overhead: int = 256) -> torch.Tensor:
+def encode(model, inputs: dict, pooling: str, buckets: bool = False, overhead: int = 256,
+           prefix: Optional[PrefixSharing] = None) -> torch.Tensor:
     """Normalised pooled embeddings of a padded batch. ``buckets``: the rows run in length-sorted
     chunks (:func:`length_chunks`), each cut to its own longest row; the same ids and masks, so the
-    same embeddings (left or right padding)."""
+    same embeddings (left or right padding). ``prefix``: each forward may run its rows' common
+    prefix once (:mod:`helpers.embed.prefix`)."""
     ids, mask = inputs["input_ids"], inputs["attention_mask"]
     if not buckets or ids.shape[0] < 2:
-        return pooled_embeddings(model, ids, mask, pooling)
+        return pooled_embeddings(model, ids, mask, pooling, prefix=prefix)
     parts, rows = [], []
     for idx in length_chunks(mask.sum(dim=1).tolist(), overhead):
         sel = torch.tensor(idx, device=ids.device)
         m = mask.index_select(0, sel)
         cols = m.any(dim=0).nonzero().flatten()
         lo, hi = int(cols[0]), int(cols[-1]) + 1
-        parts.append(pooled_embeddings(model, ids.index_select(0, sel)[:, lo:hi], m[:, lo:hi], pooling))
+        parts.append(pooled_embeddings(model, ids.index_select(0, sel)[:, lo:hi], m[:, lo:hi], pooling, prefix=prefix))
         rows.extend(idx)
     emb = torch.cat(parts)            # rows are normalised one by one: chunking does not change them
     inv = torch.empty(len(rows), dtype=torch.long, device=emb.device)
@@ -449,7 +452,7 @@ def _train(args: KDArgs, devices: list[str], on_log=None) -> list[dict]:
             "embedder_batch_size", "logging_steps", "max_nonfinite_steps", "save_merged_lora_model", "merge_every_epoch", "merge_epoch",
             "deadline",
             # speed/memory only (same results): a run may resume with other values
-            "gradient_checkpointing", "length_buckets")
+            "gradient_checkpointing", "length_buckets", "share_prefix")
             # new fields, kept out at their defaults so that older runs still resume
             and not (k, v) in (("use_lora", True), ("group_by_length", False), ("kd_weight", 1.0),
                                ("infonce_weight", None), ("drop_suspect_negatives", True),
@@ -471,8 +474,10 @@ def _train(args: KDArgs, devices: list[str], on_log=None) -> list[dict]:
 
     overhead = 256 if str(device) == "cpu" else 4096     # a forward's fixed cost, in padded tokens
 
+    prefix = PrefixSharing(args.share_prefix and args.decoder)   # checked on the first batch's queries
+
     def enc(m, inputs):
-        return encode(m, inputs, pooling, args.length_buckets, overhead)
+        return encode(m, inputs, pooling, args.length_buckets, overhead, prefix)
 
     def loss_fn(m, batch):
         entropy.update(batch.get("teacher_scores"), batch["queries"]["input_ids"].shape[0], G)

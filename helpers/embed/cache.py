@@ -1,0 +1,84 @@
+"""Embeddings already computed, on disk: a step that embeds the same texts with the same model reads them.
+
+A run's steps embed some things twice: the zero-shot corpus (baseline, then mining round 1), the
+round-1 model's test queries and corpus (mining round 2, then the comparison), the final model's
+corpus (its evaluation, then the submission). With ``embedding_cache`` set to one folder for the
+whole run, the second time is a read.
+
+An entry is one ``.npy`` named by the SHA-256 of everything the vectors depend on: the model's files
+(for each folder of the model and its adapter chain: every file's name, size and mtime, as
+``04_eval``'s ``reuse_results``), the embedding settings (class, pooling, normalisation, dtype,
+4-bit, device type) and the token ids themselves (so the texts, instructions, truncation and
+tokenizer are all in it). Only for models the embedder loads from files; a model handed in as an
+object (training's per-epoch evaluation) is never cached. Written atomically (a temporary file, then
+a rename); an unreadable or mis-shaped entry is ignored with a warning and computed again.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+def model_files(folders: Sequence[str]) -> list:
+    """``[folder, [(relative name, size, mtime_ns), ...]]`` for each model folder, sorted."""
+    out = []
+    for folder in folders:
+        p = Path(folder)
+        files = sorted((str(f.relative_to(p)), f.stat().st_size, f.stat().st_mtime_ns)
+                       for f in p.rglob("*") if f.is_file()) if p.is_dir() else []
+        out.append([str(p.resolve()), files])
+    return out
+
+
+def ids_digest(inputs: Sequence[Sequence[int]]) -> str:
+    """SHA-256 of token-id lists (their lengths and their ids, in order)."""
+    h = hashlib.sha256(np.asarray([len(x) for x in inputs], dtype=np.int64).tobytes())
+    for x in inputs:
+        h.update(np.asarray(x, dtype=np.int64).tobytes())
+    return h.hexdigest()
+
+
+class EmbeddingCache:
+    """``get(inputs)`` / ``put(inputs, vectors)`` in ``folder`` for one model and its settings."""
+
+    def __init__(self, folder, folders: Sequence[str], settings: dict):
+        self.folder = Path(folder)
+        self.model_key = json.dumps({"model_files": model_files(folders), "settings": settings},
+                                    sort_keys=True, default=str)
+
+    def path(self, inputs) -> Path:
+        key = hashlib.sha256(f"{self.model_key}\x00{ids_digest(inputs)}".encode("utf-8")).hexdigest()
+        return self.folder / f"{key[:40]}.npy"
+
+    def get(self, inputs) -> Optional[np.ndarray]:
+        p = self.path(inputs)
+        if not p.is_file():
+            return None
+        try:
+            emb = np.load(p, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            log.warning("embedding cache %s unreadable (%s): computed again", p, e)
+            return None
+        if emb.ndim != 2 or emb.shape[0] != len(inputs):
+            log.warning("embedding cache %s holds shape %s for %d texts: computed again", p, emb.shape, len(inputs))
+            return None
+        return emb
+
+    def put(self, inputs, emb: np.ndarray) -> None:
+        p = self.path(inputs)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = p.with_name(f".{p.stem}.{os.getpid()}.tmp.npy")
+        try:
+            np.save(tmp, emb, allow_pickle=False)
+            os.replace(tmp, p)
+        except OSError as e:       # a full disk costs the cache entry, not the run
+            log.warning("embedding cache: could not write %s (%s)", p, e)
+            tmp.unlink(missing_ok=True)

@@ -1,0 +1,68 @@
+"""The on-disk embedding cache: keyed by model files, settings and token ids; never stale, never half-written."""
+import logging
+import os
+
+import numpy as np
+
+from helpers.embed.cache import EmbeddingCache, ids_digest
+from helpers.embed.embedder import Embedder, EmbedderConfig
+from tests.factories import save_tiny_llama
+
+
+def _model_folder(tmp_path):
+    d = tmp_path / "m"
+    d.mkdir()
+    (d / "model.safetensors").write_bytes(b"weights-1")
+    return d
+
+
+def test_ids_digest_sees_ids_and_boundaries():
+    assert ids_digest([[1, 2], [3]]) == ids_digest([[1, 2], [3]])
+    assert ids_digest([[1, 2], [3]]) != ids_digest([[1], [2, 3]])
+    assert ids_digest([[1, 2], [3]]) != ids_digest([[1, 2], [4]])
+
+
+def test_hit_miss_by_ids_settings_and_model_files(tmp_path):
+    m = _model_folder(tmp_path)
+    cache = EmbeddingCache(tmp_path / "c", [str(m)], {"pooling": "last_token"})
+    ids, emb = [[1, 2, 3], [4, 5]], np.arange(8, dtype=np.float32).reshape(2, 4)
+    assert cache.get(ids) is None
+    cache.put(ids, emb)
+    np.testing.assert_array_equal(cache.get(ids), emb)
+    assert cache.get([[1, 2, 3], [4, 6]]) is None
+    assert EmbeddingCache(tmp_path / "c", [str(m)], {"pooling": "mean"}).get(ids) is None
+    (m / "model.safetensors").write_bytes(b"weights-22")               # retrained: other size
+    assert EmbeddingCache(tmp_path / "c", [str(m)], {"pooling": "last_token"}).get(ids) is None
+    assert not list((tmp_path / "c").glob(".*tmp*"))                     # no temporary left behind
+
+
+def test_unreadable_or_misshaped_entry_is_ignored(tmp_path, caplog):
+    m = _model_folder(tmp_path)
+    cache = EmbeddingCache(tmp_path / "c", [str(m)], {})
+    ids = [[1], [2], [3]]
+    cache.path(ids).parent.mkdir(parents=True)
+    cache.path(ids).write_bytes(b"not an npy file")
+    with caplog.at_level(logging.WARNING):
+        assert cache.get(ids) is None
+    assert "unreadable" in caplog.text
+    np.save(cache.path(ids), np.zeros((2, 4), dtype=np.float32))
+    assert cache.get(ids) is None and "holds shape" in caplog.text
+
+
+def test_embedder_reads_what_it_wrote_and_skips_models_handed_in(tmp_path, caplog):
+    folder = save_tiny_llama(tmp_path / "tiny")
+    cfg = dict(model_name_or_path=folder, query_max_length=32, passage_max_length=16, show_progress=False,
+               embedding_cache=str(tmp_path / "cache"))
+    texts = ["adds the numerators", "divides instead of multiplying", "confuses area and perimeter"]
+    first = Embedder(EmbedderConfig(**cfg)).encode_corpus(texts)
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == 1
+    again = Embedder(EmbedderConfig(**cfg))
+    with caplog.at_level(logging.INFO, logger="helpers.embed.embedder"):
+        np.testing.assert_array_equal(again.encode_corpus(texts), first)
+    assert "from the cache" in caplog.text
+    for f in (tmp_path / "cache").glob("*.npy"):
+        os.remove(f)
+    handed = Embedder(EmbedderConfig(**cfg), model=again.model, tokenizer=again.tokenizer)
+    assert handed.cache is None                                      # a model in training is never cached
+    handed.encode_corpus(texts)
+    assert not list((tmp_path / "cache").glob("*.npy"))
