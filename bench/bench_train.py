@@ -61,12 +61,13 @@ def make_rows(n, group, queries=None):
     return rows
 
 
-def one(gc: bool, steps: int, batch: int, group: int, threads: int) -> dict:
+def one(gc: bool, steps: int, batch: int, group: int, threads: int, share: bool = False) -> dict:
     import resource
     import torch
     torch.set_num_threads(threads)
     from helpers.train.kd_finetune import encode
     from helpers.embed.embedder import load_embedding_model
+    from helpers.embed.prefix import PrefixSharing, common_prefix_len
     from helpers.train.losses import EmbedderLoss
     from helpers.train.loop import TrainConfig, add_lora, fit
     from helpers.train.groups import GroupBatches, GroupDataConfig
@@ -79,18 +80,24 @@ def one(gc: bool, steps: int, batch: int, group: int, threads: int) -> dict:
     gb = GroupBatches(make_rows(steps * batch, group), tok, dcfg, batch, seed=0)
     batches = list(gb(1))
     loss = EmbedderLoss()
-    fn = lambda m, b: loss(encode(m, b["queries"], "last_token", True), encode(m, b["passages"], "last_token", True),
-                           b.get("teacher_scores"))
+    prefix = PrefixSharing(share)
+    fn = lambda m, b: loss(encode(m, b["queries"], "last_token", True, prefix=prefix),
+                           encode(m, b["passages"], "last_token", True, prefix=prefix), b.get("teacher_scores"))
     times = []
     rows = fit(model, fn, gb, len(gb), cfg, on_log=lambda r: "kind" not in r and times.append(time.perf_counter()))
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB on Linux
     per = [b - a for a, b in zip(times, times[1:])] or [rows[0]["train_seconds"]]
     s_step = statistics.median(per)
-    flops = sum(step_flops(model, b, lora=True) for b in batches[1:]) / max(1, len(batches) - 1)
+    rest = max(1, len(batches) - 1)
+    flops = sum(step_flops(model, b, lora=True) for b in batches[1:]) / rest
+    shared = bool(prefix.verdict) and not gc
+    run = flops if not shared else sum(step_flops(model, b, lora=True, prefix=common_prefix_len(
+        b["queries"]["input_ids"], b["queries"]["attention_mask"])) for b in batches[1:]) / rest
     peak = matmul_peak()
-    return {"gradient_checkpointing": gc, "steps": rows[0]["global_step"],
+    return {"gradient_checkpointing": gc, "shared_prefix": shared, "steps": rows[0]["global_step"],
             "steps_per_s": 1 / s_step, "s_per_step": s_step, "peak_rss_mib": round(rss),
-            "useful_gflop": flops / 1e9, "peak_gflops": peak / 1e9, "share_of_peak": flops / s_step / peak}
+            "useful_gflop": flops / 1e9, "run_gflop": run / 1e9, "peak_gflops": peak / 1e9,
+            "share_of_peak": run / s_step / peak, "plain_equivalent_share": flops / s_step / peak}
 
 
 def matmul_peak(n: int = 2048, reps: int = 5) -> float:
@@ -106,11 +113,12 @@ def matmul_peak(n: int = 2048, reps: int = 5) -> float:
     return 2 * n ** 3 / best
 
 
-def step_flops(model, batch: dict, lora: bool) -> float:
+def step_flops(model, batch: dict, lora: bool, prefix: int = 0) -> float:
     """Useful FLOPs of one training step on ``batch``: real tokens only (no padding, no recompute).
     Forward: 2 x (base linear weights) per token + attention (QK^T, AV: 4 x n^2 x hidden per layer,
     halved for causal models); backward: 2x forward for full fine-tuning; with LoRA the frozen base
-    needs input gradients only (1x its forward) and the adapters 2x theirs."""
+    needs input gradients only (1x its forward) and the adapters 2x theirs. ``prefix``: the queries'
+    common prefix runs once (:mod:`helpers.embed.prefix`): what is computed, not the plain work."""
     import torch
     base_lin, lora_lin, hidden, layers, causal = 0, 0, None, 0, False
     cfg = getattr(model, "config", None)
@@ -124,16 +132,19 @@ def step_flops(model, batch: dict, lora: bool) -> float:
                 lora_lin += m.weight.numel()
             else:
                 base_lin += m.weight.numel()
+    def cost(n_tok, n_att):          # n_tok tokens run, n_att: their (query x key) attention pairs x 2
+        fwd_lin, fwd_lora = 2 * base_lin * n_tok, 2 * lora_lin * n_tok
+        fwd_att = 4 * n_att * hidden * layers * (0.5 if causal else 1.0)
+        return 2 * fwd_lin + 3 * fwd_att + 3 * fwd_lora if lora else 3 * (fwd_lin + fwd_att)
+
     total = 0.0
     for key in ("queries", "passages"):
-        for n_tok in batch[key]["attention_mask"].sum(dim=1).tolist():
-            fwd_lin = 2 * base_lin * n_tok
-            fwd_att = 4 * n_tok * n_tok * hidden * layers * (0.5 if causal else 1.0)
-            fwd_lora = 2 * lora_lin * n_tok
-            if lora:
-                total += 2 * fwd_lin + 3 * fwd_att + 3 * fwd_lora
-            else:
-                total += 3 * (fwd_lin + fwd_att)
+        lengths = batch[key]["attention_mask"].sum(dim=1).tolist()
+        p = prefix if key == "queries" and len(lengths) > 1 else 0
+        if p:
+            total += cost(p, p * p)                              # the shared prefix, once
+        for n_tok in lengths:
+            total += cost(n_tok - p, n_tok * n_tok - p * p)
     return total
 
 
@@ -350,6 +361,8 @@ def main():
                                   "default: the demo data's")
     p.add_argument("--profile", action="store_true", help="one step's breakdown (the issue's encoder shape)")
     p.add_argument("--gc", default="False,True", help="decoder mode: gradient checkpointing settings to run")
+    p.add_argument("--share-prefix", default="False,True", help="decoder mode: shared-prefix settings to run "
+                   "(helpers.embed.prefix; not under checkpointing)")
     a = p.parse_args()
     if a.profile:
         a.batch, a.group, a.steps = a.batch or 32, a.group or 2, a.steps or 2
@@ -361,22 +374,28 @@ def main():
         return
     a.batch, a.group, a.steps = a.batch or 4, a.group or 4, a.steps or 6
     if a.one:
-        print("RESULT " + json.dumps(one(a.one == "True", a.steps, a.batch, a.group, a.threads)))
+        print("RESULT " + json.dumps(one(a.one == "True", a.steps, a.batch, a.group, a.threads,
+                                         a.share_prefix == "True")))
         return
     res = []
     for gc in a.gc.split(","):
-        out = subprocess.run([sys.executable, __file__, "--one", gc, "--steps", str(a.steps), "--batch",
-                              str(a.batch), "--group", str(a.group), "--threads", str(a.threads)],
-                             capture_output=True, text=True, check=True).stdout
-        res.append(json.loads(out.split("RESULT ", 1)[1]))
+        for share in a.share_prefix.split(","):
+            if gc == "True" and share == "True":
+                continue                # no key/value cache under checkpointing: the plain forward
+            out = subprocess.run([sys.executable, __file__, "--one", gc, "--share-prefix", share, "--steps",
+                                  str(a.steps), "--batch", str(a.batch), "--group", str(a.group), "--threads",
+                                  str(a.threads)], capture_output=True, text=True, check=True).stdout
+            res.append(json.loads(out.split("RESULT ", 1)[1]))
     print(f"demo:smollm2-135m-instruct, CPU fp32, {a.threads} threads, batch {a.batch} queries x group "
           f"{a.group} passages, {a.steps} optimizer steps, LoRA r=64 (all 7 projections)\n")
-    print("| gradient checkpointing | optimizer steps/s | s/step (median) | peak RSS (MiB) | useful GFLOP/step "
-          "| fp32 matmul peak GFLOP/s | share of peak |")
-    print("|---|---|---|---|---|---|---|")
+    print("| gradient checkpointing | shared prefix | optimizer steps/s | s/step (median) | peak RSS (MiB) "
+          "| useful GFLOP/step | computed GFLOP/step | fp32 matmul peak GFLOP/s | share of peak (computed) "
+          "| plain-equivalent share |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in res:
-        print(f"| {r['gradient_checkpointing']} | {r['steps_per_s']:.3f} | {r['s_per_step']:.2f} | {r['peak_rss_mib']} "
-              f"| {r['useful_gflop']:.1f} | {r['peak_gflops']:.0f} | {r['share_of_peak']:.0%} |")
+        print(f"| {r['gradient_checkpointing']} | {r['shared_prefix']} | {r['steps_per_s']:.3f} | {r['s_per_step']:.2f} "
+              f"| {r['peak_rss_mib']} | {r['useful_gflop']:.1f} | {r['run_gflop']:.1f} | {r['peak_gflops']:.0f} "
+              f"| {r['share_of_peak']:.0%} | {r['plain_equivalent_share']:.0%} |")
 
 
 if __name__ == "__main__":

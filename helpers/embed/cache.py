@@ -18,11 +18,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
+
+from helpers.common.io_utils import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -74,11 +75,8 @@ class EmbeddingCache:
 
     def put(self, inputs, emb: np.ndarray) -> None:
         p = self.path(inputs)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_name(f".{p.stem}.{os.getpid()}.tmp.npy")
         try:
-            np.save(tmp, emb, allow_pickle=False)
-            os.replace(tmp, p)
+            with atomic_path(p) as tmp, open(tmp, "wb") as f:
+                np.save(f, emb, allow_pickle=False)
         except OSError as e:       # a full disk costs the cache entry, not the run
             log.warning("embedding cache: could not write %s (%s)", p, e)
-            tmp.unlink(missing_ok=True)

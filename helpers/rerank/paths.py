@@ -22,6 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from helpers.common.tensors import last_real_index, pad
+from helpers.embed.prefix import sliding_window
 
 log = logging.getLogger(__name__)
 
@@ -79,10 +80,7 @@ class PlainPath(_Head):
 class PrefixPath(_Head):
     def __init__(self, *a, **kw):
         super().__init__(*a, **kw)
-        cfg = self.model.config.get_text_config()
-        types = getattr(cfg, "layer_types", None) or []
-        sliding = any("sliding" in t for t in types) or getattr(cfg, "use_sliding_window", False)
-        self.window = getattr(cfg, "sliding_window", None) if sliding or not types else None
+        self.window = sliding_window(self.model.config)
 
     def _groups(self, prefixes, suffixes):
         order = [g for g in range(len(prefixes)) if len(suffixes[g])]

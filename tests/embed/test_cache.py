@@ -33,7 +33,7 @@ def test_hit_miss_by_ids_settings_and_model_files(tmp_path):
     assert EmbeddingCache(tmp_path / "c", [str(m)], {"pooling": "mean"}).get(ids) is None
     (m / "model.safetensors").write_bytes(b"weights-22")               # retrained: other size
     assert EmbeddingCache(tmp_path / "c", [str(m)], {"pooling": "last_token"}).get(ids) is None
-    assert not list((tmp_path / "c").glob(".*tmp*"))                     # no temporary left behind
+    assert not list((tmp_path / "c").glob(".*tmp"))                        # no temporary left behind
 
 
 def test_unreadable_or_misshaped_entry_is_ignored(tmp_path, caplog):
