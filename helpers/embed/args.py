@@ -52,7 +52,8 @@ class EmbedderArgs:
     trust_remote_code: bool = _f(False, "allow model code from the model folder")
     share_prefix: bool = _f(True, "decoders: the tokens all texts of a batch start with (the instruction) run once "
                             "and are shared through the key/value cache; the same embeddings, checked against "
-                            "the plain forward on the first batch (False: every row runs in full)")
+                            "the plain forward on the first batch; in training the prefix's LoRA dropout mask is "
+                            "the batch's (False: every row runs in full)")
     embedding_cache: Optional[str] = _f(None, "folder of embeddings already computed, keyed by the model's files, "
                                         "the settings and the token ids: a step that embeds the same texts with "
                                         "the same model reads them (a run's steps share one); None: no cache")
