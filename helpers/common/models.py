@@ -134,6 +134,14 @@ def resolve_model(name_or_path: str) -> str:
     return str(path)
 
 
+def folder_files(folder) -> list[tuple[str, int, int]]:
+    """``(relative name, size, mtime_ns)`` of every file under a model folder, sorted ([] for a
+    non-folder): what says "the same model files" to 04_eval's reuse_results and the embedding cache."""
+    p = Path(folder)
+    return sorted((str(f.relative_to(p)), f.stat().st_size, f.stat().st_mtime_ns)
+                  for f in p.rglob("*") if f.is_file()) if p.is_dir() else []
+
+
 def placement_kwargs(device) -> dict:
     """``from_pretrained`` keywords that load the weights straight onto ``device``.
 

@@ -24,19 +24,9 @@ from typing import Optional, Sequence
 import numpy as np
 
 from helpers.common.io_utils import atomic_path
+from helpers.common.models import folder_files
 
 log = logging.getLogger(__name__)
-
-
-def model_files(folders: Sequence[str]) -> list:
-    """``[folder, [(relative name, size, mtime_ns), ...]]`` for each model folder, sorted."""
-    out = []
-    for folder in folders:
-        p = Path(folder)
-        files = sorted((str(f.relative_to(p)), f.stat().st_size, f.stat().st_mtime_ns)
-                       for f in p.rglob("*") if f.is_file()) if p.is_dir() else []
-        out.append([str(p.resolve()), files])
-    return out
 
 
 def ids_digest(inputs: Sequence[Sequence[int]]) -> str:
@@ -48,19 +38,20 @@ def ids_digest(inputs: Sequence[Sequence[int]]) -> str:
 
 
 class EmbeddingCache:
-    """``get(inputs)`` / ``put(inputs, vectors)`` in ``folder`` for one model and its settings."""
+    """``path(inputs)`` names the entry of some token ids; ``get(path, n)`` / ``put(path, vectors)``
+    read and write it, in ``folder``, for one model and its settings."""
 
     def __init__(self, folder, folders: Sequence[str], settings: dict):
         self.folder = Path(folder)
-        self.model_key = json.dumps({"model_files": model_files(folders), "settings": settings},
-                                    sort_keys=True, default=str)
+        files = [[str(Path(f).resolve()), folder_files(f)] for f in folders]
+        self.model_key = json.dumps({"model_files": files, "settings": settings}, sort_keys=True, default=str)
 
     def path(self, inputs) -> Path:
         key = hashlib.sha256(f"{self.model_key}\x00{ids_digest(inputs)}".encode("utf-8")).hexdigest()
         return self.folder / f"{key[:40]}.npy"
 
-    def get(self, inputs) -> Optional[np.ndarray]:
-        p = self.path(inputs)
+    def get(self, p: Path, n: int) -> Optional[np.ndarray]:
+        """The ``n`` vectors stored at ``p``; None when absent, unreadable or of another shape."""
         if not p.is_file():
             return None
         try:
@@ -68,13 +59,12 @@ class EmbeddingCache:
         except (OSError, ValueError) as e:
             log.warning("embedding cache %s unreadable (%s): computed again", p, e)
             return None
-        if emb.ndim != 2 or emb.shape[0] != len(inputs):
-            log.warning("embedding cache %s holds shape %s for %d texts: computed again", p, emb.shape, len(inputs))
+        if emb.ndim != 2 or emb.shape[0] != n:
+            log.warning("embedding cache %s holds shape %s for %d texts: computed again", p, emb.shape, n)
             return None
         return emb
 
-    def put(self, inputs, emb: np.ndarray) -> None:
-        p = self.path(inputs)
+    def put(self, p: Path, emb: np.ndarray) -> None:
         try:
             with atomic_path(p) as tmp, open(tmp, "wb") as f:
                 np.save(f, emb, allow_pickle=False)

@@ -170,16 +170,15 @@ def pooled_embeddings(model, ids: torch.Tensor, mask: torch.Tensor, pooling: str
     pooled fp32 embeddings [B, H], L2-normalised unless ``normalize`` is False. No KV cache, except
     that ``prefix`` (last-token pooling, right padding) may run the rows' common prefix once
     (:mod:`helpers.embed.prefix`: the same hidden states)."""
-    shared = prefix.last_hidden(model, ids, mask) if prefix is not None and pooling == "last_token" else None
-    if shared is not None:
-        emb = shared.float()
-        return torch.nn.functional.normalize(emb, dim=-1) if normalize else emb
-    out = model(input_ids=ids, attention_mask=mask, return_dict=True, **no_cache(model))
-    hidden = getattr(out, "last_hidden_state", None)
-    if hidden is None:
-        raise ValueError("the model returned no last_hidden_state: give the base model "
-                         "(AutoModel), not one with a language-model head")
-    emb = pool(hidden, mask, pooling).float()
+    emb = prefix.last_hidden(model, ids, mask) if prefix is not None and pooling == "last_token" else None
+    if emb is None:
+        out = model(input_ids=ids, attention_mask=mask, return_dict=True, **no_cache(model))
+        hidden = getattr(out, "last_hidden_state", None)
+        if hidden is None:
+            raise ValueError("the model returned no last_hidden_state: give the base model "
+                             "(AutoModel), not one with a language-model head")
+        emb = pool(hidden, mask, pooling)
+    emb = emb.float()
     return torch.nn.functional.normalize(emb, dim=-1) if normalize else emb
 
 
@@ -378,21 +377,25 @@ class Embedder:
     def _forward(self, model, batch: list[list[int]], device: str) -> torch.Tensor:
         ids, mask = pad(batch, self.tokenizer.pad_token_id, "right")
         c = self.config
-        prefix = self._prefix.setdefault(device, PrefixSharing(c.share_prefix and c.model_class.startswith("decoder")))
-        return pooled_embeddings(model, ids.to(device), mask.to(device), c.pooling_method, c.normalize, prefix).cpu()
+        if device not in self._prefix:
+            self._prefix[device] = PrefixSharing(c.share_prefix and c.model_class.startswith("decoder"))
+        return pooled_embeddings(model, ids.to(device), mask.to(device), c.pooling_method, c.normalize,
+                                 self._prefix[device]).cpu()
 
     def encode_ids(self, inputs: list[list[int]], what: str = "texts") -> np.ndarray:
         """Embed token-id lists: length-sorted batches over all devices, input order kept."""
         n = len(inputs)
         if n == 0:
             return np.zeros((0, 0), dtype=np.float32)
-        cached = self.cache.get(inputs) if self.cache is not None else None
+        if self.cache is None:
+            return self._encode_ids(inputs, what)
+        entry = self.cache.path(inputs)
+        cached = self.cache.get(entry, n)
         if cached is not None:
-            log.info("%d %s: embeddings from the cache %s", n, what, self.cache.path(inputs))
+            log.info("%d %s: embeddings from the cache %s", n, what, entry)
             return cached.astype(np.float32, copy=False)
         out = self._encode_ids(inputs, what)
-        if self.cache is not None:
-            self.cache.put(inputs, out)
+        self.cache.put(entry, out)
         return out
 
     def _encode_ids(self, inputs: list[list[int]], what: str) -> np.ndarray:

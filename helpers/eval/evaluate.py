@@ -41,7 +41,7 @@ from helpers.common.io_utils import atomic_path, check_writable, load_corpus, re
 from helpers.common.cli import canonical_flags, flag_aliases
 from helpers.eval.metrics import ids_from_indices, per_query
 from helpers.eval.paired import align, bootstrap_mean, paired_bootstrap
-from helpers.common.models import resolve_model
+from helpers.common.models import folder_files, resolve_model
 from helpers.common.devices import check_devices
 from helpers.embed.args import EmbedderArgs
 from helpers.embed.search import search
@@ -331,9 +331,7 @@ def reuse_key(args: EvalArgs) -> dict:
     """What must not change for a model's saved metrics to stand: the settings, the model's files
     (name, size, mtime) and the content of the data files."""
     import hashlib
-    model = Path(resolve_model(args.model_name_or_path))
-    files = sorted((str(f.relative_to(model)), f.stat().st_size, f.stat().st_mtime_ns)
-                   for f in model.rglob("*") if f.is_file()) if model.is_dir() else []
+    files = folder_files(resolve_model(args.model_name_or_path))
     data = {k: hashlib.sha256(Path(v).read_bytes()).hexdigest() for k, v in
             (("queries", args.queries_file), ("corpus", args.corpus_file), ("train", args.train_queries_file)) if v}
     return json.loads(json.dumps({"args": asdict(args), "model_files": files, "data": data}))

@@ -451,8 +451,9 @@ def _train(args: KDArgs, devices: list[str], on_log=None) -> list[dict]:
             "num_train_epochs", "output_dir", "overwrite_output_dir", "show_progress", "devices",
             "embedder_batch_size", "logging_steps", "max_nonfinite_steps", "save_merged_lora_model", "merge_every_epoch", "merge_epoch",
             "deadline",
-            # speed/memory only (same results): a run may resume with other values
-            "gradient_checkpointing", "length_buckets", "share_prefix")
+            # speed/memory only (the same maths; share_prefix draws the prefix's dropout mask once
+            # per batch): a run may resume with other values; embedding_cache is not used in training
+            "gradient_checkpointing", "length_buckets", "share_prefix", "embedding_cache")
             # new fields, kept out at their defaults so that older runs still resume
             and not (k, v) in (("use_lora", True), ("group_by_length", False), ("kd_weight", 1.0),
                                ("infonce_weight", None), ("drop_suspect_negatives", True),

@@ -9,6 +9,10 @@ from helpers.embed.embedder import Embedder, EmbedderConfig
 from tests.factories import save_tiny_llama
 
 
+def _get(cache, ids):
+    return cache.get(cache.path(ids), len(ids))
+
+
 def _model_folder(tmp_path):
     d = tmp_path / "m"
     d.mkdir()
@@ -26,13 +30,13 @@ def test_hit_miss_by_ids_settings_and_model_files(tmp_path):
     m = _model_folder(tmp_path)
     cache = EmbeddingCache(tmp_path / "c", [str(m)], {"pooling": "last_token"})
     ids, emb = [[1, 2, 3], [4, 5]], np.arange(8, dtype=np.float32).reshape(2, 4)
-    assert cache.get(ids) is None
-    cache.put(ids, emb)
-    np.testing.assert_array_equal(cache.get(ids), emb)
-    assert cache.get([[1, 2, 3], [4, 6]]) is None
-    assert EmbeddingCache(tmp_path / "c", [str(m)], {"pooling": "mean"}).get(ids) is None
+    assert _get(cache, ids) is None
+    cache.put(cache.path(ids), emb)
+    np.testing.assert_array_equal(_get(cache, ids), emb)
+    assert _get(cache, [[1, 2, 3], [4, 6]]) is None
+    assert _get(EmbeddingCache(tmp_path / "c", [str(m)], {"pooling": "mean"}), ids) is None
     (m / "model.safetensors").write_bytes(b"weights-22")               # retrained: other size
-    assert EmbeddingCache(tmp_path / "c", [str(m)], {"pooling": "last_token"}).get(ids) is None
+    assert _get(EmbeddingCache(tmp_path / "c", [str(m)], {"pooling": "last_token"}), ids) is None
     assert not list((tmp_path / "c").glob(".*tmp"))                        # no temporary left behind
 
 
@@ -43,10 +47,10 @@ def test_unreadable_or_misshaped_entry_is_ignored(tmp_path, caplog):
     cache.path(ids).parent.mkdir(parents=True)
     cache.path(ids).write_bytes(b"not an npy file")
     with caplog.at_level(logging.WARNING):
-        assert cache.get(ids) is None
+        assert _get(cache, ids) is None
     assert "unreadable" in caplog.text
     np.save(cache.path(ids), np.zeros((2, 4), dtype=np.float32))
-    assert cache.get(ids) is None and "holds shape" in caplog.text
+    assert _get(cache, ids) is None and "holds shape" in caplog.text
 
 
 def test_embedder_reads_what_it_wrote_and_skips_models_handed_in(tmp_path, caplog):
