@@ -234,7 +234,7 @@ def padding_stats(rows, a) -> list[tuple]:
     """Real vs padded tokens of the first steps' batches: padded to the batch's longest, with
     length buckets (encode), and with group_by_length batches (+ buckets)."""
     from helpers.embed.embedder import load_embedding_model
-    from helpers.train.kd_finetune import length_chunks
+    from helpers.common.tensors import length_chunks
     from helpers.common.models import resolve_model
     from transformers import AutoTokenizer
     tok = AutoTokenizer.from_pretrained(resolve_model(ENCODER), trust_remote_code=trust_remote_code)

@@ -34,6 +34,7 @@ import torch
 from helpers.common.cli import arg
 from helpers.common.devices import check_devices, dtype_for, parse_devices
 from helpers.embed.prefix import PrefixSharing
+from helpers.common.tensors import in_length_chunks
 from helpers.embed.embedder import DEFAULT_QUERY_FORMAT, MODEL_CLASSES, Embedder, EmbedderConfig, \
     _encoder_pooling_default, load_embedding_model, manual_eos, pooled_embeddings
 from helpers.data.formatting import describe_instruction, uses_row_prompts
@@ -183,48 +184,18 @@ def training_tokenizer(tok, decoder: bool) -> bool:
     return decoder and manual_eos(tok)
 
 
-def length_chunks(lengths: list[int], overhead: int = 256) -> list[list[int]]:
-    """Rows of a batch in chunks of similar length -> lists of row indices (longest first).
-
-    Minimises the padded tokens (rows x longest, summed over chunks) plus ``overhead`` token
-    equivalents per extra forward (exact dynamic programme over the length-sorted rows)."""
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    L = [lengths[i] for i in order]
-    n = len(L)
-    best, cut = [0.0] + [float("inf")] * n, [0] * (n + 1)
-    for j in range(1, n + 1):             # best[j]: rows order[:j]; chunk order[i:j] pads to L[i]
-        for i in range(j):
-            c = best[i] + (j - i) * L[i] + (overhead if i else 0)
-            if c < best[j]:
-                best[j], cut[j] = c, i
-    chunks, j = [], n
-    while j > 0:
-        chunks.append(order[cut[j]:j])
-        j = cut[j]
-    return chunks[::-1]
-
-
 def encode(model, inputs: dict, pooling: str, buckets: bool = False, overhead: int = 256,
            prefix: Optional[PrefixSharing] = None) -> torch.Tensor:
     """Normalised pooled embeddings of a padded batch. ``buckets``: the rows run in length-sorted
-    chunks (:func:`length_chunks`), each cut to its own longest row; the same ids and masks, so the
-    same embeddings (left or right padding). ``prefix``: each forward may run its rows' common
-    prefix once (:mod:`helpers.embed.prefix`)."""
+    chunks, each cut to its own longest row (:func:`helpers.common.tensors.in_length_chunks`);
+    the same ids and masks, so the same embeddings (left or right padding). ``prefix``: each
+    forward may run its rows' common prefix once (:mod:`helpers.embed.prefix`)."""
     ids, mask = inputs["input_ids"], inputs["attention_mask"]
-    if not buckets or ids.shape[0] < 2:
+    if not buckets:
         return pooled_embeddings(model, ids, mask, pooling, prefix=prefix)
-    parts, rows = [], []
-    for idx in length_chunks(mask.sum(dim=1).tolist(), overhead):
-        sel = torch.tensor(idx, device=ids.device)
-        m = mask.index_select(0, sel)
-        cols = m.any(dim=0).nonzero().flatten()
-        lo, hi = int(cols[0]), int(cols[-1]) + 1
-        parts.append(pooled_embeddings(model, ids.index_select(0, sel)[:, lo:hi], m[:, lo:hi], pooling, prefix=prefix))
-        rows.extend(idx)
-    emb = torch.cat(parts)            # rows are normalised one by one: chunking does not change them
-    inv = torch.empty(len(rows), dtype=torch.long, device=emb.device)
-    inv[torch.tensor(rows, device=emb.device)] = torch.arange(len(rows), device=emb.device)
-    return emb.index_select(0, inv)
+    # rows are normalised one by one: chunking does not change them
+    return in_length_chunks(lambda input_ids, attention_mask: pooled_embeddings(
+        model, input_ids, attention_mask, pooling, prefix=prefix), {"input_ids": ids, "attention_mask": mask}, overhead)
 
 
 def save_tokenizer(tok, path, add_eos: bool, pooling: Optional[str] = None) -> None:

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from helpers.train import fast_lora
-from helpers.train.kd_finetune import encode, length_chunks
+from helpers.common.tensors import length_chunks
+from helpers.train.kd_finetune import encode
 from helpers.train.loop import TrainConfig, add_lora, checkpointing_rule, fit
 from helpers.train.groups import GroupBatches, GroupDataConfig, batch_indices
 
@@ -107,6 +108,28 @@ def test_length_chunks_cover_every_row_once():
         assert sum(len(c) * max(ln[i] for i in c) for c in ch) <= len(ln) * max(ln)
     assert length_chunks([5, 5, 5]) == [[0, 1, 2]]                  # nothing to gain: one forward
     assert len(length_chunks([300] * 4 + [10] * 28)) == 2
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_in_length_chunks_cuts_each_chunk_and_keeps_the_row_order(side):
+    from helpers.common.tensors import in_length_chunks, pad
+    seqs = [[7] * n for n in (20, 2, 19, 3, 18, 1)]
+    ids, mask = pad(seqs, 0, side)
+    widths = []
+
+    def fn(input_ids, attention_mask, token_type_ids):
+        widths.append(input_ids.shape[1])
+        assert attention_mask.any(dim=0).all()           # every kept column is used by some row
+        return torch.stack([(input_ids * attention_mask).sum(1), token_type_ids.sum(1)], 1)
+
+    inputs = {"input_ids": ids, "attention_mask": mask, "token_type_ids": mask * 2}
+    got = in_length_chunks(fn, inputs, overhead=4)
+    assert got.tolist() == [[7 * len(s), 2 * len(s)] for s in seqs]
+    assert len(widths) == 2 and sorted(widths) == [3, 20]
+    widths.clear()
+    assert in_length_chunks(fn, inputs, overhead=10 ** 6).tolist() == got.tolist() and widths == [20]
+    with pytest.raises(ValueError, match="attention_mask"):
+        in_length_chunks(fn, {"input_ids": ids, "attention_mask": mask[0]})
 
 
 @pytest.mark.parametrize("side", ["right", "left"])

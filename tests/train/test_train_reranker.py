@@ -188,6 +188,53 @@ def test_cross_encoder_teacher_trains_and_scores_as_trained(tmp_path, use_lora):
     assert st["top1"] == pytest.approx(out_rows[-1]["group_top1"], abs=1e-9)
 
 
+@pytest.mark.integration
+@pytest.mark.parametrize("cls", ["encoder-only-base", "decoder-only-base"])
+def test_length_buckets_give_the_same_scores_and_gradients(tmp_path, tiny_model, cls):
+    """Pairs of very different lengths (one query per group): chunked scores and gradients equal
+    the padded batch's (right-padded cross-encoder; left-padded RoPE decoder)."""
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+    from helpers.common.models import resolve_model
+    from helpers.rerank.inputs import DecoderLayout, EncoderLayout
+    from helpers.train.train_reranker import EncoderPairBatches, load_rows, pair_scores
+    enc = cls == "encoder-only-base"
+    path = resolve_model("demo:all-minilm-l6-v2") if enc else tiny_model
+    a = tiny_args(tmp_path, path, reranker_model_class=cls, target_modules=None, max_len=128)
+    tok = AutoTokenizer.from_pretrained(path)
+    rows = load_rows(a.train_data, a)
+    for i, r in enumerate(rows):
+        r["query"] = r["query"] + " and then" * (40 * (i % 2))          # short and long groups
+    torch.manual_seed(0)
+    if enc:
+        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1).eval()
+        batch = EncoderPairBatches(rows, EncoderLayout(tok, a.max_len), a, tok).build(rows[:4], random.Random(0))
+        score = lambda **x: model(**x).logits.view(-1)                  # noqa: E731
+    else:
+        from helpers.rerank.paths import _Head
+        lm = AutoModelForCausalLM.from_pretrained(path).eval()
+        layout = DecoderLayout(tok, a.max_len, None, a.prompt)
+        batch = PairBatches(rows, layout, a, tok.pad_token_id, "left").build(rows[:4], random.Random(0))
+        yes = tok("Yes", add_special_tokens=False)["input_ids"][0]
+        head = _Head(lm, "cpu", yes, tok.pad_token_id, "left", 4)
+        score = lambda **x: head.score_full(x["input_ids"], x["attention_mask"])   # noqa: E731
+        model = lm
+    inputs = {k: v for k, v in batch.items() if k != "group_size"}
+    lens = inputs["attention_mask"].sum(1)
+    from helpers.common.tensors import length_chunks
+    assert len(length_chunks(lens.tolist(), 256)) > 1                  # CPU's overhead: it does split
+    out = {}
+    for buckets in (False, True):
+        model.zero_grad()
+        a.length_buckets = buckets
+        s = pair_scores(score, inputs, a, "cpu")
+        group_ce_loss(s, a.train_group_size).backward()
+        out[buckets] = s.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]
+    torch.testing.assert_close(out[True][0], out[False][0], atol=1e-4, rtol=1e-4)
+    assert len(out[True][1]) == len(out[False][1]) > 0
+    for g1, g0 in zip(out[True][1], out[False][1]):
+        torch.testing.assert_close(g1, g0, atol=1e-4, rtol=1e-3)
+
+
 def test_trained_model_names_what_the_scoring_stage_loads(tmp_path):
     from helpers.train.train_reranker import trained_model
     llm = RerankerTrainArgs(output_dir=str(tmp_path), model_name_or_path="demo:gemma-3-270m")
