@@ -2,8 +2,10 @@
 
     nice -n 10 python bench/bench_train.py [--steps 6] [--batch 4] [--group 4] [--threads 2]
     nice -n 10 python bench/bench_train.py --vs-sentence-transformers [--steps 4] [--rounds 2] [--data q.jsonl]
+    nice -n 10 python bench/bench_train.py --teacher --data mined_r0/train_mined.jsonl [--steps 12] [--rounds 2]
 
-Default mode (decoder path), below. ``--vs-sentence-transformers``: see :func:`vs_st`.
+Default mode (decoder path), below. ``--vs-sentence-transformers``: see :func:`vs_st`; ``--teacher``:
+:func:`teacher`.
 
 Model demo:smollm2-135m-instruct (fp32), LoRA r=64 alpha=32 on q/k/v/o/gate/up/down, kl_div KD,
 decoder-only-icl without in-context examples, query max 256 / passage max 64 tokens. Inputs: the
@@ -233,7 +235,6 @@ def _st(rows, a) -> list[float]:
 def padding_stats(rows, a) -> list[tuple]:
     """Real vs padded tokens of the first steps' batches: padded to the batch's longest, with
     length buckets (encode), and with group_by_length batches (+ buckets)."""
-    from helpers.embed.embedder import load_embedding_model
     from helpers.common.tensors import length_chunks
     from helpers.common.models import resolve_model
     from transformers import AutoTokenizer
@@ -344,6 +345,33 @@ def profile(a) -> None:
         print(f"| {name} | {r[0]:.3f} | {r[1]:.2f} | {r[2]:.2f} | {r[3]:.3f} | {r[4]:.2f} |", flush=True)
 
 
+def teacher(a) -> None:
+    """The cross-encoder teacher's training (MiniLM, full fine-tuning, the eedi_cpu profile's shape)
+    with and without length buckets, alternating in this process: seconds for the whole run."""
+    from helpers.train.train_reranker import RerankerTrainArgs, train_reranker
+    if not a.data:
+        raise SystemExit("--teacher needs --data: a mined file (query, pos, neg), e.g. mined_r0/train_mined.jsonl")
+    times = {False: [], True: []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for _ in range(a.rounds):
+            for buckets in (False, True):
+                args = RerankerTrainArgs(
+                    model_name_or_path=ENCODER, reranker_model_class="encoder-only-base", use_lora=False,
+                    train_data=a.data, output_dir=f"{tmp}/{buckets}", max_len=192, train_group_size=a.group,
+                    per_device_train_batch_size=a.batch, max_train_queries=a.batch * a.steps, num_train_epochs=1,
+                    learning_rate=1e-4, overwrite_output_dir=True, devices="cpu", show_progress=False,
+                    length_buckets=buckets)
+                t = time.perf_counter()
+                train_reranker(args)
+                times[buckets].append(time.perf_counter() - t)
+    print(f"{ENCODER} cross-encoder, full fine-tuning, CPU fp32, {a.steps} steps of {a.batch} queries x {a.group} "
+          f"pairs (max_len 192), one epoch incl. saving the model; {a.rounds} alternating rounds\n")
+    print("| length buckets | seconds (each round) |\n|---|---|")
+    for b, ts in times.items():
+        print(f"| {b} | {' / '.join(f'{t:.1f}' for t in ts)} |")
+    print(f"\npadded / buckets: {min(times[False]) / min(times[True]):.2f}x (best rounds)")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=int, help="default 6 (decoder), 4 (--vs-sentence-transformers)")
@@ -359,6 +387,8 @@ def main():
     p.add_argument("--passage-max-len", type=int, default=64)
     p.add_argument("--data", help="queries JSONL (prepare_data's train_queries.jsonl or a mined file); "
                                   "default: the demo data's")
+    p.add_argument("--teacher", action="store_true", help="the cross-encoder teacher's training with and without "
+                   "length buckets (needs --data, a mined file)")
     p.add_argument("--profile", action="store_true", help="one step's breakdown (the issue's encoder shape)")
     p.add_argument("--gc", default="False,True", help="decoder mode: gradient checkpointing settings to run")
     p.add_argument("--share-prefix", default="False,True", help="decoder mode: shared-prefix settings to run "
@@ -367,6 +397,10 @@ def main():
     if a.profile:
         a.batch, a.group, a.steps = a.batch or 32, a.group or 2, a.steps or 2
         profile(a)
+        return
+    if a.teacher:                         # the eedi_cpu profile's teacher shape unless told
+        a.batch, a.group, a.steps = a.batch or 8, a.group or 8, a.steps or 12
+        teacher(a)
         return
     if a.vs_sentence_transformers:        # the issue's shape unless told
         a.batch, a.group, a.steps = a.batch or 32, a.group or 2, a.steps or 4
