@@ -105,7 +105,7 @@ def main():
     flag_label = "FlagEmbedding 1.4.2, same run" if flag else "FlagEmbedding 1.4.2, fixture README (not installed here)"
     flag = flag or README_FLAG_PAIRS_PER_S
     plain, loop = rows[0]["pairs_per_s"], rows[1]["pairs_per_s"]
-    print(f"\n| configuration | pairs/s | x plain | x FlagEmbedding's loop (same run) | max abs diff vs FlagEmbedding |")
+    print("\n| configuration | pairs/s | x plain | x FlagEmbedding's loop (same run) | max abs diff vs FlagEmbedding |")
     print("|---|---:|---:|---:|---:|")
     print(f"| {flag_label} | {flag:.2f} | | | 0 |")
     for row in rows:

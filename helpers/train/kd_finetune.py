@@ -504,16 +504,15 @@ def _train(args: KDArgs, devices: list[str], on_log=None) -> list[dict]:
         return out
 
     deadline = deadline_of(args)
-    agree = None
-    if world > 1:
+    def agree(stop):                                            # every rank stops, or none
+        if world == 1:
+            return stop
         import torch.distributed as dist
-
-        def agree(stop):                                        # every rank stops, or none
-            t = torch.tensor([1 if stop else 0], device=device)
-            dist.all_reduce(t, op=dist.ReduceOp.MAX)
-            return bool(t.item())
+        t = torch.tensor([1 if stop else 0], device=device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item())
     batches = epoch_guard(train_b, deadline, [float(r.get("train_seconds") or 0) + float(r.get("eval_seconds") or 0)
-                                              for r in past], agree or (lambda stop: stop))
+                                              for r in past], agree)
     if deadline is not None:
         log.info("deadline %s (in %.0f s): training stops after the last epoch that ends before it",
                  time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(deadline)), deadline - time.time())
