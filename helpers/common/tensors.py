@@ -52,6 +52,12 @@ def length_chunks(lengths: list[int], overhead: int = 256) -> list[list[int]]:
     return chunks[::-1]
 
 
+def chunk_overhead(device) -> int:
+    """A forward's fixed cost in padded-token equivalents (:func:`length_chunks`): small on CPU,
+    large on a GPU, where a small matmul wastes the chip."""
+    return 256 if str(device) == "cpu" else 4096
+
+
 def in_length_chunks(fn, inputs: dict, overhead: int = 256) -> torch.Tensor:
     """``fn(**inputs)`` for a padded batch, run as :func:`length_chunks` of its rows.
 

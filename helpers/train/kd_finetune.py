@@ -34,7 +34,7 @@ import torch
 from helpers.common.cli import arg
 from helpers.common.devices import check_devices, dtype_for, parse_devices
 from helpers.embed.prefix import PrefixSharing
-from helpers.common.tensors import in_length_chunks
+from helpers.common.tensors import chunk_overhead, in_length_chunks
 from helpers.embed.embedder import DEFAULT_QUERY_FORMAT, MODEL_CLASSES, Embedder, EmbedderConfig, \
     _encoder_pooling_default, load_embedding_model, manual_eos, pooled_embeddings
 from helpers.data.formatting import describe_instruction, uses_row_prompts
@@ -444,7 +444,7 @@ def _train(args: KDArgs, devices: list[str], on_log=None) -> list[dict]:
              if args.knowledge_distillation else f"InfoNCE (temperature {args.temperature:g})")
     entropy = TeacherEntropyMeter(args.teacher_temperature)    # this epoch's training groups (rank 0's)
 
-    overhead = 256 if str(device) == "cpu" else 4096     # a forward's fixed cost, in padded tokens
+    overhead = chunk_overhead(device)
 
     prefix = PrefixSharing(args.share_prefix and args.decoder)   # checked on the first batch's queries
 

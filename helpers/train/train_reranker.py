@@ -42,7 +42,7 @@ from helpers.common.cli import arg
 from helpers.common.devices import check_devices, dtype_for, parse_devices
 from helpers.common.io_utils import InputError, check_writable, read_jsonl, validate_queries
 from helpers.common.prompts import RERANK_PROMPT, unescape
-from helpers.common.tensors import in_length_chunks, pad
+from helpers.common.tensors import chunk_overhead, in_length_chunks, pad
 from helpers.rerank.inputs import DecoderLayout, format_text
 from helpers.rerank.paths import PrefixPath
 from helpers.rerank.paths import _Head as YesHead
@@ -276,8 +276,7 @@ def pair_scores(score, inputs: dict, args: RerankerTrainArgs, device) -> torch.T
     length-sorted chunks (:func:`helpers.common.tensors.in_length_chunks`): the same scores."""
     if not args.length_buckets:
         return score(**inputs)
-    overhead = 256 if str(device) == "cpu" else 4096     # a forward's fixed cost, in padded tokens
-    return in_length_chunks(score, inputs, overhead)
+    return in_length_chunks(score, inputs, chunk_overhead(device))
 
 
 def _log_steps(row):
