@@ -20,6 +20,5 @@ The tree is the pipeline; imports flow one way (common -> kaggle -> data -> embe
 Stage commands: ``python -m helpers.<package>.<command>`` (the notebooks call the same functions):
   data.prepare_data, mine.hn_mine, rerank.add_reranker_score, train.train_reranker,
   eval.rerank_eval, train.kd_finetune, eval.evaluate, eval.submission, demo.generate.
-The old flat names (``python -m helpers.hn_mine`` ...) are thin shims kept for one release.
 """
 __version__ = "0.2.0"

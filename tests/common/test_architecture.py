@@ -1,8 +1,6 @@
 """The tree is the pipeline: every module lives in its stage's package, imports flow one way,
-the old flat command names still run, and the tests mirror the package."""
+and the tests mirror the package."""
 import ast
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,7 +10,6 @@ HELPERS = REPO / "helpers"
 # a package may import only from packages on its left; demo sits beside the stages (nothing imports it)
 ORDER = ["common", "kaggle", "data", "embed", "rerank", "eval", "mine", "train"]
 SIDE = ["demo"]
-SHIM_MARK = "_runpy.run_module("
 TOP = {"__init__.py", "notebook.py"}      # notebook.py: the notebooks layer (imports any stage; nothing imports it)
 
 
@@ -48,7 +45,7 @@ def test_every_module_is_in_a_stage_package_and_imports_flow_one_way():
     for path in sorted(HELPERS.rglob("*.py")):
         rel = path.relative_to(HELPERS)
         if len(rel.parts) == 1:
-            assert rel.name in TOP or SHIM_MARK in path.read_text(), f"{rel}: a module outside the stage packages"
+            assert rel.name in TOP, f"{rel}: a module outside the stage packages"
             if rel.name == "notebook.py":
                 bad += [f"{rel} imports {m}" for m in _imports(path) if m == "<relative>" or m.split(".")[1] in SIDE]
             continue
@@ -67,28 +64,6 @@ def test_tests_mirror_the_package():
     dirs = sorted(p.name for p in (REPO / "tests").iterdir() if p.is_dir() and (p / "__init__.py").is_file())
     assert set(dirs) - {"pipeline"} <= set(ORDER + SIDE), dirs
     assert not list((REPO / "tests").glob("test_*.py")), "tests live beside their package's folder"
-
-
-SHIMS = sorted(p.stem for p in HELPERS.glob("*.py") if SHIM_MARK in p.read_text())
-
-
-def test_shims_name_existing_commands():
-    assert {"hn_mine", "kd_finetune", "add_reranker_score", "evaluate", "prepare_data"} <= set(SHIMS)
-    for name in SHIMS:
-        text = (HELPERS / f"{name}.py").read_text()
-        target = text.split('run_module("')[1].split('"')[0]
-        assert (REPO / (target.replace(".", "/") + ".py")).is_file(), (name, target)
-
-
-@pytest.mark.parametrize("old,new", [("hn_mine", "mine.hn_mine"), ("kd_finetune", "train.kd_finetune")])
-def test_old_command_name_runs_the_new_module(old, new):
-    outs = [subprocess.run([sys.executable, "-m", f"helpers.{m}", "--help"], cwd=REPO, capture_output=True,
-                           text=True, timeout=120) for m in (old, new)]
-    assert [o.returncode for o in outs] == [0, 0], outs[0].stderr[-2000:]
-    assert outs[0].stdout == outs[1].stdout
-    mod = __import__(f"helpers.{old}", fromlist=["main"])
-    new_mod = __import__(f"helpers.{new}", fromlist=["main"])
-    assert mod.main is new_mod.main
 
 
 def test_one_entry_point_shape_for_every_stage_command():

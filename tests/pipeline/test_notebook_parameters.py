@@ -1,14 +1,15 @@
 """One parameter set per stage, written once: each notebook's parameters cell is its stage
 dataclass(es), by field name and with the dataclass defaults (paths excepted), as declared in
-helpers.common.notebook.NOTEBOOKS; the notebook builds its Args from the cell by field name."""
+tests/pipeline/notebook_spec.NOTEBOOKS; the notebook builds its Args from the cell by field name."""
 import copy
 import json
 import re
 
 import pytest
 
-from helpers.common.notebook import NOTEBOOKS, NotebookParameters, cell_values, check_notebook, parameters_source
 from tests.conftest import REPO
+from tests.pipeline.notebook_spec import (NOTEBOOKS, NotebookParameters, cell_values, check_notebook,
+                                         parameters_source)
 
 NB = {p.stem: p for p in (REPO / "notebooks").glob("*.ipynb")}
 
