@@ -3,8 +3,9 @@
 The tree is the pipeline; imports flow one way (common -> kaggle -> data -> embed -> rerank -> eval
 -> mine -> train; demo sits beside it and nothing imports it). Map: docs/architecture.md.
 
-  common/  cli, io_utils, devices, models, prompts, notebook   plumbing every stage uses
-  kaggle/  offline_install, memory_plan, env, inputs          wheels install, GPU memory plan, on Kaggle?
+  common/  cli, io_utils, devices, models, prompts, notebook,  plumbing every stage uses; the GPU
+           memory                                             memory plan (the stages' check)
+  kaggle/  offline_install, env, inputs                       wheels install, on Kaggle?
   data/    eedi, splits, formatting, prepare_data             00: CSVs -> corpus / queries / examples
   embed/   args, embedder, pooling, search                    the embedder block (EmbedderArgs), models, search
   rerank/  reranker, inputs, paths, progress, stats,          02: teacher "Yes"-logit scores

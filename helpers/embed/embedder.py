@@ -274,10 +274,10 @@ def _encoder_pooling_default(path: str) -> str:
 
 
 def check_memory(config: EmbedderConfig, devices) -> Optional[dict]:
-    """:func:`helpers.kaggle.memory_plan.check_stage` for an embedder about to be loaded (mining,
+    """:func:`helpers.common.memory.check_stage` for an embedder about to be loaded (mining,
     evaluation, submission): nothing on CPU; on CUDA the plan is printed and settings that cannot
     fit one GPU are refused before the model loads."""
-    from helpers.kaggle.memory_plan import check_stage
+    from helpers.common.memory import check_stage
     if not any(str(d).startswith("cuda") for d in devices):
         return None
     c = config

@@ -212,9 +212,9 @@ def score_files(jobs: dict) -> tuple[dict, dict]:
 
 
 def check_memory(args: ScoreArgs):
-    """:func:`helpers.kaggle.memory_plan.check_stage` for the reranker on its devices (nothing on CPU)."""
+    """:func:`helpers.common.memory.check_stage` for the reranker on its devices (nothing on CPU)."""
     from helpers.common.devices import parse_devices
-    from helpers.kaggle.memory_plan import check_stage
+    from helpers.common.memory import check_stage
     return check_stage("score", args, parse_devices(args.devices))
 
 

@@ -47,7 +47,8 @@ from helpers.common.models import resolve_model
 from helpers.common.prompts import ICL_EXAMPLE_FORMAT
 from helpers.embed.args import EmbedderArgs
 from helpers.common.io_utils import save_dir_atomic
-from helpers.train.loop import TrainConfig, add_lora, checkpointing_rule, dist_info, fit, init_distributed
+from helpers.common.memory import checkpointing_rule
+from helpers.train.loop import TrainConfig, add_lora, dist_info, fit, init_distributed
 from helpers.train.groups import GroupBatches, GroupDataConfig, load_group_rows
 
 log = logging.getLogger(__name__)
@@ -226,7 +227,7 @@ def merge_adapter(base_name: str, adapter_dir, target, tok, add_eos: bool, trust
     from peft import PeftModel
 
     from helpers.embed.embedder import load_base_model
-    from helpers.kaggle.memory_plan import stored_bytes
+    from helpers.common.memory import stored_bytes
     check_free_disk(Path(target).parent, stored_bytes(base_model or base_name), f"the merged model {Path(target).name}")
     base = load_base_model(base_name, dtype="auto", trust_remote_code=trust_remote_code, base_model=base_model)
     merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
@@ -352,7 +353,7 @@ def check_memory(args: KDArgs, devices: list[str]) -> Optional[dict]:
     if not any(str(d).startswith("cuda") for d in devices):
         return None
     from helpers.embed.embedder import adapter_chain
-    from helpers.kaggle.memory_plan import check_stage
+    from helpers.common.memory import check_stage
     base, _ = adapter_chain(args.model_name_or_path)
     return check_stage("train", args, devices, model=base)
 
@@ -473,7 +474,7 @@ def _train(args: KDArgs, devices: list[str], on_log=None) -> list[dict]:
     past = read_jsonl(out_dir / "metrics.jsonl") \
         if (out_dir / "metrics.jsonl").exists() and not args.overwrite_output_dir else []
     if rank == 0:                     # the whole run's writes, checked before the first step
-        from helpers.kaggle.memory_plan import stored_bytes
+        from helpers.common.memory import stored_bytes
         n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
         left = max(0, args.num_train_epochs - len(past))
         merged = stored_bytes(args.model_name_or_path) if args.use_lora else n_train * 4

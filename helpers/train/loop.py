@@ -242,51 +242,6 @@ def _full_finetuning(model, cfg: TrainConfig):
     return model
 
 
-def _available_memory(device) -> tuple[int, str]:
-    """Bytes free for activations on ``device`` -> (bytes, where)."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free), f"{device} free memory"
-    try:
-        with open("/proc/meminfo") as f:
-            info = {ln.split(":")[0]: int(ln.split()[1]) * 1024 for ln in f}
-        return info["MemAvailable"], "available RAM"
-    except (OSError, KeyError, ValueError, IndexError):
-        return 0, "RAM (unknown)"
-
-
-def activation_bytes(model, tokens: int, longest: int, texts: int, bytes_per: int) -> int:
-    """Rough activation memory of one training forward without checkpointing: ~34 x tokens x hidden
-    per layer (Korthikanti et al. 2022) plus the attention matrices (eager/math attention keeps
-    scores, probabilities and the dropout mask: ~3 x heads x longest^2 per text and layer)."""
-    cfg = getattr(model, "config", None)
-    get_text = getattr(cfg, "get_text_config", None)
-    if callable(get_text):
-        try:
-            cfg = get_text()
-        except Exception:
-            pass
-    hidden = int(getattr(cfg, "hidden_size", 0) or getattr(cfg, "d_model", 0) or 1024)
-    layers = int(getattr(cfg, "num_hidden_layers", 0) or getattr(cfg, "n_layer", 0) or 24)
-    heads = int(getattr(cfg, "num_attention_heads", 0) or 16)
-    return layers * bytes_per * (34 * tokens * hidden + 3 * heads * longest * longest * texts)
-
-
-def checkpointing_rule(requested, model, device, tokens: int, longest: int, texts: int,
-                       dtype=torch.float32, share: float = 0.5) -> tuple[bool, str]:
-    """Gradient checkpointing is a memory tool: ``requested`` True/False is obeyed; None (auto) turns
-    it on only when one step's activations at the max lengths (:func:`activation_bytes`) would take
-    more than ``share`` of the memory free on ``device`` -> (on, the reason to log)."""
-    if requested is not None:
-        return bool(requested), "as requested"
-    need = activation_bytes(model, tokens, longest, texts, torch.finfo(dtype).bits // 8)
-    free, where = _available_memory(device)
-    on = free <= 0 or need > share * free
-    return on, (f"auto: activations ~{need / 2 ** 30:.1f} GiB at the max lengths vs {free / 2 ** 30:.1f} GiB "
-                f"{where}: {'on (memory needs it)' if on else 'off (it fits; checkpointing would only cost time)'}")
-
-
 def _short(names, keep: int = 8) -> str:
     names = list(names)
     return str(names) if len(names) <= keep else f"{names[:keep]}... ({len(names)} modules)"

@@ -1,8 +1,8 @@
-"""Kaggle support: offline wheel install, Kaggle detection, profile parameters, memory plan."""
+"""Kaggle support: offline wheel install, Kaggle detection, profile parameters (the memory plan's
+tables: test_memory_tables.py)."""
 import pytest
 
 import run_all
-from helpers.kaggle import memory_plan
 from helpers.kaggle.offline_install import find_wheels, install_wheels
 
 
@@ -62,18 +62,6 @@ def test_kaggle_profile_has_the_seed_hyperparameters(repo_root):
     assert (kd["lora_rank"], kd["lora_alpha"], kd["learning_rate"], kd["per_device_train_batch_size"],
             kd["num_train_epochs"], kd["devices"]) == (64, 32, 1e-4, 8, 5, "0,1")
     assert kd["negatives_cross_device"] is True
-
-
-def test_memory_plan_is_monotonic_and_four_bit_helps():
-    a = memory_plan.ARCHS["Qwen2.5-7B"]
-    base = memory_plan.train_memory_gib(a, 8, 8, 256, 64)
-    assert memory_plan.train_memory_gib(a, 8, 8, 256, 64, four_bit=True) < base
-    assert memory_plan.train_memory_gib(a, 16, 8, 256, 64) > base
-    assert memory_plan.train_memory_gib(a, 8, 8, 256, 64, checkpointing=False) > base
-    # weights alone: 7.6e9 params in fp16 are ~14.2 GiB
-    assert 14.0 < a.params * 2 / memory_plan.GIB < 14.4
-    table = memory_plan.markdown_table()
-    assert table.count("(estimate)") == 2 * len(memory_plan.plan_rows()) + 1   # + the header
 
 
 def test_var_overrides_profile_vars(capsys):

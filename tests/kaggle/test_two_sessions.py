@@ -35,7 +35,7 @@ def test_free_disk_check_names_folder_bytes_needed_and_free(tmp_path, monkeypatc
 
 def test_merge_checks_the_disk_before_loading_the_base(tmp_path, monkeypatch):
     import helpers.embed.embedder as em
-    from helpers.kaggle.memory_plan import stored_bytes
+    from helpers.common.memory import stored_bytes
     from tests.factories import save_tiny_llama
     base = save_tiny_llama(tmp_path / "base")
     short_disk(monkeypatch)
@@ -203,11 +203,3 @@ def test_from_needs_a_run_to_continue_and_resume_dir_copies_one(tmp_path, monkey
     assert run_all.main(["--profile", p, "--from", "train", "--run_name", "s2", "--resume_dir", str(prev)]) == 1
     assert "already holds a run" in capsys.readouterr().err
     (prev / "kd").chmod(0o755)
-
-
-def test_time_estimate_is_labelled_and_needs_two_sessions():
-    from helpers.kaggle.memory_plan import time_rows, time_table
-    rows = dict((s, h) for s, _, h in time_rows())
-    assert sum(rows.values()) > 11 and rows["train_kd"] > rows["mine"] + rows["score"]
-    assert time_table().count("(estimate)") == len(rows) + 2                   # + the header and the total
-    assert "219 steps/epoch x 5 epochs" in time_table()                       # 1,095 steps, as the reference run

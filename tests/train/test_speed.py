@@ -9,7 +9,8 @@ import torch
 from helpers.train import fast_lora
 from helpers.common.tensors import length_chunks
 from helpers.train.kd_finetune import encode
-from helpers.train.loop import TrainConfig, add_lora, checkpointing_rule, fit
+from helpers.common.memory import checkpointing_rule
+from helpers.train.loop import TrainConfig, add_lora, fit
 from helpers.train.groups import GroupBatches, GroupDataConfig, batch_indices
 
 
@@ -195,7 +196,7 @@ def test_group_batches_group_by_length_is_reproducible():
 
 
 def test_checkpointing_rule(monkeypatch):
-    import helpers.train.loop as T
+    import helpers.common.memory as T
     model = torch.nn.Linear(2, 2)
     assert checkpointing_rule(True, model, "cpu", 10, 10, 1) == (True, "as requested")
     assert checkpointing_rule(False, model, "cpu", 10, 10, 1) == (False, "as requested")
