@@ -10,8 +10,8 @@ The tree is the pipeline; imports flow one way (common -> kaggle -> data -> embe
   embed/   args, embedder, pooling, search                    the embedder block (EmbedderArgs), models, search
   rerank/  reranker, inputs, paths, progress, stats,          02: teacher "Yes"-logit scores
            add_reranker_score
-  eval/    metrics, paired, evaluate, plots, submission,      04: metrics, paired intervals, figures,
-           rerank_eval                                        submission; 02a: teacher vs student
+  eval/    metrics, paired, retrieval, evaluate, compare,     04: metrics, paired intervals, figures,
+           plots, submission, rerank_eval                     submission; 02a: teacher vs student
   mine/    mining, hn_mine                                    01: hard-negative mining
   train/   losses, groups, loop, fast_lora, launch,           03: LoRA + KD; 02a: reranker teacher
            seed_flags, kd_finetune, kd_report, train_reranker

@@ -178,6 +178,12 @@ def dataclass_parser(cls, description: str = "", prog: Optional[str] = None, ali
     return p
 
 
+def build_parser(cls, description: str = ""):
+    """A stage's parser: :func:`dataclass_parser` with the other spellings (:data:`FLAG_SPELLINGS`)
+    accepted as aliases of our flags."""
+    return dataclass_parser(cls, description, aliases=flag_aliases())
+
+
 def given_dests(parser, argv: list) -> set:
     """The ``dest`` of every option that ``argv`` sets explicitly (not left at its default)."""
     import argparse

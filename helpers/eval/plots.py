@@ -140,7 +140,7 @@ def plot_map_with_intervals(results: Mapping[str, Mapping], reference: str | Non
                             metric: str = "MAP@25", subset: str = "all", title: str | None = None):
     """One bar per model/epoch: ``metric`` with its own bootstrap 95% interval as error bars.
 
-    ``results``: :func:`helpers.eval.evaluate.evaluate_models`' output (``"intervals"`` per model; a
+    ``results``: :func:`helpers.eval.compare.evaluate_models`' output (``"intervals"`` per model; a
     model without one is drawn without error bar). ``reference``: the label drawn hatched, with
     a dashed line at its value (default: the reference of the paired comparison, if any); a model
     with a paired comparison is annotated with its difference and ``*`` when the interval of the

@@ -20,8 +20,8 @@ from typing import Optional, Sequence
 
 from helpers.data.eedi import LETTERS, build_queries, corpus_rows, load_misconceptions, load_questions
 from helpers.embed.args import EmbedderArgs
-from helpers.eval.evaluate import build_parser, rank_corpus
-from helpers.common.cli import canonical_flags
+from helpers.eval.retrieval import rank_corpus
+from helpers.common.cli import build_parser, canonical_flags
 from helpers.common.devices import check_devices
 from helpers.common.io_utils import InputError, atomic_path, check_writable
 from helpers.common.models import resolve_model
@@ -183,7 +183,7 @@ def make_submission(args: SubmissionArgs, embedder=None) -> dict:
 
 
 def submission_spec(specs: Sequence[dict], label: Optional[str] = None) -> dict:
-    """The model spec (of :func:`helpers.eval.evaluate.model_specs`) that submits: the one labelled
+    """The model spec (of :func:`helpers.eval.compare.model_specs`) that submits: the one labelled
     ``label``; None (or empty): the last one (the latest epoch)."""
     if not label:
         return specs[-1]
@@ -195,7 +195,7 @@ def submission_spec(specs: Sequence[dict], label: Optional[str] = None) -> dict:
 
 def submit_with(spec: dict, test_csv: str, output_file: str, misconception_csv: Optional[str] = None,
                 sample_submission: Optional[str] = None, **common) -> dict:
-    """:func:`make_submission` for one model spec of :func:`helpers.eval.evaluate.model_specs`
+    """:func:`make_submission` for one model spec of :func:`helpers.eval.compare.model_specs`
     (``path``, ``class``, optional flags); ``misconception_csv`` defaults to the file beside
     ``test_csv``; ``common`` holds embedder flags (a spec's own keys win)."""
     from dataclasses import fields as dc_fields

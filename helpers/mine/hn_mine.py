@@ -43,7 +43,7 @@ from helpers.embed.args import EmbedderArgs
 from helpers.embed.embedder import MODEL_CLASSES, Embedder, EmbedderConfig, check_memory
 from helpers.common.cli import flag_aliases
 from helpers.common.io_utils import check_writable, load_corpus, read_jsonl, validate_queries, write_jsonl
-from helpers.eval.evaluate import score_rankings
+from helpers.eval.retrieval import score_rankings
 from helpers.eval.metrics import ids_from_indices
 from helpers.common.models import resolve_model
 from helpers.mine.mining import (SAMPLING, MiningStats, check_filters, check_positive_texts, corpus_from_queries,

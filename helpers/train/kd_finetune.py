@@ -42,7 +42,7 @@ from helpers.common.cli import flag_aliases
 from helpers.common.io_utils import check_free_disk, check_writable, load_corpus, validate_queries
 from helpers.train.launch import dataclass_argv, inside_torchrun, launch
 from helpers.train.losses import EmbedderLoss, TeacherEntropyMeter, loss_weights, warn_if_saturated
-from helpers.eval.evaluate import evaluate_embedder
+from helpers.eval.retrieval import evaluate_embedder
 from helpers.common.models import resolve_model
 from helpers.common.prompts import ICL_EXAMPLE_FORMAT
 from helpers.embed.args import EmbedderArgs

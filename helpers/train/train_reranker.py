@@ -407,7 +407,7 @@ def train_reranker(args: RerankerTrainArgs) -> list[dict]:
 
 
 def main(argv=None) -> None:
-    from helpers.eval.evaluate import build_parser
+    from helpers.common.cli import build_parser
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     a = build_parser(RerankerTrainArgs, __doc__).parse_args(argv)
     for r in train_reranker(RerankerTrainArgs(**vars(a))):

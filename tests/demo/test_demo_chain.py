@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import run_all
-from helpers.eval.evaluate import slug
+from helpers.eval.compare import slug
 from helpers.common.io_utils import load_corpus, read_jsonl, validate_queries
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -4,80 +4,13 @@ import json
 import numpy as np
 import pytest
 
-from helpers.eval.evaluate import (EvalArgs, comparison_table, evaluate_embeddings, main, metrics_rows, rank_corpus,
-                              run_evaluation, score_rankings)
+from helpers.eval.evaluate import EvalArgs, main, run_evaluation
 from helpers.common.io_utils import InputError, read_jsonl, write_jsonl
 from helpers.eval.metrics import retrieval_metrics
-
-CORPUS = ["Adds the numerators and the denominators of fractions", "Thinks a triangle's angles sum to 360",
-          "Confuses area and perimeter", "Believes multiplying always makes a number bigger",
-          "Does not understand place value after the decimal point", "Thinks the mean is the middle value",
-          "Forgets to change the sign when moving a term", "Believes a negative times a negative is negative"]
-IDS = [str(100 + i) for i in range(len(CORPUS))]
-
-
-def _row(qid, gold, text="q"):
-    return {"query_id": qid, "query": text, "pos": [CORPUS[IDS.index(gold)]], "pos_ids": [gold],
-            "neg": [], "neg_ids": [], "prompt": "Find the misconception."}
-
-
-# ---------- plain arrays ----------
-
-def test_evaluate_embeddings_known_ranks_and_seen_split():
-    p = np.eye(4, dtype=np.float32)
-    # query 0 -> passage 2 best (gold rank 1); query 1 -> order 0,1,2,3 (gold "3" rank 4);
-    # query 2: all scores tie -> corpus order (gold "1" rank 2)
-    q = np.array([[0.1, 0.2, 0.9, 0.0], [0.4, 0.3, 0.2, 0.1], [0.5, 0.5, 0.5, 0.5]], dtype=np.float32)
-    ids = ["0", "1", "2", "3"]
-    rows = [{"query_id": "a", "pos_ids": ["2"]}, {"query_id": "b", "pos_ids": ["3"]},
-            {"query_id": "c", "pos_ids": ["1"]}]
-    train = [{"pos_ids": ["2"]}, {"pos_ids": ["1"]}]
-    m = evaluate_embeddings(q, p, rows, ids, train_rows=train, ks=(1, 2, 4), map_k=25)
-    assert m["n_queries"] == 3
-    assert m["MAP@25"] == pytest.approx((1 + 1 / 4 + 1 / 2) / 3)
-    assert (m["Recall@1"], m["Recall@2"], m["Recall@4"]) == pytest.approx((1 / 3, 2 / 3, 1.0))
-    assert m["seen"]["n_queries"] == 2 and m["seen"]["MAP@25"] == pytest.approx(0.75)
-    assert m["unseen"]["n_queries"] == 1 and m["unseen"]["MAP@25"] == pytest.approx(0.25)
-    ranked, scores = rank_corpus(q, p, ids, topk=4)
-    assert ranked[2] == ["0", "1", "2", "3"]                  # tie rule: corpus order
-    assert scores.shape == (3, 4)
-
-
-def test_score_rankings_rejects_id_absent_from_corpus():
-    rows = [{"query_id": "a", "pos_ids": ["1"]}]
-    with pytest.raises(ValueError, match="'9' is not in the corpus"):
-        score_rankings([["1", "9"]], rows, corpus_ids=["1", "2"])
-    with pytest.raises(ValueError, match="1 rankings for 2"):
-        score_rankings([["1"]], rows * 2)
-
-
-def test_empty_subset_has_only_count():
-    m = score_rankings([["1", "2"]], [{"query_id": "a", "pos_ids": ["1"]}], train_rows=[{"pos_ids": ["1"]}],
-                       ks=(1,))
-    assert m["unseen"] == {"n_queries": 0}
-    rows = metrics_rows(m, "x")
-    assert [r["subset"] for r in rows] == ["all", "seen", "unseen"]
-
-
-def test_comparison_table_shape():
-    m = {"MAP@25": 0.123456, **{f"Recall@{k}": k / 100 for k in range(1, 101)}}
-    t = comparison_table({"base": m, "epoch 1": m})
-    assert list(t[0]) == ["Model/Epoch", "MAP@25", "Recall@25", "Recall@50", "Recall@75", "Recall@100"]
-    assert t[0]["MAP@25"] == 0.1235 and t[1]["Model/Epoch"] == "epoch 1"
+from tests.eval.eval_inputs import IDS, eval_files, query_row
 
 
 # ---------- the stage ----------
-
-def _files(tmp_path, queries=None):
-    d = tmp_path / "data"
-    write_jsonl(d / "corpus.jsonl", [{"id": i, "text": t} for i, t in zip(IDS, CORPUS)])
-    queries = queries or [_row("1_A", "100", "What is 1/2 + 1/3? Wrong answer: 2/5"),
-                          _row("2_B", "102", "Area of a 2 by 3 rectangle? Wrong answer: 10"),
-                          _row("3_C", "107", "What is -2 times -3? Wrong answer: -6")]
-    write_jsonl(d / "test_queries.jsonl", queries)
-    write_jsonl(d / "train_queries.jsonl", [_row("9_A", "100"), _row("9_B", "107")])
-    return d
-
 
 def _args(tmp_path, d, model="demo:all-minilm-l6-v2", **kw):
     return EvalArgs(model_name_or_path=model, embedder_model_class="encoder-only-base",
@@ -88,16 +21,16 @@ def _args(tmp_path, d, model="demo:all-minilm-l6-v2", **kw):
 
 
 def test_missing_model_folder_fails_first(tmp_path):
-    d = _files(tmp_path)
+    d = eval_files(tmp_path)
     with pytest.raises(FileNotFoundError, match="no such folder"):
         run_evaluation(_args(tmp_path, d, model=str(tmp_path / "nope")))
     assert not (tmp_path / "out").exists()
 
 
 def test_gold_id_absent_from_corpus(tmp_path):
-    bad = _row("1_A", "100")
+    bad = query_row("1_A", "100")
     bad["pos_ids"] = ["999"]
-    d = _files(tmp_path, [bad])
+    d = eval_files(tmp_path, [bad])
     with pytest.raises(InputError, match=r"line 1, field 'pos_ids': id '999' is not in the corpus"):
         run_evaluation(_args(tmp_path, d))
     assert not list((tmp_path / "out").glob("*"))
@@ -105,7 +38,7 @@ def test_gold_id_absent_from_corpus(tmp_path):
 
 @pytest.mark.integration
 def test_stage_with_small_model(tmp_path, capsys):
-    d = _files(tmp_path)
+    d = eval_files(tmp_path)
     argv = ["--model_name_or_path", "demo:all-minilm-l6-v2", "--embedder_model_class", "encoder-only-base",
             "--queries_file", str(d / "test_queries.jsonl"), "--corpus_file", str(d / "corpus.jsonl"),
             "--train_queries_file", str(d / "train_queries.jsonl"), "--output_dir", str(tmp_path / "out"),
@@ -151,7 +84,7 @@ def test_lora_adapter_folder_equals_merged_model(tmp_path):
     merged = model.merge_and_unload()
     merged.save_pretrained(tmp_path / "merged")
     AutoTokenizer.from_pretrained(base).save_pretrained(tmp_path / "merged")
-    d = _files(tmp_path)
+    d = eval_files(tmp_path)
     res, scores = {}, {}
     for name, model in [("adapter", str(tmp_path / "adapter")), ("merged", str(tmp_path / "merged")),
                         ("base", "demo:all-minilm-l6-v2")]:
@@ -165,54 +98,6 @@ def test_lora_adapter_folder_equals_merged_model(tmp_path):
     assert np.abs(scores["adapter"] - scores["base"]).max() > 1e-3     # the adapter was really applied
     for k in ("MAP@25", "MRR", "Recall@1", "Recall@3"):
         assert res["adapter"][k] == pytest.approx(res["merged"][k])
-
-
-# ---------- several models ----------
-
-def test_model_specs_finds_epochs_in_order(tmp_path):
-    from helpers.eval.evaluate import model_specs
-    for n in (10, 2, 1):
-        (tmp_path / f"merged_model_lora_epoch_{n}").mkdir()
-    (tmp_path / "merged_model_lora_epoch_3.tmp").mkdir()          # not an epoch folder
-    specs = model_specs([{"label": "base", "path": "demo:smollm2-135m-instruct"}],
-                        epoch_glob=str(tmp_path / "merged_model_lora_epoch_*"))
-    assert [s["label"] for s in specs] == ["base", "epoch 1", "epoch 2", "epoch 10"]
-    assert [s["epoch"] for s in specs] == [None, 1, 2, 10]
-    assert all(s["class"] == "decoder-only-icl" for s in specs)
-    # an epoch folder already listed by hand is not added twice; its epoch is read from the name
-    specs = model_specs([str(tmp_path / "merged_model_lora_epoch_2")], epoch_glob=str(tmp_path / "*epoch_*"))
-    assert [s["label"] for s in specs] == ["merged_model_lora_epoch_2", "epoch 1", "epoch 10"]
-    assert specs[0]["epoch"] == 2
-    with pytest.raises(ValueError, match="unique"):
-        model_specs(["demo:x", "demo:x"])
-    with pytest.raises(ValueError, match="no model"):
-        model_specs([], epoch_glob=str(tmp_path / "nothing_*"))
-
-
-@pytest.mark.integration
-def test_evaluate_models_writes_comparison(tmp_path):
-    from helpers.eval.evaluate import evaluate_models, model_specs
-    d = _files(tmp_path)
-    specs = model_specs([{"label": "minilm", "path": "demo:all-minilm-l6-v2"},
-                         {"label": "minilm short", "path": "demo:all-minilm-l6-v2", "passage_max_len": 4}],
-                        default_class="encoder-only-base")
-    res = evaluate_models(specs, str(d / "test_queries.jsonl"), str(d / "corpus.jsonl"), str(tmp_path / "cmp"),
-                          train_queries_file=str(d / "train_queries.jsonl"), devices="cpu", topk=8,
-                          query_max_len=64, passage_max_len=32, reference_model="minilm")
-    assert list(res) == ["minilm", "minilm short"]
-    with open(tmp_path / "cmp" / "comparison.csv") as f:
-        rows = list(csv.DictReader(f))
-    # topk 8: only MAP@25 is compared per query; the reference's own row has no paired values
-    assert [(r["reference"], r["verdict"] in ("better", "worse", "no difference")) for r in rows] == [
-        ("", False)] * 3 + [("minilm", True)] * 3
-    assert "dMAP@25_lo" in rows[0] and "dRecall@25" not in rows[0]
-    assert [(r["label"], r["subset"]) for r in rows] == [
-        (lab, sub) for lab in ("minilm", "minilm short") for sub in ("all", "seen", "unseen")]
-    args = json.loads((tmp_path / "cmp" / "minilm_short" / "metrics.json").read_text())["args"]
-    assert args["passage_max_len"] == 4 and args["query_max_len"] == 64
-    with pytest.raises(ValueError, match="unknown keys"):
-        evaluate_models([{"label": "x", "path": "demo:all-minilm-l6-v2", "class": "encoder-only-base", "bogus": 1}],
-                        str(d / "test_queries.jsonl"), str(d / "corpus.jsonl"), str(tmp_path / "cmp2"))
 
 
 # ---------- the notebook ----------
@@ -241,7 +126,7 @@ def test_notebook_runs_and_writes_everything(tmp_path, repo_root):
     import os
     import papermill as pm
     from helpers.common.models import resolve_model
-    d = _files(tmp_path)
+    d = eval_files(tmp_path)
     kd = tmp_path / "kd"
     kd.mkdir()
     os.symlink(resolve_model("demo:all-minilm-l6-v2"), kd / "merged_model_lora_epoch_1")   # stands in for a trained epoch
@@ -273,138 +158,3 @@ def test_notebook_runs_and_writes_everything(tmp_path, repo_root):
     assert sorted(x.split(",")[0] for x in lines[1:]) == ["5_A", "5_C", "5_D", "6_A", "6_B", "6_C"]
     assert all(len(set(x.split(",")[1].split(" "))) == 25 for x in lines[1:])
 
-
-# ---------- paired comparisons (a fake embedder: no model) ----------
-
-class _FakeEmbedder:
-    """Puts every query's gold at a chosen rank: "rank1" -> 1; "rank2" and "rank2b" -> 2 (two
-    different rankings with the same gold rank). Passages are the identity."""
-
-    def __init__(self, name):
-        self.name = name.split(":", 1)[1]
-
-    def encode_queries(self, rows):
-        q = np.zeros((len(rows), len(IDS)), dtype=np.float32)
-        for i, r in enumerate(rows):
-            g = IDS.index(r["pos_ids"][0])
-            q[i, g] = 1.0
-            if self.name == "rank2":
-                q[i, (g + 1) % len(IDS)] = 2.0
-            elif self.name == "rank2b":
-                q[i, (g + 3) % len(IDS)] = 2.0
-        return q
-
-    def encode_corpus(self, texts):
-        return np.eye(len(texts), dtype=np.float32)
-
-
-@pytest.fixture
-def fake_models(monkeypatch, tmp_path):
-    import helpers.eval.evaluate as ev
-    calls = []
-    real = ev.run_evaluation
-
-    def run(args, embedder=None):
-        calls.append(args.label)
-        return real(args, embedder=_FakeEmbedder(args.model_name_or_path))
-    (tmp_path / "model").mkdir()
-    monkeypatch.setattr(ev, "run_evaluation", run)
-    monkeypatch.setattr(ev, "resolve_model", lambda p: str(tmp_path / "model"))
-    return calls
-
-
-def _cmp(tmp_path, **kw):
-    from helpers.eval.evaluate import evaluate_models
-    d = tmp_path / "data"
-    specs = [{"label": "base", "path": "fake:rank2", "class": "encoder-only-base"},
-             {"label": "good", "path": "fake:rank1", "class": "encoder-only-base"},
-             {"label": "same", "path": "fake:rank2b", "class": "encoder-only-base"}]
-    return evaluate_models(specs, str(d / "test_queries.jsonl"), str(d / "corpus.jsonl"), str(tmp_path / "cmp"),
-                           train_queries_file=str(d / "train_queries.jsonl"), **kw)
-
-
-def _csv_rows(path):
-    with open(path) as f:
-        return list(csv.DictReader(f))
-
-
-def test_paired_comparison_against_reference(tmp_path, fake_models):
-    _files(tmp_path)
-    with pytest.raises(ValueError, match=r"reference_model 'nope' is not one of the models: 'base', 'good', 'same'"):
-        _cmp(tmp_path, reference_model="nope")
-    assert fake_models == []                                   # checked before any model runs
-    res = _cmp(tmp_path, reference_model="base", n_resamples=200, bootstrap_seed=1)
-    assert fake_models == ["base", "good", "same"]
-    pq = read_jsonl(tmp_path / "cmp" / "base" / "per_query.jsonl")
-    assert [(r["query_id"], r["rank"], r["seen"], r["AP@25"]) for r in pq] == [
-        ("1_A", 2, True, 0.5), ("2_B", 2, False, 0.5), ("3_C", 2, True, 0.5)]
-    assert {"Recall@25", "Recall@100"} <= set(pq[0])
-    rows = _csv_rows(tmp_path / "cmp" / "comparison.csv")
-    assert list(rows[0]) == (["epoch", "label", "subset", "n_queries", "MAP@25"]
-                             + [f"Recall@{k}" for k in range(1, 101)] + ["MRR", "MAP@25_lo", "MAP@25_hi", "reference"]
-                             + [f"d{m}{s}" for m in ("MAP@25", "Recall@25", "Recall@100") for s in ("", "_lo", "_hi")]
-                             + ["better", "worse", "same", "significant", "verdict"])
-    by = {(r["label"], r["subset"]): r for r in rows}
-    assert len(rows) == 9
-    for sub in ("all", "seen", "unseen"):
-        ref = by[("base", sub)]
-        assert ref["reference"] == "" and ref["dMAP@25"] == "" and ref["verdict"] == ""
-        assert (float(ref["MAP@25_lo"]), float(ref["MAP@25_hi"])) == (0.5, 0.5)
-        good = by[("good", sub)]
-        assert good["reference"] == "base"
-        assert [float(good[c]) for c in ("dMAP@25", "dMAP@25_lo", "dMAP@25_hi", "better", "worse", "same")] == [
-            0.5, 0.5, 0.5, 1.0, 0.0, 0.0]
-        assert good["significant"] == "True" and good["verdict"] == "better"
-        assert float(good["dRecall@100"]) == 0.0
-        same = by[("same", sub)]
-        assert [float(same[c]) for c in ("dMAP@25", "dMAP@25_lo", "dMAP@25_hi", "same")] == [0, 0, 0, 1]
-        assert same["significant"] == "False" and same["verdict"] == "no difference"
-    assert by[("good", "seen")]["n_queries"] == "2" and res["good"]["paired"]["unseen"]["MAP@25"]["n"] == 1
-    t = comparison_table(res)
-    assert list(t[1]) == ["Model/Epoch", "MAP@25", "MAP@25 95% CI", "Recall@25", "Recall@50", "Recall@75",
-                          "Recall@100", "dMAP@25", "dMAP@25 95% CI", "dRecall@25", "dRecall@25 95% CI",
-                          "dRecall@100", "dRecall@100 95% CI", "better", "worse", "same", "verdict"]
-    assert t[0]["verdict"] == "reference" and t[0]["dMAP@25"] is None
-    assert t[1]["dMAP@25"] == 0.5 and t[1]["dMAP@25 95% CI"] == "[+0.5000, +0.5000]" and t[1]["verdict"] == "better"
-    assert t[2]["verdict"] == "no difference" and t[0]["MAP@25 95% CI"] == "[0.5000, 0.5000]"
-    assert comparison_table(res, subset="unseen")[1]["dMAP@25"] == 0.5
-    comp = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
-    assert comp["good"]["paired"]["all"]["MAP@25"]["verdict"] == "better"
-    from helpers.eval.plots import plot_map_with_intervals
-    for sub in ("all", "unseen"):
-        fig = plot_map_with_intervals(res, reference="base", path=tmp_path / f"map_{sub}.png", subset=sub)
-        assert (tmp_path / f"map_{sub}.png").stat().st_size > 2000
-        assert [t.get_text() for t in fig.axes[0].texts] == ["Δ+0.500*", "Δ+0.000"]
-
-
-def test_no_reference_no_paired_columns(tmp_path, fake_models):
-    _files(tmp_path)
-    res = _cmp(tmp_path, n_resamples=50)
-    cols = list(_csv_rows(tmp_path / "cmp" / "comparison.csv")[0])
-    assert cols[-3:] == ["MRR", "MAP@25_lo", "MAP@25_hi"]
-    assert "paired" not in res["good"] and res["good"]["intervals"]["seen"]["MAP@25"]["mean"] == 1.0
-    assert "verdict" not in comparison_table(res)[0]
-
-
-def test_reuse_keeps_paired_results_and_checks_query_sets(tmp_path, fake_models):
-    _files(tmp_path)
-    first = _cmp(tmp_path, reference_model="base", reuse_existing=True)
-    (tmp_path / "cmp" / "good" / "per_query.jsonl").unlink()         # a folder written before per_query.jsonl
-    again = _cmp(tmp_path, reference_model="base", reuse_existing=True)
-    assert fake_models == ["base", "good", "same"]                    # nothing evaluated the second time
-    assert again["good"]["paired"] == first["good"]["paired"]
-    assert read_jsonl(tmp_path / "cmp" / "good" / "per_query.jsonl")[0]["rank"] == 1
-    pq = read_jsonl(tmp_path / "cmp" / "good" / "per_query.jsonl")
-    write_jsonl(tmp_path / "cmp" / "good" / "per_query.jsonl", pq[:2])
-    with pytest.raises(ValueError, match=r"cannot pair 'good' with 'base'.*1 only in 'base' \(e\.g\. '3_C'\)"):
-        _cmp(tmp_path, reference_model="base", reuse_existing=True)
-
-
-def test_labels_sharing_a_folder_are_refused(tmp_path, fake_models):
-    from helpers.eval.evaluate import evaluate_models
-    d = _files(tmp_path)
-    with pytest.raises(ValueError, match="share an output folder"):
-        evaluate_models([{"label": "epoch 1", "path": "fake:rank1", "class": "encoder-only-base"},
-                         {"label": "epoch_1", "path": "fake:rank2", "class": "encoder-only-base"}],
-                        str(d / "test_queries.jsonl"), str(d / "corpus.jsonl"), str(tmp_path / "cmp"))
-    assert fake_models == []

@@ -91,15 +91,15 @@ NOTEBOOKS: dict[str, NotebookParameters] = {
     "04_eval": NotebookParameters(
         stages=("helpers.eval.evaluate.EvalArgs", "helpers.eval.submission.SubmissionArgs"),
         renamed={"submission_file": "output_file"},
-        # every model of models / epoch_glob (helpers.eval.evaluate.model_specs) brings its own
+        # every model of models / epoch_glob (helpers.eval.compare.model_specs) brings its own
         set_by_notebook=frozenset({"model_name_or_path", "embedder_model_class", "label"}),
         paths=frozenset({"models", "epoch_glob", "queries_file", "corpus_file", "train_queries_file", "output_dir",
                          "examples_for_task", "base_model", "training_metrics_file", "teacher_scored_file",
                          "test_csv", "misconception_csv", "sample_submission", "submission_file"}),
         display=frozenset({"training_metrics_file", "teacher_scored_file", "teacher_label"}),
         function_args={
-            "helpers.eval.evaluate.model_specs": _f(models="", epoch_glob="", epoch_model_class="default_class"),
-            "helpers.eval.evaluate.evaluate_models": _f(
+            "helpers.eval.compare.model_specs": _f(models="", epoch_glob="", epoch_model_class="default_class"),
+            "helpers.eval.compare.evaluate_models": _f(
                 queries_file="", corpus_file="", output_dir="", train_queries_file="", reuse_results="reuse_existing",
                 reference_model="", n_resamples="", bootstrap_seed=""),
             "helpers.eval.submission.submission_spec": _f(submission_model="label"),

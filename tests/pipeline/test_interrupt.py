@@ -82,7 +82,8 @@ def test_mine_killed_inside_the_embedding_loop_and_rerun(tmp_path):
 # ----------------------------------------------------------------------------- eval
 @pytest.mark.integration
 def test_eval_killed_inside_the_embedding_loop_and_rerun(tmp_path):
-    from helpers.eval.evaluate import EvalArgs, build_parser, run_evaluation
+    from helpers.common.cli import build_parser
+    from helpers.eval.evaluate import EvalArgs, run_evaluation
     d = write_inputs(tmp_path / "d", n_corpus=40, n_queries=8)
     flags = ["--model_name_or_path", "demo:all-minilm-l6-v2", "--embedder_model_class", "encoder-only-base",
              "--queries_file", d / "queries.jsonl", "--corpus_file", d / "corpus.jsonl", "--devices", "cpu",

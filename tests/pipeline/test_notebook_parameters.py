@@ -64,11 +64,11 @@ def test_a_bad_declaration_fails_the_check(tmp_path):
     bad = NotebookParameters(
         stages=spec.stages, renamed={**spec.renamed, "gone": "output_file"}, set_by_notebook=spec.set_by_notebook,
         paths=spec.paths - {"epoch_glob"}, display=spec.display - {"teacher_label"},
-        function_args={**spec.function_args, "helpers.eval.evaluate.model_specs": {"models": "models",
-                                                                                   "epoch_glob": "no_such_keyword"}})
+        function_args={**spec.function_args, "helpers.eval.compare.model_specs": {"models": "models",
+                                                                                  "epoch_glob": "no_such_keyword"}})
     problems = "\n".join(check_notebook(NB["04_eval"], bad))
     assert "gone: declared but not a parameter of the cell" in problems
-    assert "epoch_glob: helpers.eval.evaluate.model_specs has no keyword 'no_such_keyword'" in problems
+    assert "epoch_glob: helpers.eval.compare.model_specs has no keyword 'no_such_keyword'" in problems
     assert "teacher_label: neither a field" in problems                       # no longer display-only
     assert "epoch_model_class: neither a field" in problems                   # no longer a function argument
 
@@ -76,7 +76,7 @@ def test_a_bad_declaration_fails_the_check(tmp_path):
 def test_a_function_argument_keeps_the_functions_default(tmp_path):
     path = _with_cell(tmp_path, "04_eval", lambda s: s.replace("n_resamples = 1000 ", "n_resamples = 200  "))
     assert check_notebook(path, NOTEBOOKS["04_eval"]) == [
-        "n_resamples = 200 in the cell, but helpers.eval.evaluate.evaluate_models(n_resamples=...) defaults to 1000"]
+        "n_resamples = 200 in the cell, but helpers.eval.compare.evaluate_models(n_resamples=...) defaults to 1000"]
 
 
 def test_cell_values_reads_literals_only(tmp_path):

@@ -209,7 +209,7 @@ def test_one_default_for_the_query_side_flags(repo_root):
 
     import papermill as pm
 
-    from helpers.eval.evaluate import build_parser as eval_parser
+    from helpers.common.cli import build_parser as eval_parser
     from helpers.mine.hn_mine import build_parser as mine_parser
     from helpers.train.kd_finetune import build_parser as kd_parser
     from helpers.common.notebook import args_from
