@@ -1,7 +1,9 @@
 # Two commands on a fresh Linux machine with Python 3.10+ and no GPU:
 #   make run    set up .venv (once) and run the demo chain (python run_all.py --profile demo)
-#   make test   set up .venv (once) and run the whole test suite
-#   make test-fast   unit tests only (no notebooks, no real models), under 2 minutes
+#   make test   set up .venv (once) and run the whole test suite: unit + integration + slow
+#               (pytest -m "": an empty marker expression deselects nothing); this is what CI runs
+#   make test-fast   unit tests only (no notebooks, no real models, no chains): plain `pytest`,
+#               whose default selection (pytest.ini) is -m "not integration and not slow"
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -15,11 +17,13 @@ PYTEST_ARGS ?=
 run: $(STAMP)
 	$(BIN)/python run_all.py --profile $(PROFILE)
 
+# everything: pytest.ini's default -m is replaced by the empty expression (selects every test)
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "" $(PYTEST_ARGS)
 
+# pytest.ini's default selection: -m "not integration and not slow"
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not integration" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 setup: $(STAMP)
 

@@ -3,6 +3,8 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["tests.fixtures.models"]      # tiny models: builders and session fixtures
+
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("EEDI_SHARED_DIR", REPO.parent / "shared"))
 

@@ -1,30 +1,12 @@
-"""Builders of tiny inputs that several test modules share (one definition each)."""
+"""Builders of tiny inputs that several test modules share (one definition each); tiny models:
+tests/fixtures/models.py."""
 import csv
 import json
 import random
 from pathlib import Path
 
-import torch
-
 from helpers.train.kd_finetune import KDArgs
-
-SMOL = "demo:smollm2-135m-instruct"
-
-
-def save_tiny_llama(folder: Path) -> str:
-    """A random 2-layer Llama (hidden 64, seed 0) with SmolLM2's tokenizer, saved to ``folder``."""
-    from transformers import AutoTokenizer, LlamaConfig, LlamaModel
-    from helpers.common.models import resolve_model
-    tok = AutoTokenizer.from_pretrained(resolve_model(SMOL))
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                      pad_token_id=tok.pad_token_id)
-    torch.manual_seed(0)
-    LlamaModel(cfg).save_pretrained(folder, safe_serialization=True)
-    tok.save_pretrained(folder)
-    return str(folder)
-
+from tests.fixtures.models import save_tiny_llama
 
 # ----------------------------------------------------------------------------- Eedi CSV folders
 HEADER = ["QuestionId", "ConstructId", "ConstructName", "SubjectId", "SubjectName", "CorrectAnswer",

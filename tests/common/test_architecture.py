@@ -62,8 +62,19 @@ def test_every_module_is_in_a_stage_package_and_imports_flow_one_way():
 
 def test_tests_mirror_the_package():
     dirs = sorted(p.name for p in (REPO / "tests").iterdir() if p.is_dir() and (p / "__init__.py").is_file())
-    assert set(dirs) - {"pipeline"} <= set(ORDER + SIDE), dirs
+    assert set(dirs) - {"pipeline", "fixtures"} <= set(ORDER + SIDE), dirs     # fixtures: shared builders, no tests
+    assert not list((REPO / "tests" / "fixtures").glob("test_*.py")), "tests/fixtures holds no tests"
     assert not list((REPO / "tests").glob("test_*.py")), "tests live beside their package's folder"
+
+
+def test_tiny_model_configs_are_written_once():
+    """Tiny random models come from tests/fixtures/models.py (builders with overrides), not from a
+    config written out again in a test file."""
+    import re
+    pattern = re.compile(r"\b\w*Config\((?:[^()]|\([^()]*\))*\bhidden_size=", re.S)
+    found = [str(p.relative_to(REPO)) for p in sorted((REPO / "tests").rglob("*.py"))
+             if "fixtures" not in p.relative_to(REPO).parts and pattern.search(p.read_text())]
+    assert found == [], f"tiny model configs outside tests/fixtures/models.py: {found}"
 
 
 def test_one_entry_point_shape_for_every_stage_command():

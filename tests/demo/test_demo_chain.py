@@ -42,6 +42,8 @@ def small_demo(d: Path) -> Path:
 
 
 @pytest.mark.integration
+@pytest.mark.slow
+@pytest.mark.timeout(1800)                      # the whole demo profile through papermill
 def test_demo_chain_small(tmp_path, capsys):
     if not (DEMO / "teacher" / "adapter_config.json").exists():
         pytest.fail("data/demo/teacher holds no adapter: the demo's teacher is missing")

@@ -6,7 +6,7 @@ import numpy as np
 
 from helpers.embed.cache import EmbeddingCache, ids_digest
 from helpers.embed.embedder import Embedder, EmbedderConfig
-from tests.factories import save_tiny_llama
+from tests.fixtures.models import save_tiny_llama
 
 
 def _get(cache, ids):

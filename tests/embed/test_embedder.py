@@ -15,13 +15,10 @@ SMOL = "demo:smollm2-135m-instruct"
 @pytest.fixture(scope="module")
 def tiny():
     """A 2-layer random Llama with the SmolLM2 tokenizer: real code paths, milliseconds."""
-    from transformers import LlamaConfig, LlamaModel
     from helpers.embed.embedder import _load_tokenizer
+    from tests.fixtures.models import tiny_llama
     tok = _load_tokenizer(resolve_model(SMOL), False)
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512)
-    model = LlamaModel(cfg).eval()
+    model = tiny_llama(seed=0, vocab_size=len(tok), max_position_embeddings=512).eval()
     return model, tok
 
 

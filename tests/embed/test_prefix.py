@@ -7,14 +7,11 @@ import torch
 from helpers.common.tensors import last_real_index, pad
 from helpers.embed.embedder import pooled_embeddings
 from helpers.embed.prefix import PrefixSharing, common_prefix_len, shared_prefix_last_hidden
+from tests.fixtures.models import tiny_bert, tiny_llama
 
 
 def _llama(seed=0):
-    from transformers import LlamaConfig, LlamaModel
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
-    return LlamaModel(cfg).eval()
+    return tiny_llama(seed=seed, max_position_embeddings=256).eval()
 
 
 PREFIX = list(range(10, 30))                                  # 20 shared tokens
@@ -82,11 +79,7 @@ def test_short_prefix_single_row_and_checkpointing_run_plainly():
 
 def test_a_model_that_differs_is_switched_off_with_a_warning(caplog):
     """A bidirectional encoder: its prefix states depend on what follows, so the check fails."""
-    from transformers import BertConfig, BertModel
-    torch.manual_seed(0)
-    bert = BertModel(BertConfig(vocab_size=300, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                intermediate_size=64, max_position_embeddings=64,
-                                initializer_range=0.3)).eval()   # weights large enough to show it
+    bert = tiny_bert(seed=0, max_position_embeddings=64, initializer_range=0.3).eval()   # weights large enough to show it
     ids, mask = _batch()
     s = PrefixSharing(True)
     with caplog.at_level(logging.WARNING, logger="helpers.embed.prefix"):

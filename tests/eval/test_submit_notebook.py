@@ -35,7 +35,7 @@ def test_an_adapter_is_submitted_with_its_base_at_another_path(tmp_path, repo_ro
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModel
-    from tests.factories import save_tiny_llama
+    from tests.fixtures.models import save_tiny_llama
     base = save_tiny_llama(tmp_path / "base")
     torch.manual_seed(0)
     lora = get_peft_model(AutoModel.from_pretrained(base), LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj"]))

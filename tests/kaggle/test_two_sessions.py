@@ -36,7 +36,7 @@ def test_free_disk_check_names_folder_bytes_needed_and_free(tmp_path, monkeypatc
 def test_merge_checks_the_disk_before_loading_the_base(tmp_path, monkeypatch):
     import helpers.embed.embedder as em
     from helpers.common.memory import stored_bytes
-    from tests.factories import save_tiny_llama
+    from tests.fixtures.models import save_tiny_llama
     base = save_tiny_llama(tmp_path / "base")
     short_disk(monkeypatch)
     monkeypatch.setattr(em, "load_base_model", lambda *a, **k: pytest.fail("loaded before the disk check"))

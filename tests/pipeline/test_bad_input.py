@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from helpers.common.io_utils import InputError
-from tests.sandbox import REPO
+from tests.fixtures.sandbox import REPO
 from tests.factories import HEADER, tiny_input, write_csv, write_inputs
 
 ERRORS = (InputError, ValueError, FileNotFoundError, FileExistsError, NotADirectoryError)

@@ -14,6 +14,8 @@ STEPS = ["prepare", "zero_shot", "mine_r0", "train_r1", "train_teacher", "mine_r
 
 
 @pytest.mark.integration
+@pytest.mark.slow
+@pytest.mark.timeout(1800)                      # the whole eedi_cpu profile through papermill
 def test_eedi_cpu_chain_on_the_sample(shared_dir, tmp_path, capsys):
     sets = ["train_max_queries=32",                     # mining: a sample of the train queries
             "max_train_queries=16",                     # the teacher

@@ -1,6 +1,6 @@
 """SIGKILL each stage's command inside its long loop, start it again: the output is the same.
 
-The kill point (tests/sandbox.py) makes the n-th call of a function inside the stage wait; the
+The kill point (tests/fixtures/sandbox.py) makes the n-th call of a function inside the stage wait; the
 test then SIGKILLs the process from outside, so the kill lands inside the loop without a race.
 The restarted command must finish and write exactly what an uninterrupted run writes, and the
 kill must not leave a file that looks whole. The scoring stage's SIGKILL test is
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.sandbox import kill_at_killpoint, net_attempts, one_thread, python_m, run_stage, stage_env
+from tests.fixtures.sandbox import kill_at_killpoint, net_attempts, one_thread, python_m, run_stage, stage_env
 from tests.factories import kd_args, tiny_input, write_inputs
 
 @pytest.fixture(autouse=True)

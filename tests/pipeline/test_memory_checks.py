@@ -101,7 +101,7 @@ def test_embedding_forwards_keep_no_kv_cache():
 
 def test_the_plain_reranker_path_keeps_no_kv_cache():
     from helpers.rerank.paths import PlainPath
-    from tests.reranker_tiny import tiny_decoder
+    from tests.fixtures.models import tiny_decoder
     model = tiny_decoder("llama")
     seen = []
     model.model.register_forward_pre_hook(lambda m, a, kw: seen.append(kw.get("use_cache")), with_kwargs=True)
@@ -117,7 +117,7 @@ def test_weights_load_straight_onto_the_gpu(tmp_path, monkeypatch):
     from helpers.common.models import placement_kwargs
     from helpers.embed.embedder import load_embedding_model
     from helpers.rerank.reranker import _load_model
-    from tests.factories import save_tiny_llama
+    from tests.fixtures.models import save_tiny_llama
     assert placement_kwargs("cpu") == {} and placement_kwargs("cuda:1")["device_map"] == {"": "cuda:1"}
     path = save_tiny_llama(tmp_path / "tiny")
     real = transformers.AutoModel.from_pretrained

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.sandbox import REPO, one_thread
+from tests.fixtures.sandbox import REPO, one_thread
 
 
 def mine_args(inp, out, corpus, seed):
@@ -57,8 +57,9 @@ def rounded(d, nd=4):
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 def test_the_tiny_chain_twice_with_the_same_seed(tmp_path):
-    from tests.reranker_tiny import save_tiny_gemma_reranker
+    from tests.fixtures.models import save_tiny_gemma_reranker
     teacher = save_tiny_gemma_reranker(tmp_path / "teacher")
     with one_thread():
         a = run_chain(tmp_path / "a", teacher)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import helpers
-from tests.sandbox import REPO, net_attempts, stage_env
+from tests.fixtures.sandbox import REPO, net_attempts, stage_env
 
 SOURCES = sorted([*(REPO / "helpers").rglob("*.py"), REPO / "run_all.py", *(REPO / "tools").glob("*.py"),
                   *(REPO / "kaggle").glob("*.py"), *(REPO / "bench").glob("*.py")])
@@ -209,7 +209,7 @@ import json, sys, torch
 from pathlib import Path
 sys.path.insert(0, {repo!r})
 from tests.factories import tiny_input
-from tests.reranker_tiny import save_tiny_gemma_reranker
+from tests.fixtures.models import save_tiny_gemma_reranker
 from helpers.data.prepare_data import PrepareArgs, prepare_data
 from helpers.mine.hn_mine import HnMineArgs, hn_mine
 from helpers.rerank.add_reranker_score import ScoreArgs, add_reranker_score
@@ -242,6 +242,7 @@ print("CHAIN_OK", json.dumps({{"MAP@25": m["MAP@25"]}}))
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 def test_the_demo_stages_run_with_the_network_blocked(tmp_path):
     env = stage_env(tmp_path)
     assert "HF_HUB_OFFLINE" not in env and "TRANSFORMERS_OFFLINE" not in env

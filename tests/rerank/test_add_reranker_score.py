@@ -153,7 +153,7 @@ def test_seed_flags_parse():
 @pytest.mark.integration
 def test_sigkill_then_restart_gives_the_same_file(tmp_path):
     """A real SIGKILL of the command mid-run (tiny Gemma, real tokenizer), then a restart."""
-    from tests.reranker_tiny import save_tiny_gemma_reranker
+    from tests.fixtures.models import save_tiny_gemma_reranker
     model = save_tiny_gemma_reranker(tmp_path / "tiny")
     write(tmp_path / "mined.jsonl", rows(16))
     cmd = [sys.executable, "-m", "helpers.rerank.add_reranker_score", "--input_file", str(tmp_path / "mined.jsonl"),
@@ -199,7 +199,7 @@ def test_group_rank_stats():
 @pytest.mark.integration
 def test_notebook_runs_on_tiny_inputs(tmp_path):
     import papermill as pm
-    from tests.reranker_tiny import save_tiny_gemma_reranker
+    from tests.fixtures.models import save_tiny_gemma_reranker
     from tests.conftest import REPO
     model = save_tiny_gemma_reranker(tmp_path / "tiny")
     write(tmp_path / "train.jsonl", rows(3))

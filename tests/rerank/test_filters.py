@@ -129,7 +129,7 @@ def test_filter_flags_parse_and_show_in_help():
 def test_notebook_shows_the_suspects(tmp_path, mode):
     import papermill as pm
     from tests.conftest import REPO
-    from tests.reranker_tiny import save_tiny_gemma_reranker
+    from tests.fixtures.models import save_tiny_gemma_reranker
     model = save_tiny_gemma_reranker(tmp_path / "tiny")
     write(tmp_path / "train.jsonl", rows(3))
     write(tmp_path / "test.jsonl", rows(2))

@@ -5,7 +5,7 @@ from transformers import AutoTokenizer
 
 from helpers.common.tensors import last_real_index, pad
 from helpers.rerank.inputs import DecoderLayout, EncoderLayout, cut_second, format_text
-from tests.reranker_tiny import gemma_tokenizer_dir
+from tests.fixtures.models import gemma_tokenizer_dir
 
 
 @pytest.fixture(scope="module")

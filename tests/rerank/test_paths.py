@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from helpers.rerank.paths import PlainPath, PrefixPath
-from tests.reranker_tiny import tiny_decoder
+from tests.fixtures.models import tiny_decoder
 
 YES, PAD = 7, 0
 

@@ -8,7 +8,6 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from helpers.rerank import paths as rerank_paths
 from helpers.rerank.reranker import CrossEncoderReranker, LLMReranker, load_reranker
-from tests.reranker_tiny import save_tiny_bert_cross_encoder, save_tiny_gemma_reranker
 
 QS = ["how many sides has a hexagon", "what is 7 times 8, the student answered 54 after adding"]
 PS = [["six", "eight sides because octagon", "a hexagon has six equal sides"],
@@ -17,13 +16,13 @@ PLAIN = dict(yes_only=False, sort_by_length=False, share_prefix=False)
 
 
 @pytest.fixture(scope="module")
-def gemma_dir(tmp_path_factory):
-    return save_tiny_gemma_reranker(tmp_path_factory.mktemp("tiny_gemma"))
+def gemma_dir(tiny_gemma_reranker_dir):          # tests/fixtures/models.py, saved once a session
+    return tiny_gemma_reranker_dir
 
 
 @pytest.fixture(scope="module")
-def bert_dir(tmp_path_factory):
-    return save_tiny_bert_cross_encoder(tmp_path_factory.mktemp("tiny_bert"))
+def bert_dir(tiny_bert_cross_encoder_dir):
+    return tiny_bert_cross_encoder_dir
 
 
 @pytest.fixture(scope="module")

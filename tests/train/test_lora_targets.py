@@ -7,34 +7,28 @@ import pytest
 import torch
 
 from helpers.train.loop import DEFAULT_TARGETS, TrainConfig, add_lora, resolve_target_modules
+from tests.fixtures import models
 
 ATTN = ["q_proj", "k_proj", "v_proj", "o_proj"]
 
 
+SMALL = dict(vocab_size=64, num_attention_heads=2, max_position_embeddings=32)   # on top of the tiny size
+
+
 def tiny_bert():
-    from transformers import BertConfig, BertModel
-    torch.manual_seed(0)
-    return BertModel(BertConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                intermediate_size=64, max_position_embeddings=32))
+    return models.tiny_bert(seed=0, **SMALL)
 
 
 def tiny_llama():
-    from transformers import LlamaConfig, LlamaModel
-    return LlamaModel(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                  num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=32))
+    return models.tiny_llama(seed=None, num_key_value_heads=1, **SMALL)
 
 
 def tiny_qwen2_lm():
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-    return Qwen2ForCausalLM(Qwen2Config(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=32))
+    return models.tiny_qwen2_lm(seed=None, num_key_value_heads=1, **SMALL)
 
 
 def tiny_gemma3_lm():
-    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
-    return Gemma3ForCausalLM(Gemma3TextConfig(vocab_size=64, hidden_size=32, intermediate_size=64,
-                                              num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
-                                              head_dim=16, max_position_embeddings=32, sliding_window=16))
+    return models.tiny_gemma3_lm(seed=None, num_key_value_heads=1, head_dim=16, sliding_window=16, **SMALL)
 
 
 def cfg(tmp_path, targets=()):

@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from helpers.embed.embedder import Embedder, EmbedderConfig, load_embedding_model
 from helpers.train.kd_finetune import merge_adapter, save_tokenizer
 from helpers.common.models import resolve_model
-from tests.factories import save_tiny_llama
+from tests.fixtures.models import save_tiny_llama
 
 SMOL = "demo:smollm2-135m-instruct"
 TEXTS = ["apple misconception about fractions", "the student adds the denominators",

@@ -209,7 +209,7 @@ def test_the_seed_command_parses_to_the_expected_kdargs(tmp_path):
 def test_the_seed_command_trains_one_step_on_cpu(tiny, tmp_path):  # noqa: F811
     """``python -m helpers.train.kd_finetune <the seed's flags>`` as a user runs it: one step of the
     demo SmolLM2 on CPU, network blocked; exits 0, writes the adapter and metrics.jsonl, warns once."""
-    from tests.sandbox import net_attempts, python_m, run_stage, stage_env
+    from tests.fixtures.sandbox import net_attempts, python_m, run_stage, stage_env
     rows = [json.loads(l) for l in (tiny / "train.jsonl").read_text().splitlines()][:2]
     train = tmp_path / "train scored.jsonl"
     train.write_text("".join(json.dumps(r) + "\n" for r in rows))

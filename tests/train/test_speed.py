@@ -136,15 +136,9 @@ def test_in_length_chunks_cuts_each_chunk_and_keeps_the_row_order(side):
 @pytest.mark.parametrize("side", ["right", "left"])
 def test_bucketed_encode_equals_plain(side):
     """Right padding on an encoder (absolute positions), left padding on a RoPE decoder."""
-    from transformers import BertConfig, BertModel, LlamaConfig, LlamaModel
-    torch.manual_seed(0)
-    if side == "right":
-        model = BertModel(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                                     intermediate_size=32, max_position_embeddings=64)).eval()
-    else:
-        model = LlamaModel(LlamaConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                                       num_key_value_heads=2, intermediate_size=32,
-                                       max_position_embeddings=64)).eval()
+    from tests.fixtures.models import tiny_bert, tiny_llama
+    size = dict(vocab_size=50, hidden_size=16, intermediate_size=32, num_attention_heads=2, max_position_embeddings=64)
+    model = (tiny_bert(seed=0, **size) if side == "right" else tiny_llama(seed=0, **size)).eval()
     lens = [30, 3, 28, 4, 5, 29, 2, 27]
     T = max(lens)
     ids = torch.zeros(len(lens), T, dtype=torch.long)

@@ -182,9 +182,8 @@ def test_decoders_read_row_prompts_by_default_and_can_ignore_them(smol_tok):
 
 # ----------------------------------------------------------------------------- per-epoch eval, defaults
 def test_per_epoch_eval_can_use_in_context_examples(tmp_path, smol_tok):
-    from transformers import LlamaConfig, LlamaModel
-
     from helpers.train.kd_finetune import retrieval_eval
+    from tests.fixtures.models import tiny_llama
     f = tmp_path / "examples.json"
     f.write_text(json.dumps({"by_construct": {"1": [{"query_id": "9_A", "query": "Nine plus nine", "response": "Adds 9"}]}}))
     a = KDArgs(eval_data="x", corpus_file="y", examples_for_task=str(f), examples_number=1,
@@ -193,9 +192,7 @@ def test_per_epoch_eval_can_use_in_context_examples(tmp_path, smol_tok):
     assert cfg.add_examples_for_task and cfg.examples_file == str(f)
     text = smol_tok.decode(Embedder(cfg, _Stub(), smol_tok).tokenize_queries([eedi_row(1)])[0])
     assert text.count("<response>") == 2 and "Nine plus nine\n<response>Adds 9\n\n<instruct>" in text
-    torch.manual_seed(0)
-    model = LlamaModel(LlamaConfig(vocab_size=len(smol_tok), hidden_size=32, intermediate_size=64,
-                                   num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2)).eval()
+    model = tiny_llama(seed=0, vocab_size=len(smol_tok), num_hidden_layers=1).eval()
     m = retrieval_eval(model, smol_tok, a, [eedi_row(1), eedi_row(2)], ["1", "2"], ["Adds 1", "Adds 2"], "last_token")
     assert set(m) == {"MAP@25", "Recall@25", "Recall@50", "Recall@75", "Recall@100"}
     with pytest.raises(ValueError, match="decoder-only-icl"):

@@ -76,9 +76,8 @@ def tiny_args(tmp_path, model, **kw):
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    from tests.reranker_tiny import save_tiny_gemma_reranker
-    return save_tiny_gemma_reranker(tmp_path_factory.mktemp("tiny") / "model")
+def tiny_model(tiny_gemma_reranker_dir):           # tests/fixtures/models.py, saved once a session
+    return tiny_gemma_reranker_dir
 
 
 @pytest.mark.integration
