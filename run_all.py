@@ -39,6 +39,7 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 from helpers.common.cli import FLAG_SPELLINGS, canonical_flags  # noqa: E402
 from helpers.common.io_utils import write_json  # noqa: E402
+from helpers.train.budget import budget_env, read_stop_report  # noqa: E402
 
 
 class ChainError(RuntimeError):
@@ -324,11 +325,8 @@ def main(argv=None) -> int:
         t_all, times = time.time(), []
         index = {s["name"]: i for i, s in enumerate(steps)}
         report = run_dir / ".stop_report.jsonl"
-        saved_env = {k: os.environ.get(k) for k in ("EEDI_DEADLINE", "EEDI_STOP_REPORT")}
-        if deadline is not None:     # the notebooks' kernels (and torchrun) inherit these
-            os.environ["EEDI_DEADLINE"], os.environ["EEDI_STOP_REPORT"] = repr(deadline), str(report)
         stop = None
-        try:
+        with budget_env(deadline, report):     # the notebooks' kernels (and torchrun) inherit it
             for s in chosen:
                 if deadline is not None:
                     left = deadline - time.time()
@@ -350,21 +348,14 @@ def main(argv=None) -> int:
                     write_json(manifest_path, manifest)
                     raise
                 times.append((s["name"], wall))
-                if report.exists() and report.read_text(encoding="utf-8").strip():
-                    why = json.loads(report.read_text(encoding="utf-8").strip().splitlines()[-1])
+                why = read_stop_report(report)
+                if why is not None:
                     manifest["steps"][s["name"]].update(status="stopped", wall_s=round(wall, 1), stopped=why)
                     write_json(manifest_path, manifest)
                     stop = (s["name"], why.get("reason", "stopped at the deadline"))
                     break
                 manifest["steps"][s["name"]].update(status="done", wall_s=round(wall, 1))
                 write_json(manifest_path, manifest)
-        finally:
-            for k, v in saved_env.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
-            report.unlink(missing_ok=True)
         total = time.time() - t_all
         manifest["total_wall_s"] = round(total, 1)
         write_json(manifest_path, manifest)

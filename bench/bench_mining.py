@@ -23,7 +23,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from helpers.embed.embedder import Embedder, EmbedderConfig  # noqa: E402
+from helpers.embed.args import EmbedderArgs  # noqa: E402
+from helpers.embed.embedder import Embedder  # noqa: E402
 
 SHARED = Path(os.environ.get("EEDI_SHARED_DIR", ROOT.parent / "shared"))
 FIXTURE_README = {"queries/s": 3.4, "passages/s": 75.0}   # FlagEmbedding 1.4.2, 500 q / 2587 p, 2 threads
@@ -88,12 +89,12 @@ def main(argv=None):
         c["batch_size"] = a.batch_size
     queries = [str(q) for q in z["query_text"]]
     passages = [str(p) for p in z["passage_text"]]
-    emb = Embedder(EmbedderConfig(
-        "demo:smollm2-135m-instruct", "decoder-only-icl", pooling_method="last_token",
-        query_instruction_for_retrieval=c["query_instruction_for_retrieval"],
-        query_instruction_format=c["query_instruction_format"], query_max_length=c["query_max_length"],
-        passage_max_length=c["passage_max_length"], batch_size=c["batch_size"], devices="cpu",
-        use_fp16=False, show_progress=False))
+    emb = Embedder(EmbedderArgs(
+        model_name_or_path="demo:smollm2-135m-instruct", embedder_model_class="decoder-only-icl",
+        pooling_method="last_token", query_instruction_for_retrieval=c["query_instruction_for_retrieval"],
+        query_instruction_format=c["query_instruction_format"], query_max_len=c["query_max_length"],
+        passage_max_len=c["passage_max_length"], embedder_batch_size=c["batch_size"], devices="cpu",
+        use_fp16=False), show_progress=False)
     rows = [{"query": q} for q in queries]
     q_tok = [len(x) for x in emb.tokenize_queries(rows)]
     p_tok = [len(x) for x in emb.tokenize_passages(passages)]

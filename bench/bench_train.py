@@ -68,18 +68,20 @@ def one(gc: bool, steps: int, batch: int, group: int, threads: int, share: bool 
     import torch
     torch.set_num_threads(threads)
     from helpers.train.kd_finetune import encode
-    from helpers.embed.embedder import load_embedding_model
+    from helpers.embed.loading import load_embedding_model
     from helpers.embed.prefix import PrefixSharing, common_prefix_len
     from helpers.train.losses import EmbedderLoss
-    from helpers.train.loop import TrainConfig, add_lora, fit
-    from helpers.train.groups import GroupBatches, GroupDataConfig
+    from helpers.train.kd_finetune import KDArgs
+    from helpers.train.lora import add_lora
+    from helpers.train.loop import fit
+    from helpers.train.groups import GroupBatches
     model, tok = load_embedding_model("demo:smollm2-135m-instruct", "decoder-only-icl", "cpu", torch.float32)
     tok.add_eos_token = True
-    cfg = TrainConfig(output_dir=tempfile.mkdtemp(prefix="bench_train_"), num_train_epochs=1,
-                      gradient_checkpointing=gc, lora_rank=64, lora_alpha=32, show_progress=False)
+    cfg = KDArgs(output_dir=tempfile.mkdtemp(prefix="bench_train_"), num_train_epochs=1, gradient_checkpointing=gc,
+                 lora_rank=64, lora_alpha=32, show_progress=False, train_group_size=group, query_max_len=256,
+                 passage_max_len=64, max_examples=0)
     model = add_lora(model, cfg)
-    dcfg = GroupDataConfig(train_group_size=group, query_max_len=256, passage_max_len=64, append_eos=False)
-    gb = GroupBatches(make_rows(steps * batch, group), tok, dcfg, batch, seed=0)
+    gb = GroupBatches(make_rows(steps * batch, group), tok, cfg, batch, seed=0, append_eos=False)
     batches = list(gb(1))
     loss = EmbedderLoss()
     prefix = PrefixSharing(share)
@@ -157,11 +159,12 @@ ENCODER = "demo:all-minilm-l6-v2"
 def _encoder_batches(tok, rows, batch, group, qmax, pmax, steps, seed=0, group_by_length=False):
     """Our GroupBatches for the encoder (no instruction, the model's [CLS]/[SEP]) and, per step, the
     same texts as sentence-transformers columns (anchor, positive, negative_1...)."""
-    from helpers.train.groups import GroupBatches, GroupDataConfig, batch_indices
-    dcfg = GroupDataConfig(train_group_size=group, query_max_len=qmax, passage_max_len=pmax, icl=False,
-                           use_row_prompts=False, append_eos=False, query_instruction_format="{}{}",
-                           group_by_length=group_by_length)
-    gb = GroupBatches(rows, tok, dcfg, batch, seed)
+    from helpers.train.groups import GroupBatches, batch_indices
+    from helpers.train.kd_finetune import KDArgs
+    dcfg = KDArgs(embedder_model_class="encoder-only-base", train_group_size=group, query_max_len=qmax,
+                  passage_max_len=pmax, query_instruction_format="{}{}", group_by_length=group_by_length,
+                  max_examples=0)
+    gb = GroupBatches(rows, tok, dcfg, batch, seed, append_eos=False)
     cols = {"anchor": [], "positive": []} | {f"negative_{j}": [] for j in range(1, group)}
     for step, idx in enumerate(batch_indices(len(rows), batch, seed, 1, lengths=gb.lengths())):
         if step >= steps:
@@ -177,16 +180,18 @@ def _encoder_batches(tok, rows, batch, group, qmax, pmax, steps, seed=0, group_b
 
 def _ours(rows, a, use_lora: bool, buckets: bool) -> list[float]:
     import torch
-    from helpers.embed.embedder import load_embedding_model
+    from helpers.embed.loading import load_embedding_model
     from helpers.train.kd_finetune import encode
     from helpers.train.losses import EmbedderLoss
-    from helpers.train.loop import TrainConfig, add_lora, fit
+    from helpers.train.args import TrainArgs
+    from helpers.train.lora import add_lora
+    from helpers.train.loop import fit
     model, tok = load_embedding_model(ENCODER, "encoder-only-base", "cpu", torch.float32)
     gb, _ = _encoder_batches(tok, rows, a.batch, a.group, a.query_max_len, a.passage_max_len, a.steps + 1)
-    cfg = TrainConfig(output_dir=tempfile.mkdtemp(prefix="bench_vs_st_"), num_train_epochs=1,
-                      learning_rate=2e-5 if not use_lora else 1e-4, gradient_checkpointing=False,
-                      use_lora=use_lora, lora_rank=a.lora_rank, lora_alpha=32, lora_dropout=a.lora_dropout,
-                      target_modules=("query", "key", "value", "dense"), show_progress=False)
+    cfg = TrainArgs(output_dir=tempfile.mkdtemp(prefix="bench_vs_st_"), num_train_epochs=1,
+                    learning_rate=2e-5 if not use_lora else 1e-4, gradient_checkpointing=False,
+                    use_lora=use_lora, lora_rank=a.lora_rank, lora_alpha=32, lora_dropout=a.lora_dropout,
+                    target_modules=("query", "key", "value", "dense"), show_progress=False)
     model = add_lora(model, cfg)
     loss = EmbedderLoss(temperature=0.02)
     fn = lambda m, b: loss(encode(m, b["queries"], "mean", buckets), encode(m, b["passages"], "mean", buckets),
@@ -300,10 +305,11 @@ def profile(a) -> None:
     optimizer, for peft LoRA with/without checkpointing (the old defaults), fused LoRA, full
     fine-tuning; with and without length buckets. Same batches; the best of ``a.steps`` steps."""
     import torch
-    from helpers.embed.embedder import load_embedding_model
+    from helpers.embed.loading import load_embedding_model
     from helpers.train.kd_finetune import encode
     from helpers.train.losses import EmbedderLoss
-    from helpers.train.loop import TrainConfig, add_lora
+    from helpers.train.args import TrainArgs
+    from helpers.train.lora import add_lora
     torch.set_num_threads(a.threads)
     rows = make_rows((a.steps + 1) * a.batch, 15, a.data)
     settings = [("LoRA peft, checkpointing on (old default)", True, True, False, False),
@@ -319,9 +325,9 @@ def profile(a) -> None:
         torch.manual_seed(0)
         model, tok = load_embedding_model(ENCODER, "encoder-only-base", "cpu", torch.float32)
         gb, _ = _encoder_batches(tok, rows, a.batch, a.group, a.query_max_len, a.passage_max_len, a.steps + 1)
-        cfg = TrainConfig(gradient_checkpointing=gc, use_lora=lora, fast_lora=fused, lora_rank=64, lora_alpha=32,
-                          target_modules=("query", "key", "value", "dense"))
-        model = add_lora(model, cfg)
+        cfg = TrainArgs(gradient_checkpointing=gc, use_lora=lora, lora_rank=64, lora_alpha=32,
+                        target_modules=("query", "key", "value", "dense"))
+        model = add_lora(model, cfg, fast=fused)
         model.train()
         params = [p for p in model.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=1e-5)

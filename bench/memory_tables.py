@@ -21,7 +21,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:            # run as a script: the repository's helpers
     sys.path.insert(0, str(REPO_ROOT))
 
-from helpers.common.memory import (GIB, PROMPT_TOKENS, Arch, canonical_params, cuda_devices,  # noqa: E402
+from helpers.common.memory import (GIB, PROMPT_TOKENS, Arch, cuda_devices,  # noqa: E402
                                    stage_terms)
 
 T4_USABLE_GIB = 14.7          # torch.cuda.get_device_properties(i).total_memory of a Kaggle T4: 14.74 GiB
@@ -65,8 +65,14 @@ def dataclass_defaults(cls) -> dict:
 def with_defaults(stage: str, partial: Mapping, args_class: Optional[str] = None) -> dict:
     """A step's parameters (any spelling) completed with the defaults of the stage's dataclass
     (``args_class``, dotted; default: the stage's own, :data:`STAGE_ARGS`)."""
+    from helpers.common.cli import canonical_flags
     cls = _class(args_class or STAGE_ARGS[stage])
-    return {**dataclass_defaults(cls), **canonical_params(stage, partial)}
+    p = canonical_flags(dict(partial))          # a profile's other spellings, as run_all reads them
+    if stage in ("mine", "embed") and "batch_size" in p:     # FlagEmbedding hn_mine's name
+        b = p.pop("batch_size")
+        if p.get("embedder_batch_size") is None:
+            p["embedder_batch_size"] = b
+    return {**dataclass_defaults(cls), **p}
 
 
 def _steps(profile: Path) -> list[dict]:

@@ -126,7 +126,7 @@ def field_kwargs(f, hint) -> dict:
     """``add_argument`` keywords (type, nargs, action) for a dataclass field of type ``hint``.
 
     Every ``Optional[...]`` field parses ``None`` / ``none`` / empty as None, whatever its default,
-    so that :func:`helpers.train.launch.dataclass_argv` can pass None on a command line; booleans take
+    so that :func:`helpers.train.distributed.dataclass_argv` can pass None on a command line; booleans take
     ``True``/``False`` or stand alone; lists and tuples take any number of values."""
     import typing
     args = typing.get_args(hint)
@@ -198,7 +198,28 @@ def given_dests(parser, argv: list) -> set:
     return set(vars(ns))
 
 
-def arg(default, help: str):
-    """A dataclass field with its command-line help text: ``lr: float = arg(1e-4, "learning rate")``."""
+_UNSET = object()
+
+
+def arg(default, help: str, resume: bool = True, before=_UNSET):
+    """A dataclass field with its command-line help text: ``lr: float = arg(1e-4, "learning rate")``.
+
+    For the training stages, whose runs resume: ``resume`` says whether a run may only be resumed
+    with the same value (False: speed, memory, bookkeeping; the trained weights do not depend on
+    it); ``before`` is the value a run saved before the field existed had (that run still resumes
+    while the field keeps it). :func:`helpers.train.args.resume_keys` reads both."""
     import dataclasses
-    return dataclasses.field(default=default, metadata={"help": help})
+    meta = {"help": help, "resume": resume}
+    if before is not _UNSET:
+        meta["before"] = before
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def retune(base, name: str, default):
+    """The field ``name`` of dataclass ``base`` with another default, for a subclass that only
+    changes the default: help text and resume metadata stay declared once, in ``base``."""
+    import dataclasses
+    f = next((f for f in dataclasses.fields(base) if f.name == name), None)
+    if f is None:
+        raise TypeError(f"{base.__name__} has no field {name!r} to retune")
+    return dataclasses.field(default=default, metadata=dict(f.metadata))

@@ -11,11 +11,30 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
+from typing import Optional
 
 import torch
 
+from helpers.common.cli import arg
+
 log = logging.getLogger(__name__)
 AUTO = "auto"
+
+
+@dataclass(kw_only=True)
+class DeviceArgs:
+    """Where a stage runs and in what precision: the base of the embedder block
+    (:class:`helpers.embed.args.EmbedderArgs`) and of the training block
+    (:class:`helpers.train.args.TrainArgs`), so a stage that is both (training) declares them once."""
+    devices: Optional[str] = arg(None, "cpu | cuda:0 | 0,1 (several GPUs: one replica each; training runs "
+                                 "under torchrun); None: cuda:0 if there is one, else cpu", resume=False)
+    use_fp16: bool = arg(True, "half precision on CUDA: fp16 below compute capability 8 (with a GradScaler in "
+                         "training), bf16 from 8; CPU: fp32")
+    trust_remote_code: bool = arg(False, "allow model code from the model folder")
+
+    def __post_init__(self):
+        pass             # the end of the cooperative __post_init__ chain of the stages' arguments
 
 
 def _is_auto(devices) -> bool:

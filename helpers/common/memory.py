@@ -25,6 +25,9 @@ A stage's estimate (:func:`stage_terms`) reads its parameters by the stage's fie
 complete mapping (the stage's dataclass, or ``asdict`` of it): no default is repeated here. A caller
 holding only part of them (a profile step) fills the rest from the stage's own dataclass first
 (``bench/memory_tables.py``, which prints the README's memory and time tables, does).
+
+Why this file is over 350 lines: the formulas, the per-stage terms built from them and the check
+that prints them are one model of memory, read and changed together; the tables went to bench/.
 """
 from __future__ import annotations
 
@@ -35,7 +38,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Optional
 
-from helpers.common.cli import canonical_flags
 
 log = logging.getLogger(__name__)
 
@@ -166,23 +168,13 @@ STAGE_KEYS = {                # what each estimate reads: fields of HnMineArgs /
 OPTIONAL_KEYS = {"gradient_checkpointing"}      # None: auto (the estimate assumes it on, where it is needed)
 
 
-def canonical_params(stage: str, p: Mapping) -> dict:
-    """``p`` with other spellings renamed to ours (:data:`helpers.common.cli.FLAG_SPELLINGS`; for the
-    embedder stages also FlagEmbedding hn_mine's ``batch_size``). Nothing is added."""
+def stage_params(stage: str, p: Mapping) -> dict:
+    """``p`` (the stage's own field names: other spellings are translated where they come in, by
+    the command parser, the profile loader or ``args_from``), checked to hold every parameter the
+    stage's estimate reads: a missing one (or None) is a KeyError naming the stage and the key."""
     if stage not in STAGES:
         raise ValueError(f"memory plan: unknown stage {stage!r}; choose one of {STAGES}")
-    p = canonical_flags(dict(p))
-    if stage in ("mine", "embed") and "batch_size" in p:
-        b = p.pop("batch_size")
-        if p.get("embedder_batch_size") is None:
-            p["embedder_batch_size"] = b
-    return p
-
-
-def stage_params(stage: str, p: Mapping) -> dict:
-    """:func:`canonical_params`, checked to hold every parameter the stage's estimate reads: a
-    missing one (or None) is a KeyError naming the stage and the key."""
-    p = canonical_params(stage, p)
+    p = dict(p)
     missing = [k for k in STAGE_KEYS[stage] if k not in p or (p[k] is None and k not in OPTIONAL_KEYS)]
     if missing:
         raise KeyError(f"memory plan ({stage}): parameter(s) {', '.join(missing)} missing; pass the stage's "
@@ -298,7 +290,7 @@ def cuda_devices(devices) -> list[str]:
 
 def _params(stage: str, args) -> dict:
     import dataclasses
-    return canonical_params(stage, dataclasses.asdict(args) if dataclasses.is_dataclass(args) else dict(args))
+    return dataclasses.asdict(args) if dataclasses.is_dataclass(args) else dict(args)
 
 
 def _advice(stage: str, p: Mapping, a: Arch, world: int, usable: float) -> str:

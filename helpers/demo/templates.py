@@ -5,6 +5,10 @@ answer; each of its :class:`MisconceptionType` s computes the wrong answer that 
 produces from the same parameters. Answers are "raw" values (int, Fraction, tuple or str) that the
 construct's ``fmt`` turns into Eedi-style LaTeX text; ``None`` means "this type does not apply to
 these numbers" (the generator then picks another distractor).
+
+Why this file is long (~1,200 lines): it is data, not logic: one short class or table per question
+type, each with its misconceptions; splitting it would scatter a catalogue that is read top to
+bottom when a type is added.
 """
 from __future__ import annotations
 

@@ -3,75 +3,76 @@
 Mining (:class:`helpers.mine.hn_mine.HnMineArgs`), training and its per-epoch evaluation
 (:class:`helpers.train.kd_finetune.KDArgs`), evaluation (:class:`helpers.eval.evaluate.EvalArgs`)
 and submission (:class:`helpers.eval.submission.SubmissionArgs`) all extend :class:`EmbedderArgs`,
-so a concept has one name everywhere (notebooks, profiles, commands) and one
-:meth:`EmbedderArgs.embedder_config`, which builds the :class:`~helpers.embed.embedder.EmbedderConfig`
-every stage embeds with. FlagEmbedding's other spellings (``--embedder_name_or_path``,
-``--embedder_query_max_length``, ``--fp16`` ...) are accepted: :data:`helpers.common.cli.FLAG_SPELLINGS`.
-A stage may give a field another default (training embeds its eval batch 32 at a time) by
-declaring it again.
+and :class:`~helpers.embed.embedder.Embedder` takes it as it is, so a concept has one name
+everywhere (notebooks, profiles, commands, the embedder itself). FlagEmbedding's other spellings
+(``--embedder_name_or_path``, ``--embedder_query_max_length``, ``--fp16`` ...) are translated at the
+edges: :data:`helpers.common.cli.FLAG_SPELLINGS`. A stage may give a field another default
+(training embeds its eval batch 32 at a time) with :func:`helpers.common.cli.retune`.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Optional
 
-from helpers.common.prompts import ICL_EXAMPLE_FORMAT, ICL_SUFFIX
+from helpers.common.cli import arg
+from helpers.common.devices import DeviceArgs
+from helpers.common.prompts import ICL_EXAMPLE_FORMAT, ICL_QUERY_FORMAT, ICL_SUFFIX
 
-
-def _f(default, help: str):
-    return field(default=default, metadata={"help": help})
+MODEL_CLASSES = ("decoder-only-icl", "decoder-only-base", "encoder-only-base")
+# FlagEmbedding's default query_instruction_format per class
+DEFAULT_QUERY_FORMAT = {"decoder-only-icl": ICL_QUERY_FORMAT,
+                        "decoder-only-base": "Instruct: {}\nQuery: {}",
+                        "encoder-only-base": "{}{}"}
 
 
 @dataclass(kw_only=True)
-class EmbedderArgs:
-    model_name_or_path: str = field(metadata={
-        "help": "embedder: demo:<alias>, a Hugging Face folder, a merged model or a LoRA adapter folder"})
-    embedder_model_class: str = _f("decoder-only-icl", "decoder-only-icl | decoder-only-base | encoder-only-base")
-    pooling_method: Optional[str] = _f(None, "last_token | mean | cls; None: last_token for decoders, the folder's "
-                                       "own (1_Pooling) or cls for encoders")
-    normalize_embeddings: bool = _f(True, "L2-normalise embeddings")
-    query_instruction_for_retrieval: Optional[str] = _f(None, "global instruction; None: none (a row's prompt "
-                                                        "overrides it where use_row_prompts)")
-    use_row_prompts: Optional[bool] = _f(None, "rows' prompts override the global instruction; None: the class "
-                                         "default (decoders yes, encoders no)")
-    query_instruction_format: Optional[str] = _f(None, "format(instruction, query); None: the class default "
-                                                 "(<instruct>{}\\n<query>{} for icl); a literal \\n is a newline")
-    icl_suffix_str: str = _f(ICL_SUFFIX, "decoder-only-icl: the query suffix")
-    examples_for_task: Optional[str] = _f(None, "examples.json of the data stage: in-context examples before each "
-                                          "query (decoder-only-icl); None: none")
-    examples_number: int = _f(1, "in-context examples per query (same construct first)")
-    examples_instruction_format: str = _f(ICL_EXAMPLE_FORMAT, "format(instruction, query, response) of an example")
-    query_max_len: int = _f(512, "query tokens (examples, suffix and EOS included)")
-    passage_max_len: int = _f(512, "passage tokens (EOS included)")
-    embedder_batch_size: int = _f(64, "texts per forward pass (CUDA out of memory: retried at 3/4)")
-    devices: Optional[str] = _f(None, "cpu, cuda:0, '0,1' (None: cuda:0 if there is one, else cpu)")
-    use_fp16: bool = _f(True, "half precision on CUDA: fp16 below compute capability 8, bf16 from 8; CPU: fp32")
-    load_in_4bit: bool = _f(False, "4-bit base through bitsandbytes (CUDA only): a 7B model on one 16 GB T4")
-    base_model: Optional[str] = _f(None, "an adapter folder's base model at another path than its "
-                                   "adapter_config.json names")
-    trust_remote_code: bool = _f(False, "allow model code from the model folder")
-    share_prefix: bool = _f(True, "decoders: the tokens all texts of a batch start with (the instruction) run once "
-                            "and are shared through the key/value cache; the same embeddings, checked against "
-                            "the plain forward on the first batch; in training the prefix's LoRA dropout mask is "
-                            "the batch's (False: every row runs in full)")
-    embedding_cache: Optional[str] = _f(None, "folder of embeddings already computed, keyed by the model's files, "
-                                        "the settings and the token ids: a step that embeds the same texts with "
-                                        "the same model reads them (a run's steps share one); None: no cache")
+class EmbedderArgs(DeviceArgs):
+    model_name_or_path: str = field(metadata={"help": "embedder: demo:<alias>, a Hugging Face folder, a merged "
+                                              "model or a LoRA adapter folder", "resume": True})
+    embedder_model_class: str = arg("decoder-only-icl", "decoder-only-icl | decoder-only-base | encoder-only-base")
+    pooling_method: Optional[str] = arg(None, "last_token | mean | cls; None: last_token for decoders, the folder's "
+                                        "own (1_Pooling) or cls for encoders")
+    normalize_embeddings: bool = arg(True, "L2-normalise embeddings", before=True)
+    query_instruction_for_retrieval: Optional[str] = arg(None, "global instruction; None: none (a row's prompt "
+                                                         "overrides it where use_row_prompts)")
+    use_row_prompts: Optional[bool] = arg(None, "rows' prompts override the global instruction; None: the class "
+                                          "default (decoders yes, encoders no)")
+    query_instruction_format: Optional[str] = arg(None, "format(instruction, query); None: the class default "
+                                                  "(<instruct>{}\\n<query>{} for icl); a literal \\n is a newline")
+    icl_suffix_str: str = arg(ICL_SUFFIX, "decoder-only-icl: the query suffix")
+    examples_for_task: Optional[str] = arg(None, "examples.json of the data stage: in-context examples before each "
+                                           "query (decoder-only-icl); None: none")
+    examples_number: int = arg(1, "in-context examples per query (same construct first)")
+    examples_instruction_format: str = arg(ICL_EXAMPLE_FORMAT, "format(instruction, query, response) of an example",
+                                           before=ICL_EXAMPLE_FORMAT)
+    query_max_len: int = arg(512, "query tokens (examples, suffix and EOS included)")
+    passage_max_len: int = arg(512, "passage tokens (EOS included)")
+    embedder_batch_size: int = arg(64, "texts per forward pass (CUDA out of memory: retried at 3/4)", resume=False)
+    load_in_4bit: bool = arg(False, "4-bit base through bitsandbytes (CUDA only): a 7B model on one 16 GB T4")
+    base_model: Optional[str] = arg(None, "an adapter folder's base model at another path than its "
+                                    "adapter_config.json names", before=None)
+    share_prefix: bool = arg(True, "decoders: the tokens all texts of a batch start with (the instruction) run once "
+                             "and are shared through the key/value cache; the same embeddings, checked against "
+                             "the plain forward on the first batch; in training the prefix's LoRA dropout mask is "
+                             "the batch's (False: every row runs in full)", resume=False)
+    embedding_cache: Optional[str] = arg(None, "folder of embeddings already computed, keyed by the model's files, "
+                                         "the settings and the token ids: a step that embeds the same texts with "
+                                         "the same model reads them (a run's steps share one); None: no cache",
+                                         resume=False)
 
-    def embedder_config(self, **override):
-        """The :class:`~helpers.embed.embedder.EmbedderConfig` of these flags (``override``: its
-        own field names, e.g. ``pooling_method`` resolved at load, ``show_progress``)."""
-        from helpers.embed.embedder import EmbedderConfig
-        return EmbedderConfig(**{**dict(
-            model_name_or_path=self.model_name_or_path, model_class=self.embedder_model_class,
-            pooling_method=self.pooling_method, normalize=self.normalize_embeddings,
-            query_instruction_for_retrieval=self.query_instruction_for_retrieval,
-            use_row_prompts=self.use_row_prompts, query_instruction_format=self.query_instruction_format,
-            suffix=self.icl_suffix_str, add_examples_for_task=bool(self.examples_for_task),
-            examples_file=self.examples_for_task, examples_number=self.examples_number,
-            examples_instruction_format=self.examples_instruction_format,
-            query_max_length=self.query_max_len, passage_max_length=self.passage_max_len,
-            batch_size=self.embedder_batch_size, devices=self.devices, use_fp16=self.use_fp16,
-            load_in_4bit=self.load_in_4bit, base_model=self.base_model,
-            trust_remote_code=self.trust_remote_code, share_prefix=self.share_prefix,
-            embedding_cache=self.embedding_cache), **override})
+    def __post_init__(self):
+        super().__post_init__()
+        if self.embedder_model_class not in MODEL_CLASSES:
+            raise ValueError(f"embedder_model_class {self.embedder_model_class!r} unknown; choose one of {MODEL_CLASSES}")
+        if self.decoder and self.pooling_method not in (None, "last_token"):
+            raise ValueError(f"pooling_method {self.pooling_method!r}: decoder-only embedders pool "
+                             "the last token (pooling_method last_token), as FlagEmbedding requires")
+        if self.examples_for_task and self.embedder_model_class != "decoder-only-icl":
+            raise ValueError("examples_for_task (in-context examples) needs embedder_model_class decoder-only-icl")
+        for name in ("query_max_len", "passage_max_len", "embedder_batch_size"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+
+    @property
+    def decoder(self) -> bool:
+        return self.embedder_model_class.startswith("decoder")

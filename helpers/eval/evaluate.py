@@ -5,7 +5,7 @@ r"""Stage 04: evaluate an embedder on the test queries -> rankings, MAP@25, Reca
         [--train_queries_file D/train_queries.jsonl] --output_dir RUN/eval/base
 
 The model is a ``demo:<alias>``, a Hugging Face folder (a merged model), or a LoRA adapter folder
-(``adapter_config.json``: loaded on its base and merged, by :mod:`helpers.embed.embedder`).
+(``adapter_config.json``: loaded on its base and merged, by :mod:`helpers.embed.loading`).
 Queries are encoded with their instruction (a row's ``prompt`` wins where ``use_row_prompts``: by
 default for decoders, not for encoders), the whole corpus without,
 ranked by inner product (:func:`helpers.embed.search.search`; ties: lower corpus position first).
@@ -83,7 +83,7 @@ def run_evaluation(args: EvalArgs, embedder=None) -> dict:
              len(rows), len(corpus_ids), args.topk)
     if embedder is None:
         from helpers.embed.embedder import Embedder
-        embedder = Embedder(args.embedder_config())
+        embedder = Embedder(args)
     t1 = time.time()
     q = embedder.encode_queries(rows)
     p = embedder.encode_corpus(corpus_texts)

@@ -134,6 +134,7 @@ class SubmissionArgs(EmbedderArgs):
     k: int = field(default=25, metadata={"help": "misconception ids per row"})
 
     def __post_init__(self):        # None means the built-in text, as in the data stage
+        super().__post_init__()
         self.query_template = self.query_template or QUERY_TEMPLATE
         self.query_instruction = self.query_instruction or RETRIEVAL_INSTRUCTION
 
@@ -172,7 +173,7 @@ def make_submission(args: SubmissionArgs, embedder=None) -> dict:
              len(corpus), args.model_name_or_path)
     if embedder is None:
         from helpers.embed.embedder import Embedder
-        embedder = Embedder(args.embedder_config())
+        embedder = Embedder(args)
     q = embedder.encode_queries(rows)
     p = embedder.encode_corpus([c["text"] for c in corpus])
     ids = [c["id"] for c in corpus]

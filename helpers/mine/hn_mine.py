@@ -40,7 +40,9 @@ import numpy as np
 from helpers.common.cli import dataclass_parser, str2bool
 from helpers.common.devices import check_devices, parse_devices
 from helpers.embed.args import EmbedderArgs
-from helpers.embed.embedder import MODEL_CLASSES, Embedder, EmbedderConfig, check_memory
+from helpers.embed.args import MODEL_CLASSES
+from helpers.embed.embedder import Embedder
+from helpers.embed.loading import check_memory
 from helpers.common.cli import flag_aliases
 from helpers.common.io_utils import check_writable, load_corpus, read_jsonl, validate_queries, write_jsonl
 from helpers.eval.retrieval import score_rankings
@@ -83,8 +85,9 @@ class HnMineArgs(EmbedderArgs):
     max_queries: Optional[int] = field(default=None, metadata={
         "help": "mine only a seeded sample of this many queries (input order kept); default: all"})
 
-    def embedder_config(self) -> EmbedderConfig:
-        return super().embedder_config(examples_seed=self.seed)
+    def embedder(self) -> Embedder:
+        """The mining embedder of these flags (loads the model); in-context examples drawn with ``seed``."""
+        return Embedder(self, examples_seed=self.seed)
 
 
 @dataclass
@@ -129,11 +132,9 @@ def hn_mine(args: HnMineArgs, embedder: Optional[Embedder] = None,
     out = Path(args.output_file)
     if out.exists() and not args.overwrite:
         raise FileExistsError(f"{out} exists and overwrite is False")
-    cfg = None
     if embedder is None:     # model name and class checked before any input is read
         resolve_model(args.model_name_or_path)
-        cfg = args.embedder_config()
-        check_memory(cfg, parse_devices(cfg.devices))   # CUDA: the memory plan, before any input or model
+        check_memory(args, parse_devices(args.devices))   # CUDA: the memory plan, before any input or model
     check_writable(out)
     rows, corpus_ids, corpus_texts = _load_inputs(args)
     if args.negative_number > len(corpus_ids) - 1:
@@ -147,7 +148,7 @@ def hn_mine(args: HnMineArgs, embedder: Optional[Embedder] = None,
              a, b, args.negative_number, args.seed, args.sampling, args.relative_margin, args.absolute_margin,
              args.max_score)
     if embedder is None:
-        embedder = Embedder(cfg)
+        embedder = args.embedder()
     t1 = time.time()
     key = hashlib.sha1("\x00".join(corpus_texts).encode("utf-8")).hexdigest()
     if corpus_cache is not None and key in corpus_cache:

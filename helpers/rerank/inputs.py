@@ -13,6 +13,10 @@ Decoder-only ("Yes"-logit) layout, as FlagEmbedding 1.4.2 ``BaseLLMReranker`` bu
 
 Encoder-only (cross-encoder) layout: the tokenizer's own pair template (e.g. ``[CLS] q [SEP] p
 [SEP]``), ``q`` and ``p`` truncated as above, then ``p`` cut so the whole holds ``max_length``.
+
+Both layouts have ``pairs(queries, passages)``: per query, each of its pairs as the scorer of its
+class (:mod:`helpers.rerank.scorers`) takes it in ``scorer.inputs``: a decoder pair is the id list
+``prefix + suffix``, an encoder pair ``(ids, token_type_ids)``.
 """
 from __future__ import annotations
 
@@ -80,6 +84,11 @@ class DecoderLayout:
             suffixes.append([self.suffix(pre, p) for p in p_ids])
         return prefixes, suffixes
 
+    def pairs(self, queries: Sequence[str], passages: Sequence[Sequence[str]]) -> list[list[list[int]]]:
+        """Per query, the id list ``prefix + suffix`` of each of its passages (the plain path's pair)."""
+        prefixes, suffixes = self.encode(queries, passages)
+        return [[list(pre) + list(s) for s in ss] for pre, ss in zip(prefixes, suffixes)]
+
 
 class EncoderLayout:
     """Cross-encoder pairs in the tokenizer's own special-token template."""
@@ -117,3 +126,7 @@ class EncoderLayout:
             p_ids = _ids(self.tok, ps, self.max_length) if len(ps) else []
             out.append([self.encode_pair(q, p) for p in p_ids])
         return out
+
+    def pairs(self, queries: Sequence[str], passages: Sequence[Sequence[str]]):
+        """Per query, ``(ids, token_type_ids)`` of each of its passages (:meth:`encode`)."""
+        return self.encode(queries, passages)

@@ -1,6 +1,12 @@
-"""How a decoder reranker turns (prefix, suffix) ids into "Yes" logits: the plain path and the
-shared-prefix path. Both return scores grouped like their input: ``out[g][j]`` is passage ``j``
-of query ``g``.
+"""How a decoder reranker turns (prefix, suffix) ids into "Yes" logits: the scorer, the plain path and
+the shared-prefix path. Both paths return scores grouped like their input: ``out[g][j]`` is passage
+``j`` of query ``g``.
+
+- :class:`YesScorer`: the scorer of a decoder reranker (the common interface of
+  :mod:`helpers.rerank.scorers`): ``scorer(input_ids, attention_mask) -> [N]`` "Yes" logits of a
+  padded batch of pairs, ``scorer.inputs(pairs)`` pads ``prefix + suffix`` id lists as it expects
+  (the tokenizer's pad id and side, to a multiple of 8). The teacher trainer scores its training
+  batches with it; the two paths below are built on it.
 
 - :class:`PlainPath`: each pair is ``prefix + suffix``; batches of ``batch_size`` in input order
   (or longest first with ``sort_by_length``), padded to a multiple of 8 like FlagEmbedding's
@@ -27,9 +33,14 @@ from helpers.embed.prefix import sliding_window
 log = logging.getLogger(__name__)
 
 
-class _Head:
-    def __init__(self, model, device, yes_id, pad_id, side, batch_size, yes_only=True,
+class YesScorer:
+    """The "Yes" logit at the last real token of each pair (``model``: a causal LM, or a peft
+    model around one: its base, LoRA layers in place, is used)."""
+
+    def __init__(self, model, device, yes_id, pad_id, side, batch_size=1, yes_only=True,
                  sort_by_length=True):
+        if hasattr(model, "get_base_model"):          # a peft model: the LM with its adapters in place
+            model = model.get_base_model()
         self.model, self.device, self.yes_id = model, device, int(yes_id)
         self.pad_id, self.side, self.batch_size = pad_id, side, int(batch_size)
         self.yes_only, self.sort = yes_only, sort_by_length
@@ -48,6 +59,15 @@ class _Head:
             s = torch.tanh(s / self.cap) * self.cap
         return s.float()
 
+    def inputs(self, pairs, device="cpu") -> dict:
+        """Pairs (``prefix + suffix`` id lists) padded into one batch as :meth:`score_full` expects."""
+        ids, mask = pad([list(p) for p in pairs], self.pad_id, self.side, multiple_of=8)
+        return {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
+
+    def __call__(self, input_ids, attention_mask) -> torch.Tensor:
+        """The common scorer interface: a padded batch of pairs -> ``[N]`` float scores."""
+        return self.score_full(input_ids, attention_mask)
+
     def score_full(self, ids, mask) -> torch.Tensor:
         """Pairs padded into [B, L]: "Yes" logit at the last real position."""
         ids, mask = ids.to(self.device), mask.to(self.device)
@@ -60,7 +80,7 @@ class _Head:
         return logits[rows, last, self.yes_id].float()
 
 
-class PlainPath(_Head):
+class PlainPath(YesScorer):
     @torch.no_grad()
     def run(self, prefixes, suffixes, progress=True):
         items = [(g, j, list(prefixes[g]) + list(s)) for g, ss in enumerate(suffixes)
@@ -71,13 +91,12 @@ class PlainPath(_Head):
         starts = range(0, len(items), self.batch_size)
         for s in tqdm(starts, desc="rerank", disable=not progress or len(starts) < 2):
             chunk = items[s:s + self.batch_size]
-            ids, mask = pad([c[2] for c in chunk], self.pad_id, self.side, multiple_of=8)
-            for (g, j, _), v in zip(chunk, self.score_full(ids, mask).cpu().tolist()):
+            for (g, j, _), v in zip(chunk, self(**self.inputs([c[2] for c in chunk])).cpu().tolist()):
                 out[g][j] = v
         return out
 
 
-class PrefixPath(_Head):
+class PrefixPath(YesScorer):
     def __init__(self, *a, **kw):
         super().__init__(*a, **kw)
         self.window = sliding_window(self.model.config)

@@ -16,47 +16,42 @@ import copy
 import logging
 import math
 from concurrent.futures import ThreadPoolExecutor
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 from tqdm.auto import tqdm
 
 from helpers.common.devices import dtype_for, parse_devices
-from helpers.common.tensors import last_real_index, pad
-from helpers.rerank.inputs import DecoderLayout, EncoderLayout, format_text
-from helpers.rerank.paths import PlainPath, PrefixPath
+from helpers.common.tensors import last_real_index
+from helpers.rerank.inputs import format_text
+from helpers.rerank.scorers import (MODEL_CLASSES, CrossEncoderScorer, PairModel, auto_class,
+                                    cross_encoder_inputs, load_pair_model)
+from helpers.rerank.scorers import load_model as _load_model
 
 log = logging.getLogger(__name__)
-
-MODEL_CLASSES = ("decoder-only-base", "encoder-only-base")
 
 
 def sigmoid(x: float) -> float:
     return 1.0 / (1.0 + math.exp(-x))
 
 
-def _load_model(auto_cls, path, dtype, trust_remote_code, peft_adapter=None, device="cpu"):
-    """The model on ``device``: a CUDA device gets the weights straight from the file (no host copy)."""
-    from helpers.common.models import placement_kwargs
-    model = auto_cls.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code,
-                                     use_safetensors=True, **placement_kwargs(device))
-    if peft_adapter:
-        from peft import PeftModel
-        model = PeftModel.from_pretrained(model, peft_adapter).merge_and_unload()
-    return model.eval()
-
-
 class BaseReranker:
-    """Shared: instruction formatting, grouping pairs by query, devices, normalisation."""
+    """Shared: instruction formatting, grouping pairs by query, devices, normalisation.
+
+    The model, tokenizer and pair layout come from :func:`helpers.rerank.scorers.load_pair_model`,
+    or, with ``loaded``, from a :class:`~helpers.rerank.scorers.PairModel` already in memory (the
+    teacher trainer scores its eval groups with a model in training this way)."""
+
+    kind = "decoder-only-base"
 
     def __init__(self, model_name_or_path, use_fp16=True, query_instruction_for_rerank="A: ",
                  query_instruction_format="{}{}", passage_instruction_for_rerank="B: ",
                  passage_instruction_format="{}{}", max_length=512, query_max_length=None,
                  batch_size=16, devices=None, normalize=False, trust_remote_code=False,
-                 peft_adapter=None, show_progress=True):
-        from transformers import AutoTokenizer
+                 peft_adapter=None, show_progress=True, prompt=None, padding_side=None,
+                 loaded: Optional[PairModel] = None):
         from helpers.common.models import resolve_model
-        self.path = resolve_model(model_name_or_path)
+        self.path = loaded.path if loaded is not None else resolve_model(model_name_or_path)
         self.q_inst, self.q_fmt = query_instruction_for_rerank, query_instruction_format
         self.p_inst, self.p_fmt = passage_instruction_for_rerank, passage_instruction_format
         self.max_length, self.query_max_length = int(max_length), query_max_length
@@ -66,9 +61,14 @@ class BaseReranker:
         self.devices = parse_devices(devices)
         self.dtype = dtype_for(self.devices[0], use_fp16)
         self.show_progress = show_progress
-        self.tokenizer = AutoTokenizer.from_pretrained(self.path, trust_remote_code=trust_remote_code)
-        self._load = (self._auto_cls(), self.path, self.dtype, trust_remote_code, peft_adapter)
-        self.model = _load_model(*self._load, device=self.devices[0])
+        if loaded is None:
+            loaded = load_pair_model(self.path, self.kind, max_length=self.max_length,
+                                     query_max_length=query_max_length, prompt=prompt, padding_side=padding_side,
+                                     device=self.devices[0], dtype=self.dtype, trust_remote_code=trust_remote_code,
+                                     peft_adapter=peft_adapter)
+        self.parts = loaded
+        self.tokenizer, self.model, self.layout, self.pad_id = loaded.tokenizer, loaded.model, loaded.layout, loaded.pad_id
+        self._load = (auto_class(loaded.kind), self.path, self.dtype, trust_remote_code, peft_adapter)
         self._replicas = None
 
     def replicas(self):
@@ -118,28 +118,18 @@ class BaseReranker:
 class LLMReranker(BaseReranker):
     """``decoder-only-base``: score = logit of the first token of "Yes" at the last real position."""
 
-    def __init__(self, model_name_or_path, prompt=None, yes_only=True, sort_by_length=True,
-                 share_prefix=True, padding_side=None, check_fast_paths=True, **kw):
+    def __init__(self, model_name_or_path, yes_only=True, sort_by_length=True, share_prefix=True,
+                 check_fast_paths=True, **kw):
         super().__init__(model_name_or_path, **kw)
-        tok = self.tokenizer
-        self.layout = DecoderLayout(tok, self.max_length, self.query_max_length, prompt)
-        self.yes_id = tok("Yes", add_special_tokens=False)["input_ids"][0]
-        self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
-        self.padding_side = padding_side or getattr(tok, "padding_side", "left")
+        self.yes_id, self.padding_side = self.parts.yes_id, self.parts.side
         self.fast = dict(yes_only=bool(yes_only), sort_by_length=bool(sort_by_length),
                          share_prefix=bool(share_prefix))
         self._checked = not check_fast_paths
 
-    @staticmethod
-    def _auto_cls():
-        from transformers import AutoModelForCausalLM
-        return AutoModelForCausalLM
-
     def _path(self, model, device, opts=None):
         opts = self.fast if opts is None else opts
-        cls = PrefixPath if opts["share_prefix"] else PlainPath
-        return cls(model, device, self.yes_id, self.pad_id, self.padding_side, self.batch_size,
-                   yes_only=opts["yes_only"], sort_by_length=opts["sort_by_length"])
+        return self.parts.scorer(model, device, self.batch_size, share_prefix=opts["share_prefix"],
+                                 yes_only=opts["yes_only"], sort_by_length=opts["sort_by_length"])
 
     def _self_check(self, rep):
         """Compare each fast path with the plain path on a small probe; switch off what differs."""
@@ -185,22 +175,13 @@ class LLMReranker(BaseReranker):
 class CrossEncoderReranker(BaseReranker):
     """``encoder-only-base``: score = the single logit of a sequence-classification head."""
 
+    kind = "encoder-only-base"
+
     def __init__(self, model_name_or_path, sort_by_length=True, **kw):
         kw.setdefault("query_instruction_for_rerank", None)
         kw.setdefault("passage_instruction_for_rerank", None)
         super().__init__(model_name_or_path, **kw)
-        n = getattr(self.model.config, "num_labels", 1)
-        if n != 1:
-            raise ValueError(f"encoder-only-base needs a classification head with one output (a "
-                             f"relevance logit); {self.path} has num_labels={n}")
-        self.layout = EncoderLayout(self.tokenizer, self.max_length, self.query_max_length)
-        self.pad_id = self.tokenizer.pad_token_id or 0
         self.sort_by_length = sort_by_length
-
-    @staticmethod
-    def _auto_cls():
-        from transformers import AutoModelForSequenceClassification
-        return AutoModelForSequenceClassification
 
     @torch.no_grad()
     def _score_on(self, rep, qs, ps):
@@ -209,41 +190,31 @@ class CrossEncoderReranker(BaseReranker):
                                     self.sort_by_length, self.show_progress)
 
 
-def cross_encoder_inputs(items, tokenizer, pad_id: int, device="cpu") -> dict:
-    """Padded model inputs of encoded pairs (``(ids, token_type_ids)`` of
-    :meth:`helpers.rerank.inputs.EncoderLayout.encode_pair`); right padding. Training and scoring
-    both build their batches here, so the teacher is scored on what it was trained on."""
-    ids, mask = pad([it[0] for it in items], pad_id, "right")
-    kw = dict(input_ids=ids.to(device), attention_mask=mask.to(device))
-    if "token_type_ids" in tokenizer.model_input_names:
-        kw["token_type_ids"] = pad([it[1] for it in items], 0, "right")[0].to(device)
-    return kw
-
-
 def cross_encoder_scores(model, tokenizer, layout, qs, ps, device, batch_size, sort_by_length=True,
                          show_progress=True) -> list[list[float]]:
-    """The single logit of a sequence-classification head for every (query, passage) of each group."""
-    groups = layout.encode(qs, ps)
+    """The single logit of a sequence-classification head (:class:`~helpers.rerank.scorers.CrossEncoderScorer`)
+    for every (query, passage) of each group."""
+    score = CrossEncoderScorer(model, tokenizer, tokenizer.pad_token_id or 0)
+    groups = layout.pairs(qs, ps)
     flat = [(g, j, item) for g, items in enumerate(groups) for j, item in enumerate(items)]
     if sort_by_length:
         flat.sort(key=lambda x: -len(x[2][0]))
     out = [[0.0] * len(items) for items in groups]
-    pad_id = tokenizer.pad_token_id or 0
     starts = range(0, len(flat), batch_size)
     for s in tqdm(starts, desc="rerank", disable=not show_progress or len(starts) < 2):
         chunk = flat[s:s + batch_size]
-        logits = model(**cross_encoder_inputs([c[2] for c in chunk], tokenizer, pad_id, device)).logits
-        for (g, j, _), v in zip(chunk, logits.view(-1).float().cpu().tolist()):
+        for (g, j, _), v in zip(chunk, score(**score.inputs([c[2] for c in chunk], device)).cpu().tolist()):
             out[g][j] = v
     return out
 
 
 def load_reranker(reranker_name_or_path, reranker_model_class="decoder-only-base", **kw):
-    """Build the reranker of ``reranker_model_class`` (FlagEmbedding's class names)."""
+    """Build the reranker of ``reranker_model_class`` (FlagEmbedding's class names); ``loaded``
+    (a :class:`~helpers.rerank.scorers.PairModel`): around that model instead of loading one."""
     if reranker_model_class == "decoder-only-base":
         return LLMReranker(reranker_name_or_path, **kw)
     if reranker_model_class == "encoder-only-base":
-        for k in ("prompt", "yes_only", "share_prefix", "padding_side", "check_fast_paths"):
+        for k in ("yes_only", "share_prefix", "check_fast_paths"):
             kw.pop(k, None)
         return CrossEncoderReranker(reranker_name_or_path, **kw)
     raise ValueError(f"reranker_model_class {reranker_model_class!r} is not supported; "

@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 import math
 import random
-from dataclasses import dataclass
 from typing import Optional
 
 import torch
@@ -29,49 +28,32 @@ from helpers.data.formatting import (instructed_query, join_examples, row_instru
                                 tokenize_texts)
 from helpers.common.io_utils import InputError, read_jsonl, validate_queries
 from helpers.common.tensors import pad
-from helpers.common.prompts import ICL_QUERY_FORMAT, ICL_SUFFIX, unescape
+from helpers.common.prompts import unescape
 from helpers.rerank.filters import SUSPECT_FIELD, drop_marked
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class GroupDataConfig:
-    train_group_size: int = 8
-    query_max_len: int = 512
-    passage_max_len: int = 512
-    knowledge_distillation: bool = True
-    query_instruction_for_retrieval: Optional[str] = None
-    query_instruction_format: str = ICL_QUERY_FORMAT
-    use_row_prompts: bool = True        # a row's prompt overrides the global instruction
-    icl: bool = True                    # decoder-only-icl: queries end with the ICL suffix
-    use_examples: bool = False          # decoder-only-icl: in-batch in-context examples
-    max_examples: int = 5
-    example_query_max_len: int = 64
-    example_passage_max_len: int = 96
-    icl_suffix_str: str = ICL_SUFFIX
-    append_eos: bool = True             # decoder-only models; encoders keep their [SEP]
-    group_by_length: bool = False       # batches of similar query length (see batch_indices)
-    length_window: int = 64             # ... within shuffled windows of this many global batches
-    drop_suspect_negatives: bool = True  # drop negatives marked neg_suspect (02's teacher_filter mark)
+LENGTH_WINDOW = 64        # group_by_length: batches of similar length within shuffled windows of this many
 
 
-def load_group_rows(path, cfg: GroupDataConfig) -> list[dict]:
-    """Read and check a mined (and, with KD, scored) query file."""
+def load_group_rows(path, args) -> list[dict]:
+    """Read and check a mined (and, with KD, scored) query file for a training run of ``args``
+    (:class:`~helpers.train.kd_finetune.KDArgs`: train_group_size, knowledge_distillation, drop_suspect_negatives)."""
     rows = read_jsonl(path)
     try:
-        validate_queries(rows, path, need_neg=cfg.train_group_size > 1,
-                         need_scores=cfg.knowledge_distillation)
+        validate_queries(rows, path, need_neg=args.train_group_size > 1,
+                         need_scores=args.knowledge_distillation)
     except InputError as e:
-        if cfg.knowledge_distillation and e.field in ("pos_scores", "neg_scores") and str(e).endswith(": missing"):
+        if args.knowledge_distillation and e.field in ("pos_scores", "neg_scores") and str(e).endswith(": missing"):
             raise InputError(path, e.line, e.field, str(e).split(": ", 1)[-1] + ". knowledge_distillation "
                              "needs a scored file (02_reranker_score); or set knowledge_distillation "
                              "False to train on hard negatives only") from None
         raise
-    if cfg.train_group_size < 1:
-        raise ValueError(f"train_group_size must be >= 1, got {cfg.train_group_size}")
+    if args.train_group_size < 1:
+        raise ValueError(f"train_group_size must be >= 1, got {args.train_group_size}")
     marked = sum(1 for r in rows if SUSPECT_FIELD in r)
-    if marked and cfg.drop_suspect_negatives:
+    if marked and args.drop_suspect_negatives:
         dropped, total = 0, sum(len(r["neg"]) for r in rows)
         for i, r in enumerate(rows):
             try:
@@ -84,12 +66,12 @@ def load_group_rows(path, cfg: GroupDataConfig) -> list[dict]:
     elif marked:
         log.info("%s: %d queries carry %s marks; drop_suspect_negatives is off, so they are trained on",
                  path, marked, SUSPECT_FIELD)
-    need = cfg.train_group_size - 1
+    need = args.train_group_size - 1
     short = 0
     for r in rows:
         if need and not r["neg"]:
             raise InputError(path, r["__line__"], "neg", f"empty, but train_group_size "
-                             f"{cfg.train_group_size} needs {need} negatives per query (run 01_mine_hn)")
+                             f"{args.train_group_size} needs {need} negatives per query (run 01_mine_hn)")
         short += len(r["neg"]) < need
     if short:
         log.warning("%s: %d of %d queries have fewer than %d negatives; their negatives are sampled "
@@ -154,13 +136,20 @@ def _cut(tokenizer, text: str, n: int) -> str:
 
 
 class GroupBatches:
-    """``batches(epoch)`` yields this rank's tokenized batches; ``len(batches)`` per epoch."""
+    """``batches(epoch)`` yields this rank's tokenized batches; ``len(batches)`` per epoch.
 
-    def __init__(self, rows, tokenizer, cfg: GroupDataConfig, batch_size: int, seed: int,
-                 world_size: int = 1, rank: int = 0, train: bool = True):
+    ``args``: the student's :class:`~helpers.train.kd_finetune.KDArgs`, read as they are (group
+    size, lengths, instruction, in-context examples, KD); ``append_eos``: decoders, once the
+    tokenizer is known (:func:`helpers.train.kd_finetune.training_tokenizer`)."""
+
+    def __init__(self, rows, tokenizer, args, batch_size: int, seed: int,
+                 world_size: int = 1, rank: int = 0, train: bool = True, append_eos: bool = True,
+                 length_window: int = LENGTH_WINDOW):
         if batch_size < 1:
             raise ValueError(f"per_device_train_batch_size must be >= 1, got {batch_size}")
-        self.rows, self.tok, self.cfg = rows, tokenizer, cfg
+        self.rows, self.tok, self.args, self.append_eos = rows, tokenizer, args, append_eos
+        self.use_examples = args.icl and args.max_examples > 0     # in-batch in-context examples
+        self.length_window = length_window
         self.batch_size, self.seed, self.world, self.rank, self.train = batch_size, seed, world_size, rank, train
         self.left = getattr(tokenizer, "padding_side", "right") == "left"
         if len(self) == 0:
@@ -173,11 +162,11 @@ class GroupBatches:
 
     def lengths(self) -> Optional[list[int]]:
         """Token length of each row's instructed query (no examples), for length grouping; None when off."""
-        if not (self.train and self.cfg.group_by_length):
+        if not (self.train and self.args.group_by_length):
             return None
         if getattr(self, "_lengths", None) is None:
-            c = self.cfg
-            qs = [instructed_query(r["query"], row_instruction(r, c.query_instruction_for_retrieval, c.use_row_prompts),
+            c = self.args
+            qs = [instructed_query(r["query"], row_instruction(r, c.query_instruction_for_retrieval, c.row_prompts),
                                    c.query_instruction_format) for r in self.rows]
             self._lengths = [len(x) for x in self.tok(qs, add_special_tokens=False)["input_ids"]]
         return self._lengths
@@ -185,7 +174,7 @@ class GroupBatches:
     def __call__(self, epoch: int):
         for step, idx in enumerate(batch_indices(len(self.rows), self.batch_size, self.seed, epoch,
                                                  self.world, self.train, self.train, self.lengths(),
-                                                 self.cfg.length_window)):
+                                                 self.length_window)):
             local = idx[self.rank * self.batch_size:(self.rank + 1) * self.batch_size]
             if not local:
                 continue
@@ -195,21 +184,21 @@ class GroupBatches:
     def texts(self, rows: list[dict], rng: random.Random):
         """(instructed query texts, their examples prefixes, passage texts, flat teacher scores
         or None) of one batch. The prefixes are ``""`` without in-context examples."""
-        c = self.cfg
+        c = self.args
         queries, passages, scores, pairs = [], [], [], []
         for r in rows:
-            q = instructed_query(r["query"], row_instruction(r, c.query_instruction_for_retrieval, c.use_row_prompts),
+            q = instructed_query(r["query"], row_instruction(r, c.query_instruction_for_retrieval, c.row_prompts),
                                  c.query_instruction_format)
             ps, sc = sample_group(r, c.train_group_size, rng, c.knowledge_distillation)
             queries.append(q)
             passages.extend(ps)
             if sc is not None:
                 scores.extend(sc)
-            if c.use_examples:
+            if self.use_examples:
                 pairs.append(unescape(c.icl_suffix_str).join(
                     (_cut(self.tok, q, c.example_query_max_len), _cut(self.tok, ps[0], c.example_passage_max_len))))
         prefixes = [""] * len(queries)
-        if c.use_examples:
+        if self.use_examples:
             lengths = [len(x) for x in self._query_ids(queries, prefixes)]
             prefixes = [self._examples_prefix(i, lengths[i], pairs, rng) for i in range(len(queries))]
         return queries, prefixes, passages, (scores if c.knowledge_distillation else None)
@@ -220,7 +209,7 @@ class GroupBatches:
         the query, at its own length ``query_len``, fits ``query_max_len`` with them: an example
         never cuts the query (FlagEmbedding budgets ``query_max_len - 512`` and then truncates
         the end of the query, which on Eedi is the wrong-answer line)."""
-        c = self.cfg
+        c = self.args
         k = rng.randint(0, c.max_examples)
         if k == 0 or len(pairs) < 2:
             return ""
@@ -232,17 +221,17 @@ class GroupBatches:
 
     def _query_ids(self, queries: list[str], prefixes: list[str]) -> list[list[int]]:
         """Query token ids, by the embedder's own functions (so training = inference)."""
-        c = self.cfg
+        c = self.args
         if c.icl:
             return tokenize_icl_queries(self.tok, queries, c.query_max_len, prefixes,
-                                        unescape(c.icl_suffix_str), append_eos=c.append_eos)
-        return tokenize_texts(self.tok, queries, c.query_max_len, append_eos=c.append_eos)
+                                        unescape(c.icl_suffix_str), append_eos=self.append_eos)
+        return tokenize_texts(self.tok, queries, c.query_max_len, append_eos=self.append_eos)
 
     def build(self, rows: list[dict], rng: random.Random) -> dict:
-        c = self.cfg
+        c = self.args
         queries, prefixes, passages, scores = self.texts(rows, rng)
         q_ids = self._query_ids(queries, prefixes)
-        p_ids = tokenize_texts(self.tok, passages, c.passage_max_len, append_eos=c.append_eos)
+        p_ids = tokenize_texts(self.tok, passages, c.passage_max_len, append_eos=self.append_eos)
         pad = self.tok.pad_token_id
         out = {"queries": pad_batch(q_ids, pad, self.left), "passages": pad_batch(p_ids, pad, self.left)}
         if scores is not None:

@@ -91,10 +91,10 @@ def test_one_entry_point_shape_for_every_stage_command():
 
 def test_one_implementation_of_atomic_writes_padding_and_the_embedding_forward():
     """Atomic renames live in io_utils, padding in common.tensors, the embedding forward in
-    embed.embedder.pooled_embeddings (and its shared-prefix variant, embed.prefix, which it calls):
+    embed.forward.pooled_embeddings (and its shared-prefix variant, embed.prefix, which it calls):
     a second copy is how training and inference came to differ."""
     rules = {"os.replace(": {"common/io_utils.py"}, "torch.full((len(": {"common/tensors.py"},
-             "last_hidden_state": {"embed/embedder.py", "embed/prefix.py", "rerank/reranker.py", "rerank/paths.py",
+             "last_hidden_state": {"embed/forward.py", "embed/prefix.py", "rerank/reranker.py", "rerank/paths.py",
                                    "train/train_reranker.py"}}
     for needle, allowed_in in rules.items():
         found = {str(p.relative_to(HELPERS)) for p in HELPERS.rglob("*.py") if needle in p.read_text()}

@@ -58,7 +58,7 @@ def test_select_examples_tiers_never_self_deterministic():
 
 @pytest.fixture(scope="module")
 def tok():
-    from helpers.embed.embedder import _load_tokenizer
+    from helpers.embed.loading import _load_tokenizer
     from helpers.common.models import resolve_model
     return _load_tokenizer(resolve_model("demo:smollm2-135m-instruct"), False)
 

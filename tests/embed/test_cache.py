@@ -5,7 +5,8 @@ import os
 import numpy as np
 
 from helpers.embed.cache import EmbeddingCache, ids_digest
-from helpers.embed.embedder import Embedder, EmbedderConfig
+from helpers.embed.args import EmbedderArgs
+from helpers.embed.embedder import Embedder
 from tests.fixtures.models import save_tiny_llama
 
 
@@ -55,18 +56,18 @@ def test_unreadable_or_misshaped_entry_is_ignored(tmp_path, caplog):
 
 def test_embedder_reads_what_it_wrote_and_skips_models_handed_in(tmp_path, caplog):
     folder = save_tiny_llama(tmp_path / "tiny")
-    cfg = dict(model_name_or_path=folder, query_max_length=32, passage_max_length=16, show_progress=False,
+    cfg = dict(model_name_or_path=folder, query_max_len=32, passage_max_len=16,
                embedding_cache=str(tmp_path / "cache"))
     texts = ["adds the numerators", "divides instead of multiplying", "confuses area and perimeter"]
-    first = Embedder(EmbedderConfig(**cfg)).encode_corpus(texts)
+    first = Embedder(EmbedderArgs(**cfg), show_progress=False).encode_corpus(texts)
     assert len(list((tmp_path / "cache").glob("*.npy"))) == 1
-    again = Embedder(EmbedderConfig(**cfg))
+    again = Embedder(EmbedderArgs(**cfg), show_progress=False)
     with caplog.at_level(logging.INFO, logger="helpers.embed.embedder"):
         np.testing.assert_array_equal(again.encode_corpus(texts), first)
     assert "from the cache" in caplog.text
     for f in (tmp_path / "cache").glob("*.npy"):
         os.remove(f)
-    handed = Embedder(EmbedderConfig(**cfg), model=again.model, tokenizer=again.tokenizer)
+    handed = Embedder(EmbedderArgs(**cfg), model=again.model, tokenizer=again.tokenizer, show_progress=False)
     assert handed.cache is None                                      # a model in training is never cached
     handed.encode_corpus(texts)
     assert not list((tmp_path / "cache").glob("*.npy"))

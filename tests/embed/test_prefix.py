@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from helpers.common.tensors import last_real_index, pad
-from helpers.embed.embedder import pooled_embeddings
+from helpers.embed.forward import pooled_embeddings
 from helpers.embed.prefix import PrefixSharing, common_prefix_len, shared_prefix_last_hidden
 from tests.fixtures.models import tiny_bert, tiny_llama
 

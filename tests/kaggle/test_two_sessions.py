@@ -12,6 +12,7 @@ import yaml
 import helpers.common.io_utils as io_utils
 import run_all
 from helpers.common.io_utils import DiskSpaceError, check_free_disk
+from helpers.train import budget, merge
 from helpers.train import kd_finetune as kf
 from tests.factories import kd_args
 
@@ -34,29 +35,28 @@ def test_free_disk_check_names_folder_bytes_needed_and_free(tmp_path, monkeypatc
 
 
 def test_merge_checks_the_disk_before_loading_the_base(tmp_path, monkeypatch):
-    import helpers.embed.embedder as em
     from helpers.common.memory import stored_bytes
     from tests.fixtures.models import save_tiny_llama
     base = save_tiny_llama(tmp_path / "base")
     short_disk(monkeypatch)
-    monkeypatch.setattr(em, "load_base_model", lambda *a, **k: pytest.fail("loaded before the disk check"))
+    monkeypatch.setattr(merge, "load_base_model", lambda *a, **k: pytest.fail("loaded before the disk check"))
     with pytest.raises(DiskSpaceError, match=f"{stored_bytes(base)} bytes"):
-        kf.merge_adapter(base, tmp_path / "lora_epoch_1", tmp_path / "kd" / "merged_model_lora_epoch_1", None, True)
+        merge.merge_adapter(base, tmp_path / "lora_epoch_1", tmp_path / "kd" / "merged_model_lora_epoch_1", None, True)
 
 
 def test_merge_every_epoch_is_off_on_kaggle_only(monkeypatch):
     monkeypatch.delenv("KAGGLE_KERNEL_RUN_TYPE", raising=False)
-    assert kf.merge_every_epoch(None) is True and kf.merge_every_epoch(False) is False
+    assert merge.merge_every_epoch(None) is True and merge.merge_every_epoch(False) is False
     monkeypatch.setenv("KAGGLE_KERNEL_RUN_TYPE", "Batch")
-    assert kf.merge_every_epoch(None) is False and kf.merge_every_epoch(True) is True
+    assert merge.merge_every_epoch(None) is False and merge.merge_every_epoch(True) is True
 
 
 def test_choose_epoch():
     rows = [{"epoch": 1, "MAP@25": 0.2}, {"epoch": 2, "MAP@25": 0.3}, {"epoch": 3, "MAP@25": 0.3}]
-    assert kf.choose_epoch(rows) == 2 and kf.choose_epoch(rows, "last") == 3 and kf.choose_epoch(rows, "1") == 1
-    assert kf.choose_epoch([{"epoch": 1}, {"epoch": 2}]) == 2 and kf.choose_epoch([]) is None
+    assert merge.choose_epoch(rows) == 2 and merge.choose_epoch(rows, "last") == 3 and merge.choose_epoch(rows, "1") == 1
+    assert merge.choose_epoch([{"epoch": 1}, {"epoch": 2}]) == 2 and merge.choose_epoch([]) is None
     with pytest.raises(ValueError, match="not a finished epoch"):
-        kf.choose_epoch(rows, 7)
+        merge.choose_epoch(rows, 7)
     with pytest.raises(ValueError, match="merge_epoch"):
         kd_args(__import__("pathlib").Path("/x"), "/y", merge_epoch="first")
 
@@ -66,18 +66,19 @@ def test_on_kaggle_only_the_best_epoch_is_merged_and_any_epoch_merges_on_demand(
     monkeypatch.setenv("KAGGLE_KERNEL_RUN_TYPE", "Batch")
     out = tmp_path / "kd"
     rows = kf.kd_finetune(kd_args(tiny, out, save_merged_lora_model=True))
-    best = kf.choose_epoch(rows)
+    best = merge.choose_epoch(rows)
     assert sorted(p.name for p in out.glob("merged_model_lora_epoch_*")) == [f"merged_model_lora_epoch_{best}"]
     assert (out / "lora_epoch_1" / "adapter_model.safetensors").exists() and (out / "lora_epoch_2").is_dir()
     other = 3 - best
-    kf.main(["merge", "--output_dir", str(out), "--epoch", str(other), "--base_model", str(tiny / "model")])
+    merge.main(["--output_dir", str(out), "--epoch", str(other), "--base_model", str(tiny / "model")])
     merged = out / f"merged_model_lora_epoch_{other}"
     assert (merged / "config.json").exists()
     assert json.loads((merged / "tokenizer_config.json").read_text())["add_eos_token"] is True
     import numpy as np
-    from helpers.embed.embedder import Embedder, EmbedderConfig
-    enc = lambda p: Embedder(EmbedderConfig(model_name_or_path=str(p), model_class="decoder-only-icl",
-                                            devices="cpu", show_progress=False)).encode_corpus(["apple", "river"])
+    from helpers.embed.args import EmbedderArgs
+    from helpers.embed.embedder import Embedder
+    enc = lambda p: Embedder(EmbedderArgs(model_name_or_path=str(p), embedder_model_class="decoder-only-icl",
+                                          devices="cpu"), show_progress=False).encode_corpus(["apple", "river"])
     assert np.abs(enc(merged) - enc(out / f"lora_epoch_{other}")).max() < 1e-4
 
 
@@ -85,18 +86,18 @@ def test_on_kaggle_only_the_best_epoch_is_merged_and_any_epoch_merges_on_demand(
 def test_epoch_guard_stops_before_an_epoch_that_would_overrun():
     clock = iter([0.0, 100.0, 200.0, 300.0]).__next__
     calls, asked = [], []
-    g = kf.epoch_guard(lambda e: calls.append(e) or [e], deadline=350.0, past_seconds=[],
+    g = budget.epoch_guard(lambda e: calls.append(e) or [e], deadline=350.0, past_seconds=[],
                        agree=lambda stop: asked.append(stop) or stop, clock=clock)
     assert g(1) == [1] and g(2) == [2] and g(3) == [3]           # epochs of 100 s end at 100, 200, 300
-    with pytest.raises(kf.DeadlineReached, match="stopped after epoch 3"):
+    with pytest.raises(budget.DeadlineReached, match="stopped after epoch 3"):
         g(4)                                                     # would end at 400 > 350
     assert calls == [1, 2, 3] and asked == [False, False, False, True]
     # before any epoch of this session: the earlier sessions' epoch time, or stop when the time is up
-    with pytest.raises(kf.DeadlineReached):
-        kf.epoch_guard(lambda e: [], 50.0, [60.0], clock=lambda: 0.0)(1)
-    assert kf.epoch_guard(lambda e: [e], 50.0, [], clock=lambda: 0.0)(1) == [1]
-    with pytest.raises(kf.DeadlineReached):
-        kf.epoch_guard(lambda e: [], 50.0, [], clock=lambda: 60.0)(1)
+    with pytest.raises(budget.DeadlineReached):
+        budget.epoch_guard(lambda e: [], 50.0, [60.0], clock=lambda: 0.0)(1)
+    assert budget.epoch_guard(lambda e: [e], 50.0, [], clock=lambda: 0.0)(1) == [1]
+    with pytest.raises(budget.DeadlineReached):
+        budget.epoch_guard(lambda e: [], 50.0, [], clock=lambda: 60.0)(1)
 
 
 @pytest.mark.integration

@@ -210,8 +210,8 @@ def test_command_line_flags_of_the_seed():
     a = parse_args(argv)
     assert a.shuffle_data is True and a.examples_for_task is None and a.devices == ["cpu"]
     assert a.negative_number == 15 and a.embedder_batch_size == 1024 and a.model_name_or_path == "demo:smollm2-135m-instruct"
-    cfg = a.embedder_config()
-    assert cfg.query_instruction_format == "<instruct>{}\n<query>{}" and cfg.query_max_length == 1024
+    from helpers.common.prompts import unescape       # the embedder reads the format this way
+    assert unescape(a.query_instruction_format) == "<instruct>{}\n<query>{}" and a.query_max_len == 1024
     b = parse_args(argv[:-2] + ["--query_instruction_format_for_retrieval", "{}{}"])
     assert b.query_instruction_format == "{}{}"
     with pytest.raises(SystemExit):

@@ -331,7 +331,7 @@ def _(tmp):
     return train(tmp, model_name_or_path="/nonexistent/student")
 
 
-@case("train-unknown-model-class", r"embedder_model_class 'llm': choose one of")
+@case("train-unknown-model-class", r"embedder_model_class 'llm' unknown; choose one of")
 def _(tmp):
     scored_files(tmp)
     return train(tmp, embedder_model_class="llm")

@@ -117,7 +117,7 @@ def _no_seconds(rows):
 ])
 def test_train_killed_and_rerun_resumes_to_the_same_metrics_and_adapter(tiny, tmp_path, killpoint, what):  # noqa: F811
     from helpers.train.kd_finetune import kd_finetune
-    from helpers.train.launch import dataclass_argv
+    from helpers.train.distributed import dataclass_argv
     from helpers.train.loop import STATE_FILE
     ref = kd_finetune(kd_args(tiny, tmp_path / "ref", num_train_epochs=2))
     a = kd_args(tiny, tmp_path / "out", num_train_epochs=2)

@@ -48,7 +48,7 @@ def test_hn_mine_and_the_embedder_check_before_loading(tmp_path, monkeypatch):
     with pytest.raises(MemoryPlanError, match="mine: "):                        # before reading the input
         hm.hn_mine(args)
     with pytest.raises(MemoryPlanError, match="mine: "):                        # the notebook's own Embedder
-        em.Embedder(args.embedder_config())
+        em.Embedder(args)
 
 
 def test_add_reranker_score_checks_before_loading(tmp_path, monkeypatch):
@@ -87,11 +87,12 @@ class Spy(torch.nn.Module):
 def test_embedding_forwards_keep_no_kv_cache():
     from transformers import AutoTokenizer
     from helpers.common.models import resolve_model
-    from helpers.embed.embedder import Embedder, EmbedderConfig
+    from helpers.embed.args import EmbedderArgs
+    from helpers.embed.embedder import Embedder
     from helpers.train.kd_finetune import encode
     spy = Spy()
     tok = AutoTokenizer.from_pretrained(resolve_model("demo:smollm2-135m-instruct"))
-    e = Embedder(EmbedderConfig(model_name_or_path="demo:smollm2-135m-instruct", show_progress=False), spy, tok)
+    e = Embedder(EmbedderArgs(model_name_or_path="demo:smollm2-135m-instruct"), spy, tok, show_progress=False)
     e.encode_ids([[1, 2, 3], [4, 5]])
     ids = torch.tensor([[1, 2, 3], [4, 5, 0]])
     encode(spy, {"input_ids": ids, "attention_mask": (ids > 0).long()}, "last_token")
@@ -115,7 +116,7 @@ def test_weights_load_straight_onto_the_gpu(tmp_path, monkeypatch):
     the model is not moved afterwards); CPU keeps the default load."""
     import transformers
     from helpers.common.models import placement_kwargs
-    from helpers.embed.embedder import load_embedding_model
+    from helpers.embed.loading import load_embedding_model
     from helpers.rerank.reranker import _load_model
     from tests.fixtures.models import save_tiny_llama
     assert placement_kwargs("cpu") == {} and placement_kwargs("cuda:1")["device_map"] == {"": "cuda:1"}

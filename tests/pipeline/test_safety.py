@@ -48,7 +48,7 @@ def test_every_from_pretrained_passes_trust_remote_code_from_a_parameter_or_leav
                 if ast.unparse(kw[None]).startswith("placement_kwargs(") and "trust_remote_code" in kw:
                     assert ast.unparse(kw["trust_remote_code"]) == "trust_remote_code", where
                     continue
-                assert path.name == "embedder.py", where
+                assert path.name == "loading.py", where
                 continue
             if "trust_remote_code" in kw:
                 v = kw["trust_remote_code"]
@@ -77,7 +77,7 @@ def test_every_trust_remote_code_parameter_defaults_to_false():
                     if f.name == "trust_remote_code":
                         found.append(obj.__name__)
                         assert f.default is False, obj
-    assert {"HnMineArgs", "ScoreArgs", "KDArgs", "EmbedderArgs", "EmbedderConfig"} <= set(found), found
+    assert {"HnMineArgs", "ScoreArgs", "KDArgs", "EmbedderArgs", "TrainArgs"} <= set(found), found
     for nb in (REPO / "notebooks").glob("*.ipynb"):
         for cell in json.loads(nb.read_text())["cells"]:
             if "parameters" in cell.get("metadata", {}).get("tags", []):
@@ -111,7 +111,7 @@ def evil_model(tmp_path):
 
 @pytest.mark.integration
 def test_custom_code_in_a_model_folder_runs_only_when_the_parameter_says_so(evil_model):
-    from helpers.embed.embedder import load_embedding_model
+    from helpers.embed.loading import load_embedding_model
     from helpers.rerank.reranker import load_reranker
     loaders = {"embedder": lambda trust: load_embedding_model(str(evil_model), "decoder-only-base",
                                                               trust_remote_code=trust),
@@ -135,9 +135,9 @@ def test_models_load_safetensors_only():
                 where = f"{path.relative_to(REPO)}:{node.lineno}: {text}"
                 if "gguf_file" in kw:
                     continue                           # the demo's GGUF, converted to safetensors once
-                assert kw.get("use_safetensors") == "True" or (None in kw and path.name == "embedder.py"), where
+                assert kw.get("use_safetensors") == "True" or (None in kw and path.name == "loading.py"), where
     # the embedder passes use_safetensors inside **kwargs: check that dict too
-    src = (REPO / "helpers" / "embed" / "embedder.py").read_text()
+    src = (REPO / "helpers" / "embed" / "loading.py").read_text()
     assert "kwargs = dict(dtype=dtype, trust_remote_code=trust_remote_code, use_safetensors=True)" in src
     for path in SOURCES:
         for node, text in calls(path, "save_pretrained"):
@@ -167,7 +167,8 @@ def test_nothing_unpickles_untrusted_files():
 def test_a_malicious_training_state_is_refused_not_run(tmp_path):
     import pickle
     import torch
-    from helpers.train.loop import STATE_FILE, TrainConfig, _resume_state
+    from helpers.train.args import TrainArgs, resume_keys
+    from helpers.train.loop import STATE_FILE, _resume_state
     marker = tmp_path / "EXECUTED"
 
     class Evil:
@@ -175,7 +176,8 @@ def test_a_malicious_training_state_is_refused_not_run(tmp_path):
             return (Path.write_text, (marker, "pickle ran"))
     torch.save({"epoch": 1, "x": Evil()}, tmp_path / STATE_FILE)
     with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
-        _resume_state(tmp_path, TrainConfig(output_dir=str(tmp_path)), 0)
+        args = TrainArgs(output_dir=str(tmp_path))
+        _resume_state(tmp_path, args, resume_keys(args))
     assert not marker.exists()
 
 

@@ -6,7 +6,13 @@ import random
 import pytest
 
 from helpers.common.io_utils import InputError
-from helpers.train.groups import GroupBatches, GroupDataConfig, batch_indices, load_group_rows, sample_group
+from helpers.train.groups import GroupBatches, batch_indices, load_group_rows, sample_group
+from helpers.train.kd_finetune import KDArgs
+
+
+def data_args(**kw):
+    """The student's arguments as the batches read them (no in-batch examples unless asked)."""
+    return KDArgs(**{"max_examples": 0, **kw})
 
 
 def row(i, n_neg=5, scores=True):
@@ -46,7 +52,7 @@ def test_sample_group_carries_aligned_scores_and_samples_without_repetition():
 def test_too_few_negatives_repeat_and_are_logged(tmp_path, caplog):
     f = write(tmp_path / "t.jsonl", [row(0, n_neg=2), row(1, n_neg=8)])
     with caplog.at_level(logging.WARNING):
-        load_group_rows(f, GroupDataConfig(train_group_size=6))
+        load_group_rows(f, data_args(train_group_size=6))
     assert "1 of 2 queries have fewer than 5 negatives" in caplog.text
     ps, _ = sample_group(row(0, n_neg=2), 6, random.Random(1), True)
     assert len(ps) == 6 and len(set(ps[1:])) == 2
@@ -55,14 +61,14 @@ def test_too_few_negatives_repeat_and_are_logged(tmp_path, caplog):
 def test_kd_on_a_file_without_scores_names_file_line_field(tmp_path):
     f = write(tmp_path / "mined.jsonl", [row(0), row(1, scores=False)])
     with pytest.raises(InputError, match=r"mined.jsonl, line 2, field 'pos_scores'.*knowledge_distillation"):
-        load_group_rows(f, GroupDataConfig(knowledge_distillation=True))
-    load_group_rows(f, GroupDataConfig(knowledge_distillation=False))      # fine without KD
+        load_group_rows(f, data_args(knowledge_distillation=True))
+    load_group_rows(f, data_args(knowledge_distillation=False))      # fine without KD
 
 
 def test_empty_negatives_is_an_error(tmp_path):
     f = write(tmp_path / "m.jsonl", [row(0, n_neg=0, scores=False)])
     with pytest.raises(InputError, match="line 1, field 'neg'.*empty"):
-        load_group_rows(f, GroupDataConfig(knowledge_distillation=False, train_group_size=2))
+        load_group_rows(f, data_args(knowledge_distillation=False, train_group_size=2))
 
 
 def test_batch_indices_seeded_per_epoch_and_drop_last():
@@ -76,8 +82,8 @@ def test_batch_indices_seeded_per_epoch_and_drop_last():
 
 def test_batches_are_reproducible_and_end_with_one_eos(tok):
     rows = [row(i) for i in range(6)]
-    cfg = GroupDataConfig(train_group_size=3, query_max_len=64, passage_max_len=16, append_eos=False)
-    gb = GroupBatches(rows, tok, cfg, batch_size=2, seed=3)
+    cfg = data_args(train_group_size=3, query_max_len=64, passage_max_len=16)
+    gb = GroupBatches(rows, tok, cfg, batch_size=2, seed=3, append_eos=False)
     b1, b2 = list(gb(1)), list(gb(1))
     assert len(b1) == len(gb) == 3
     for x, y in zip(b1, b2):
@@ -92,8 +98,8 @@ def test_batches_are_reproducible_and_end_with_one_eos(tok):
 
 def test_icl_examples_are_other_pairs_of_the_batch(tok):
     rows = [row(i) for i in range(4)]
-    cfg = GroupDataConfig(train_group_size=2, query_max_len=256, passage_max_len=16, use_examples=True,
-                          max_examples=3, query_instruction_for_retrieval="I")
+    cfg = data_args(train_group_size=2, query_max_len=256, passage_max_len=16,
+                    max_examples=3, query_instruction_for_retrieval="I")
     gb = GroupBatches(rows, tok, cfg, batch_size=4, seed=0)
     seen_examples = 0
     for seed in range(8):
@@ -121,7 +127,7 @@ def test_negatives_marked_by_the_teacher_filter_are_dropped_unless_told_otherwis
     b["neg_suspect"] = [True, True, True]                 # all marked: the lowest-scored one (score 0) stays
     f = write(tmp_path / "marked.jsonl", [a, b, c])
     with caplog.at_level(logging.INFO, logger="helpers.train.groups"):
-        rows = load_group_rows(f, GroupDataConfig(train_group_size=3))
+        rows = load_group_rows(f, data_args(train_group_size=3))
     assert rows[0]["neg"] == ["neg 0-0", "neg 0-2"] and rows[0]["neg_scores"] == [0.0, 2.0]
     assert rows[0]["neg_ids"] == ["n0-0", "n0-2"] and rows[0]["neg_suspect"] == [False, False]
     assert rows[1]["neg"] == ["neg 1-0"] and rows[1]["neg_scores"] == [0.0]
@@ -130,8 +136,8 @@ def test_negatives_marked_by_the_teacher_filter_are_dropped_unless_told_otherwis
     for _ in range(5):                                    # a group never holds a marked negative
         ps, sc = sample_group(rows[0], 3, random.Random(_), True)
         assert set(ps[1:]) <= {"neg 0-0", "neg 0-2"} and sc[1:] == [float(p.split("-")[1]) for p in ps[1:]]
-    kept = load_group_rows(f, GroupDataConfig(train_group_size=3, drop_suspect_negatives=False))
+    kept = load_group_rows(f, data_args(train_group_size=3, drop_suspect_negatives=False))
     assert kept[0]["neg"] == a["neg"] and kept[1]["neg"] == b["neg"]
     bad = dict(a, neg_suspect=[True])
     with pytest.raises(InputError, match=r"bad.jsonl, line 1, field 'neg_suspect'"):
-        load_group_rows(write(tmp_path / "bad.jsonl", [bad]), GroupDataConfig(train_group_size=3))
+        load_group_rows(write(tmp_path / "bad.jsonl", [bad]), data_args(train_group_size=3))

@@ -4,7 +4,8 @@ import json
 import numpy as np
 import pytest
 
-from helpers.embed.embedder import Embedder, EmbedderConfig
+from helpers.embed.args import EmbedderArgs
+from helpers.embed.embedder import Embedder
 from helpers.common.io_utils import InputError, read_jsonl
 from helpers.train.kd_finetune import build_parser, kd_finetune
 from tests.factories import kd_args as args
@@ -12,9 +13,9 @@ from tests.factories import kd_args as args
 pytestmark = pytest.mark.integration
 
 def embedder(path, **kw):
-    return Embedder(EmbedderConfig(model_name_or_path=str(path), model_class="decoder-only-icl",
-                                   query_instruction_for_retrieval="x", query_max_length=64,
-                                   passage_max_length=32, show_progress=False, devices="cpu", **kw))
+    return Embedder(EmbedderArgs(model_name_or_path=str(path), embedder_model_class="decoder-only-icl",
+                                 query_instruction_for_retrieval="x", query_max_len=64,
+                                 passage_max_len=32, devices="cpu", **kw), show_progress=False)
 
 
 def teacher_agreement(path, rows) -> float:
@@ -134,8 +135,7 @@ def test_encoder_folders_record_their_training_pooling(tmp_path):
     """A fine-tuned encoder (e.g. MiniLM, mean pooling) is pooled the same way when evaluated."""
     from transformers import AutoTokenizer
 
-    from helpers.embed.embedder import _encoder_pooling_default
-    from helpers.train.kd_finetune import save_tokenizer
+    from helpers.embed.loading import _encoder_pooling_default, save_tokenizer
     from helpers.common.models import resolve_model
     tok = AutoTokenizer.from_pretrained(resolve_model("demo:all-minilm-l6-v2"))
     for pooling in ("mean", "cls", "last_token"):

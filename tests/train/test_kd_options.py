@@ -9,7 +9,7 @@ import pytest
 
 from helpers.common.io_utils import read_jsonl
 from helpers.train.kd_finetune import KDArgs, build_parser, kd_finetune
-from helpers.train.launch import dataclass_argv
+from helpers.train.distributed import dataclass_argv
 from tests.factories import kd_args
 
 
@@ -24,7 +24,7 @@ def test_new_flags_parse_show_in_help_and_round_trip():
     for flag in ("--kd_weight", "--infonce_weight", "--drop_suspect_negatives", "--teacher_temperature",
                  "FlagEmbedding's (1 with kl_div, 0 with m3_kd_loss)"):
         assert flag in help_text
-    assert a.group_data_config().drop_suspect_negatives is False
+    assert a.drop_suspect_negatives is False       # GroupBatches reads the stage's own arguments
     with pytest.raises(ValueError, match="both 0"):
         KDArgs(kd_weight=0.0, infonce_weight=0.0)
     with pytest.raises(ValueError, match="kd_weight"):

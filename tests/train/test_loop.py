@@ -4,7 +4,12 @@ import json
 import pytest
 import torch
 
-from helpers.train.loop import TrainConfig, add_lora, fit, linear_schedule
+from dataclasses import dataclass
+
+from helpers.common.cli import arg
+from helpers.train.args import TrainArgs, resume_keys
+from helpers.train.lora import add_lora
+from helpers.train.loop import STATE_FILE, fit, linear_schedule
 
 
 class Toy(torch.nn.Module):
@@ -27,12 +32,18 @@ def data(n=8):
     return torch.randn(n, 4, generator=g), torch.randn(n, generator=g)
 
 
+@dataclass(kw_only=True)
+class ToyArgs(TrainArgs):
+    """A stage's arguments: the training block plus one data field that must match to resume."""
+    train_data: str = arg("a.jsonl", "the toy's data file")
+
+
 def cfg(tmp_path, **kw):
     base = dict(output_dir=str(tmp_path), learning_rate=0.05, num_train_epochs=2, warmup_ratio=0.0,
                 lora_rank=2, lora_alpha=4, lora_dropout=0.0, target_modules=("q_proj",),
                 gradient_checkpointing=False, show_progress=False, max_grad_norm=0.0)
     base.update(kw)
-    return TrainConfig(**base)
+    return ToyArgs(**base)
 
 
 def lora_toy(c):
@@ -107,12 +118,12 @@ def test_resume_after_interruption_equals_uninterrupted_run(tmp_path):
 
 def test_resume_refuses_other_settings(tmp_path):
     gen, n = batches_of(4)
-    c = cfg(tmp_path, num_train_epochs=1, resume_keys={"train_data": "a.jsonl"})
+    c = cfg(tmp_path, num_train_epochs=1, train_data="a.jsonl")
     fit(lora_toy(c), toy_loss, gen, n, c)
-    c2 = cfg(tmp_path, num_train_epochs=2, resume_keys={"train_data": "b.jsonl"})
+    c2 = cfg(tmp_path, num_train_epochs=2, train_data="b.jsonl")
     with pytest.raises(ValueError, match="other settings \\(train_data\\)"):
         fit(lora_toy(c2), toy_loss, gen, n, c2)
-    c3 = cfg(tmp_path, num_train_epochs=1, overwrite_output_dir=True, resume_keys={"train_data": "b.jsonl"})
+    c3 = cfg(tmp_path, num_train_epochs=1, overwrite_output_dir=True, train_data="b.jsonl")
     assert len(fit(lora_toy(c3), toy_loss, gen, n, c3)) == 1
 
 
@@ -197,21 +208,92 @@ def test_fp16_skips_back_off_the_loss_scale_as_gradscaler_does(tmp_path, monkeyp
 
 def test_max_nonfinite_steps_is_a_stage_flag_passed_to_the_loop():
     from helpers.train.kd_finetune import build_parser
-    from helpers.train.train_reranker import RerankerTrainArgs, _train_config
+    from helpers.train.train_reranker import RerankerTrainArgs
     assert build_parser().parse_args(["--max_nonfinite_steps", "3"]).max_nonfinite_steps == 3
     a = RerankerTrainArgs(model_name_or_path="m", train_data="t", output_dir="o", max_nonfinite_steps=5)
-    tc = _train_config(a)
-    assert tc.max_nonfinite_steps == 5 and "max_nonfinite_steps" not in tc.resume_keys   # old runs resume
+    tc = a        # the loop reads the stage's own arguments
+    assert tc.max_nonfinite_steps == 5 and "max_nonfinite_steps" not in resume_keys(tc)   # old runs resume
 
 
 def test_a_run_saved_under_the_old_flag_names_still_resumes(tmp_path):
     """resume_keys written before the embedder block had one name per concept (fp16,
     eval_examples_for_task) are read with today's names."""
     gen, n = batches_of(4)
-    c = cfg(tmp_path, num_train_epochs=1, resume_keys={"fp16": True, "eval_examples_for_task": None})
-    fit(lora_toy(c), toy_loss, gen, n, c)
-    c2 = cfg(tmp_path, num_train_epochs=2, resume_keys={"use_fp16": True, "examples_for_task": None})
-    assert len(fit(lora_toy(c2), toy_loss, gen, n, c2)) == 2
-    c3 = cfg(tmp_path, num_train_epochs=3, resume_keys={"use_fp16": False, "examples_for_task": None})
+    c = cfg(tmp_path, num_train_epochs=1)
+    fit(lora_toy(c), toy_loss, gen, n, c, run_keys={"examples_for_task": None})
+    state = torch.load(tmp_path / STATE_FILE, weights_only=True)      # as an older version wrote it
+    keys = json.loads(state["resume_keys"])
+    keys["fp16"], keys["eval_examples_for_task"] = keys.pop("use_fp16"), keys.pop("examples_for_task")
+    state["resume_keys"] = json.dumps(keys)
+    torch.save(state, tmp_path / STATE_FILE)
+    c2 = cfg(tmp_path, num_train_epochs=2)
+    assert len(fit(lora_toy(c2), toy_loss, gen, n, c2, run_keys={"examples_for_task": None})) == 2
+    c3 = cfg(tmp_path, num_train_epochs=3, use_fp16=False)
     with pytest.raises(ValueError, match="other settings \\(use_fp16\\)"):
-        fit(lora_toy(c3), toy_loss, gen, n, c3)
+        fit(lora_toy(c3), toy_loss, gen, n, c3, run_keys={"examples_for_task": None})
+
+
+def test_resume_keys_come_from_field_metadata():
+    """What must match to resume is declared on the field: run bookkeeping is out, the recipe is in,
+    and a field added later counts as its old value in a run saved before it existed."""
+    from helpers.train.args import settings_diff
+    from helpers.train.kd_finetune import KDArgs
+    keys = resume_keys(KDArgs())
+    assert {"learning_rate", "lora_rank", "train_data", "temperature", "query_max_len"} <= set(keys)
+    assert not {"output_dir", "num_train_epochs", "devices", "embedder_batch_size", "deadline",
+                "length_buckets", "share_prefix", "show_progress"} & set(keys)
+    old = {k: v for k, v in keys.items() if k not in ("use_lora", "kd_weight", "group_by_length")}
+    assert settings_diff(old, keys, KDArgs) == []                      # saved before those fields existed
+    assert settings_diff(old, {**keys, "use_lora": False}, KDArgs) == ["use_lora"]
+    assert settings_diff({**keys, "length_buckets": False}, keys, KDArgs) == []   # not a resume field
+
+
+def test_an_fp16_overflow_is_a_counted_skip_and_the_history_stays_valid_json(tmp_path, monkeypatch):
+    """T4 path on CPU: fp16 autocast with a GradScaler. One step's loss x 1e34 is finite, but its
+    scaled gradients overflow: the step is skipped and counted like any non-finite one, no inf
+    reaches loss_history.json, and the run resumes after it (the old loop wrote grad_norm: inf,
+    and write_json raised at every epoch end and every resume)."""
+    import helpers.train.loop as loop
+    monkeypatch.setattr(loop, "dtype_for", lambda device, fp16=True: torch.float16)
+    gen, n = batches_of(2)
+
+    def big_on(calls: set, snapshots: list):
+        def loss_fn(model, batch):
+            snapshots.append(params(model))
+            loss = toy_loss(model, batch)
+            return loss * 1e34 if len(snapshots) in calls else loss
+        return loss_fn
+    for max_grad_norm in (1.0, 0.0):          # with and without clipping
+        out = tmp_path / f"clip{max_grad_norm}"
+        c = cfg(out / "plain", num_train_epochs=1, max_grad_norm=max_grad_norm)
+        plain = fit(lora_toy(c), toy_loss, gen, n, c)[0].get("skipped_steps", 0)   # the scaler's own calibration
+        c = cfg(out, num_train_epochs=1, max_grad_norm=max_grad_norm)
+        snaps = []
+        rows = fit(lora_toy(c), big_on({4}, snaps), gen, n, c)
+        assert rows[0]["skipped_steps"] == plain + 1 and rows[0]["global_step"] == 4
+        history = json.loads((out / "loss_history.json").read_text(),
+                             parse_constant=lambda c: pytest.fail(f"{c} in loss_history.json"))
+        assert all(h["grad_norm"] is None or h["grad_norm"] < 1e30 for h in history)
+        c2 = cfg(out, num_train_epochs=2, max_grad_norm=max_grad_norm)        # resumes, no raise
+        assert [r["epoch"] for r in fit(lora_toy(c2), toy_loss, gen, n, c2)] == [1, 2]
+
+
+def test_a_nan_passage_embedding_skips_the_step_instead_of_raising(tmp_path):
+    """A non-finite embedding used to raise ValueError inside the loss (and kill both DDP ranks);
+    now the loss is NaN and the loop skips that step."""
+    from helpers.train.losses import EmbedderLoss
+    loss = EmbedderLoss(temperature=0.05)
+    gen, n = batches_of(2)
+    calls = []
+
+    def loss_fn(model, batch):
+        calls.append(1)
+        q = torch.nn.functional.normalize(model.q_proj(batch["x"]), dim=-1)     # [2, 4]
+        p = torch.nn.functional.normalize(model.q_proj(batch["x"].flip(0)), dim=-1)
+        if len(calls) == 3:
+            p = p.clone()
+            p[1, 0] = float("nan")
+        return loss(q, p)
+    c = cfg(tmp_path, num_train_epochs=1)
+    rows = fit(lora_toy(c), loss_fn, gen, n, c)
+    assert rows[0]["skipped_steps"] == 1 and rows[0]["global_step"] == 4

@@ -6,7 +6,8 @@ import sys
 import pytest
 import torch
 
-from helpers.train.loop import DEFAULT_TARGETS, TrainConfig, add_lora, resolve_target_modules
+from helpers.train.args import TrainArgs
+from helpers.train.lora import DEFAULT_TARGETS, add_lora, resolve_target_modules
 from tests.fixtures import models
 
 ATTN = ["q_proj", "k_proj", "v_proj", "o_proj"]
@@ -32,8 +33,8 @@ def tiny_gemma3_lm():
 
 
 def cfg(tmp_path, targets=()):
-    return TrainConfig(output_dir=str(tmp_path), lora_rank=2, lora_alpha=4, lora_dropout=0.0,
-                       target_modules=targets, gradient_checkpointing=False, show_progress=False)
+    return TrainArgs(output_dir=str(tmp_path), lora_rank=2, lora_alpha=4, lora_dropout=0.0,
+                     target_modules=targets, gradient_checkpointing=False, show_progress=False)
 
 
 def lora_layers(model) -> set[str]:
@@ -44,7 +45,7 @@ def test_bert_auto_is_peft_default_query_value(tmp_path, caplog):
     targets, why = resolve_target_modules(tiny_bert(), None)
     assert targets == ["query", "value"] and "peft" in why and "'bert'" in why
     assert resolve_target_modules(tiny_bert(), ())[0] == targets        # what kd_finetune passes
-    with caplog.at_level(logging.INFO, logger="helpers.train.loop"):
+    with caplog.at_level(logging.INFO, logger="helpers.train.lora"):
         m = add_lora(tiny_bert(), cfg(tmp_path))
     assert lora_layers(m) == {"query", "value"}
     lines = [r.getMessage() for r in caplog.records if "LoRA" in r.getMessage()]
@@ -78,7 +79,7 @@ def test_explicit_list_wins_and_fails_clearly(tmp_path):
 
 
 def test_without_a_peft_default_all_linear_but_heads(tmp_path, monkeypatch):
-    import helpers.train.loop as tr
+    import helpers.train.lora as tr
     monkeypatch.setattr(tr, "_peft_lora_mapping", lambda: {})
     targets, why = resolve_target_modules(tiny_bert(), None)
     # "dense" is also the pooler's name: full module names, the pooler left out
@@ -98,7 +99,7 @@ def test_without_a_peft_default_all_linear_but_heads(tmp_path, monkeypatch):
 
 
 def test_peft_mapping_absent_from_this_peft(monkeypatch):
-    from helpers.train.loop import _peft_lora_mapping
+    from helpers.train.lora import _peft_lora_mapping
     assert _peft_lora_mapping().get("bert") in (["query", "value"], ("query", "value"))
     for mod in ("peft.utils.constants", "peft.utils", "peft.utils.other"):
         monkeypatch.setitem(sys.modules, mod, None)           # import fails as in a peft without it

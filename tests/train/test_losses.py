@@ -148,8 +148,8 @@ def test_bad_inputs_have_clear_messages():
         loss(emb(Q), emb(P), [1.0, 2.0, 3.0])
     with pytest.raises(ValueError, match="teacher scores contains NaN"):
         loss(emb(Q), emb(P), [1.0, float("nan"), 0.0, 0.0])
-    with pytest.raises(ValueError, match="query embeddings contains NaN"):
-        loss(torch.tensor([[float("nan"), 0.0], [0.0, 1.0]]), emb(P))
+    # a NaN embedding (an fp16 overflow) is no input error: the loss is NaN and the loop skips the step
+    assert torch.isnan(loss(torch.tensor([[float("nan"), 0.0], [0.0, 1.0]]), emb(P)))
     with pytest.raises(ValueError, match="kd_loss_type"):
         EmbedderLoss(kd_loss_type="mse")
     with pytest.raises(ValueError, match="temperature"):

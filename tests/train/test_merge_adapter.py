@@ -12,8 +12,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from helpers.embed.embedder import Embedder, EmbedderConfig, load_embedding_model
-from helpers.train.kd_finetune import merge_adapter, save_tokenizer
+from helpers.embed.args import EmbedderArgs
+from helpers.embed.embedder import Embedder
+from helpers.embed.loading import load_embedding_model, save_tokenizer
+from helpers.train.merge import merge_adapter
 from helpers.common.models import resolve_model
 from tests.fixtures.models import save_tiny_llama
 
@@ -73,10 +75,10 @@ def rounds(request, tmp_path_factory):
 
 
 def _embed(path):
-    e = Embedder(EmbedderConfig(model_name_or_path=str(path), model_class="decoder-only-icl",
-                                query_instruction_for_retrieval="Find the misconception.",
-                                query_max_length=32, passage_max_length=32, batch_size=8,
-                                show_progress=False, devices="cpu", use_fp16=False))
+    e = Embedder(EmbedderArgs(model_name_or_path=str(path), embedder_model_class="decoder-only-icl",
+                              query_instruction_for_retrieval="Find the misconception.",
+                              query_max_len=32, passage_max_len=32, embedder_batch_size=8,
+                              devices="cpu", use_fp16=False), show_progress=False)
     return np.concatenate([e.encode_corpus(TEXTS), e.encode_queries(TEXTS)])
 
 

@@ -10,8 +10,11 @@ from helpers.train import fast_lora
 from helpers.common.tensors import length_chunks
 from helpers.train.kd_finetune import encode
 from helpers.common.memory import checkpointing_rule
-from helpers.train.loop import TrainConfig, add_lora, fit
-from helpers.train.groups import GroupBatches, GroupDataConfig, batch_indices
+from helpers.train.args import TrainArgs
+from helpers.train.lora import add_lora
+from helpers.train.loop import fit
+from helpers.train.groups import GroupBatches, batch_indices
+from helpers.train.kd_finetune import KDArgs
 
 
 class Two(torch.nn.Module):
@@ -176,16 +179,16 @@ def test_group_batches_group_by_length_is_reproducible():
     tok = AutoTokenizer.from_pretrained(resolve_model("demo:all-minilm-l6-v2"))
     rows = [{"query": "word " * (1 + (i * 7) % 40), "pos": [f"p {i}"], "neg": [f"n {i} {j}" for j in range(3)]}
             for i in range(40)]
-    cfg = GroupDataConfig(train_group_size=2, query_max_len=64, passage_max_len=16, icl=False, use_row_prompts=False,
-                          knowledge_distillation=False, append_eos=False, query_instruction_format="{}{}",
-                          group_by_length=True, length_window=5)
-    gb = GroupBatches(rows, tok, cfg, 4, seed=0)
+    cfg = KDArgs(embedder_model_class="encoder-only-base", train_group_size=2, query_max_len=64, passage_max_len=16,
+                 knowledge_distillation=False, query_instruction_format="{}{}", group_by_length=True, max_examples=0)
+    gb = GroupBatches(rows, tok, cfg, 4, seed=0, append_eos=False, length_window=5)
     b1, b2 = list(gb(1)), list(gb(1))
     assert len(b1) == len(gb) == 10
     for x, y in zip(b1, b2):
         assert x["queries"]["input_ids"].equal(y["queries"]["input_ids"])
     widths = [b["queries"]["input_ids"].shape[1] for b in b1]
-    gb_plain = GroupBatches(rows, tok, GroupDataConfig(**{**cfg.__dict__, "group_by_length": False}), 4, seed=0)
+    from dataclasses import replace
+    gb_plain = GroupBatches(rows, tok, replace(cfg, group_by_length=False), 4, seed=0, append_eos=False, length_window=5)
     assert sum(widths) < sum(b["queries"]["input_ids"].shape[1] for b in gb_plain(1))
 
 
@@ -215,7 +218,7 @@ def test_full_finetuning_trains_every_weight(tmp_path):
         def save_pretrained(self, path, safe_serialization=True):
             torch.save(self.state_dict(), f"{path}/weights.pt")
 
-    cfg = TrainConfig(output_dir=str(tmp_path), learning_rate=0.05, num_train_epochs=1, warmup_ratio=0.0,
+    cfg = TrainArgs(output_dir=str(tmp_path), learning_rate=0.05, num_train_epochs=1, warmup_ratio=0.0,
                       use_lora=False, gradient_checkpointing=False, show_progress=False)
     m = add_lora(Toy(), cfg)
     assert type(m).__name__ == "Toy" and all(p.requires_grad for p in m.parameters())

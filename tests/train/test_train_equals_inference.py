@@ -8,10 +8,12 @@ import random
 import pytest
 import torch
 
-from helpers.embed.embedder import Embedder, _load_tokenizer
+from helpers.embed.embedder import Embedder
+from helpers.embed.loading import _load_tokenizer
 from helpers.eval.evaluate import EvalArgs
 from helpers.mine.hn_mine import HnMineArgs
-from helpers.train.kd_finetune import KDArgs, save_tokenizer, training_tokenizer
+from helpers.embed.loading import save_tokenizer
+from helpers.train.kd_finetune import KDArgs, training_tokenizer
 from helpers.common.models import resolve_model
 from helpers.common.prompts import QUERY_TEMPLATE, RETRIEVAL_INSTRUCTION
 from helpers.train.groups import GroupBatches
@@ -45,9 +47,7 @@ def trained_tok(name, decoder):
 
 def train_query_ids(args: KDArgs, tok, append_eos, rows, seed):
     """(prefixes, unpadded query ids) of one training batch of ``rows``, as kd_finetune builds it."""
-    cfg = args.group_data_config()
-    cfg.append_eos = append_eos
-    gb = GroupBatches(rows, tok, cfg, batch_size=len(rows), seed=0, train=False)
+    gb = GroupBatches(rows, tok, args, batch_size=len(rows), seed=0, train=False, append_eos=append_eos)
     _, prefixes, _, _ = gb.texts(rows, random.Random(seed))
     b = gb.build(rows, random.Random(seed))["queries"]
     ids = [x[m.bool()].tolist() for x, m in zip(b["input_ids"], b["attention_mask"])]
@@ -66,7 +66,7 @@ def test_training_query_ids_equal_the_embedders_without_examples(cls):
     rows = [eedi_row(i) for i in range(3)]
     prefixes, ids = train_query_ids(args, tok, eos, rows, 0)
     assert prefixes == ["", "", ""]
-    emb = Embedder(args.embedder_config(), _Stub(), tok)
+    emb = Embedder(args, _Stub(), tok)
     assert ids == emb.tokenize_queries(rows)
     text = tok.decode(ids[0])
     assert text.endswith(("\n<response>" if cls == "decoder-only-icl" else "Wrong answer: 4") + tok.eos_token)
@@ -94,7 +94,7 @@ def test_training_query_ids_equal_the_embedders_with_examples(cls, tmp_path):
                 a = kd_args(cls, max_examples=3, examples_for_task=str(f), examples_number=1)
             else:
                 a = args
-            emb = Embedder(a.embedder_config(), _Stub(), tok)
+            emb = Embedder(a, _Stub(), tok)
             assert q_ids == emb.tokenize_queries([rows[i]])[0], (cls, seed, i)
             seen.add(bool(prefix))
     assert seen == ({True, False} if cls == "decoder-only-icl" else {False})
@@ -107,7 +107,7 @@ def test_an_example_never_cuts_the_query(smol_tok):
     long_q = eedi_row(1, wrong="the final wrong answer")
     long_q["query"] = long_q["query"].replace("What is 1 + 1?", "What is 1 + 1? " + "Think about it. " * 20)
     rows = [long_q, eedi_row(2)]
-    n = len(Embedder(kd_args("decoder-only-icl").embedder_config(), _Stub(), tok).tokenize_queries([long_q])[0])
+    n = len(Embedder(kd_args("decoder-only-icl"), _Stub(), tok).tokenize_queries([long_q])[0])
     args = KDArgs(model_name_or_path=SMOL, eval_data=None, corpus_file=None, query_max_len=n + 10, knowledge_distillation=False,
                   passage_max_len=32, max_examples=5)
     short_got_one = False
@@ -129,7 +129,7 @@ def test_the_saved_tokenizer_feeds_the_same_ids_at_inference(tmp_path):
     save_tokenizer(tok, tmp_path, add_eos=True)
     tok2 = _load_tokenizer(str(tmp_path), False)
     tok2.name_or_path_for_eos = str(tmp_path)
-    assert Embedder(args.embedder_config(), _Stub(), tok2).tokenize_queries(rows) == ids
+    assert Embedder(args, _Stub(), tok2).tokenize_queries(rows) == ids
 
 
 # ----------------------------------------------------------------------------- instruction rule
@@ -156,7 +156,7 @@ def test_encoders_get_no_instruction_unless_asked(caplog):
                          ({"use_row_prompts": False, "query_instruction_for_retrieval": "Other: "},
                           tok("Other: " + rows[0]["query"], truncation=True, max_length=256)["input_ids"])):
             a = make(**kw)
-            ecfg = a.embedder_config()
+            ecfg = a
             if stage == "train":
                 _, ids = train_query_ids(a, tok, eos, rows, 0)
                 assert ids[0] == want, (stage, kw)
@@ -172,9 +172,9 @@ def test_encoders_get_no_instruction_unless_asked(caplog):
 
 def test_decoders_read_row_prompts_by_default_and_can_ignore_them(smol_tok):
     rows = [dict(eedi_row(1), prompt="Row prompt.")]
-    on = KDArgs(eval_data=None, corpus_file=None).embedder_config()
+    on = KDArgs(eval_data=None, corpus_file=None)
     off = KDArgs(eval_data=None, corpus_file=None, use_row_prompts=False,
-                 query_instruction_for_retrieval="Global.").embedder_config()
+                 query_instruction_for_retrieval="Global.")
     e_on, e_off = Embedder(on, _Stub(), smol_tok), Embedder(off, _Stub(), smol_tok)
     assert e_on.query_inputs(rows)[0][0].startswith("<instruct>Row prompt.\n<query>Question:")
     assert e_off.query_inputs(rows)[0][0].startswith("<instruct>Global.\n<query>Question:")
@@ -188,9 +188,9 @@ def test_per_epoch_eval_can_use_in_context_examples(tmp_path, smol_tok):
     f.write_text(json.dumps({"by_construct": {"1": [{"query_id": "9_A", "query": "Nine plus nine", "response": "Adds 9"}]}}))
     a = KDArgs(eval_data="x", corpus_file="y", examples_for_task=str(f), examples_number=1,
                query_max_len=256, passage_max_len=32, embedder_batch_size=4, show_progress=False)
-    cfg = a.embedder_config()
-    assert cfg.add_examples_for_task and cfg.examples_file == str(f)
-    text = smol_tok.decode(Embedder(cfg, _Stub(), smol_tok).tokenize_queries([eedi_row(1)])[0])
+    emb = Embedder(a, _Stub(), smol_tok)
+    assert emb.examples is not None and a.examples_for_task == str(f)
+    text = smol_tok.decode(emb.tokenize_queries([eedi_row(1)])[0])
     assert text.count("<response>") == 2 and "Nine plus nine\n<response>Adds 9\n\n<instruct>" in text
     model = tiny_llama(seed=0, vocab_size=len(smol_tok), num_hidden_layers=1).eval()
     m = retrieval_eval(model, smol_tok, a, [eedi_row(1), eedi_row(2)], ["1", "2"], ["Adds 1", "Adds 2"], "last_token")

@@ -85,12 +85,14 @@ def test_batches_use_the_scoring_layout(tmp_path, tiny_model):
     """A training pair is exactly the pair the scoring stage builds (prefix + suffix, positive first)."""
     from transformers import AutoTokenizer
     from helpers.rerank.inputs import DecoderLayout
+    from helpers.rerank.scorers import load_pair_model
     from helpers.train.train_reranker import load_rows
     a = tiny_args(tmp_path, tiny_model)
     tok = AutoTokenizer.from_pretrained(tiny_model)
     layout = DecoderLayout(tok, a.max_len, None, a.prompt)
     rows = load_rows(a.train_data, a)
-    b = PairBatches(rows, layout, a, tok.pad_token_id, "left")
+    scorer = load_pair_model(tiny_model, max_length=a.max_len, prompt=a.prompt, training=True).scorer()
+    b = PairBatches(rows, layout, scorer, a)
     batch = b.build(rows[:2], random.Random(0))
     assert batch["input_ids"].shape[0] == 2 * 4 and batch["input_ids"].shape[1] % 8 == 0
     pre, suf = layout.encode(["A: " + rows[0]["query"]], [["B: " + rows[0]["pos"][0]]])
@@ -154,7 +156,8 @@ def test_cross_encoder_teacher_trains_and_scores_as_trained(tmp_path, use_lora):
     from helpers.rerank.add_reranker_score import ScoreArgs, add_reranker_score
     from helpers.rerank.inputs import EncoderLayout
     from helpers.rerank.stats import group_rank_stats
-    from helpers.train.train_reranker import EncoderPairBatches, load_rows, train_reranker
+    from helpers.rerank.scorers import CrossEncoderScorer
+    from helpers.train.train_reranker import load_rows, train_reranker
     from helpers.common.models import resolve_model
     model = resolve_model("demo:all-minilm-l6-v2")
     a = tiny_args(tmp_path, model, reranker_model_class="encoder-only-base", target_modules=None,
@@ -162,7 +165,7 @@ def test_cross_encoder_teacher_trains_and_scores_as_trained(tmp_path, use_lora):
     tok = AutoTokenizer.from_pretrained(model)
     layout = EncoderLayout(tok, a.max_len)
     rows = load_rows(a.train_data, a)
-    batch = EncoderPairBatches(rows, layout, a, tok).build(rows[:2], random.Random(0))
+    batch = PairBatches(rows, layout, CrossEncoderScorer(None, tok, tok.pad_token_id), a).build(rows[:2], random.Random(0))
     assert batch["input_ids"].shape[0] == 2 * 4 and "token_type_ids" in batch
     got = batch["input_ids"][0][batch["attention_mask"][0].bool()].tolist()
     assert got == tok("A: " + rows[0]["query"], "B: " + rows[0]["pos"][0])["input_ids"]   # a text pair, positive first
@@ -195,7 +198,8 @@ def test_length_buckets_give_the_same_scores_and_gradients(tmp_path, tiny_model,
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
     from helpers.common.models import resolve_model
     from helpers.rerank.inputs import DecoderLayout, EncoderLayout
-    from helpers.train.train_reranker import EncoderPairBatches, load_rows, pair_scores
+    from helpers.rerank.scorers import CrossEncoderScorer
+    from helpers.train.train_reranker import load_rows, pair_scores
     enc = cls == "encoder-only-base"
     path = resolve_model("demo:all-minilm-l6-v2") if enc else tiny_model
     a = tiny_args(tmp_path, path, reranker_model_class=cls, target_modules=None, max_len=128)
@@ -206,16 +210,15 @@ def test_length_buckets_give_the_same_scores_and_gradients(tmp_path, tiny_model,
     torch.manual_seed(0)
     if enc:
         model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1).eval()
-        batch = EncoderPairBatches(rows, EncoderLayout(tok, a.max_len), a, tok).build(rows[:4], random.Random(0))
-        score = lambda **x: model(**x).logits.view(-1)                  # noqa: E731
+        score = CrossEncoderScorer(model, tok, tok.pad_token_id)
+        batch = PairBatches(rows, EncoderLayout(tok, a.max_len), score, a).build(rows[:4], random.Random(0))
     else:
-        from helpers.rerank.paths import _Head
+        from helpers.rerank.paths import YesScorer
         lm = AutoModelForCausalLM.from_pretrained(path).eval()
         layout = DecoderLayout(tok, a.max_len, None, a.prompt)
-        batch = PairBatches(rows, layout, a, tok.pad_token_id, "left").build(rows[:4], random.Random(0))
         yes = tok("Yes", add_special_tokens=False)["input_ids"][0]
-        head = _Head(lm, "cpu", yes, tok.pad_token_id, "left", 4)
-        score = lambda **x: head.score_full(x["input_ids"], x["attention_mask"])   # noqa: E731
+        score = YesScorer(lm, "cpu", yes, tok.pad_token_id, "left", 4)
+        batch = PairBatches(rows, layout, score, a).build(rows[:4], random.Random(0))
         model = lm
     inputs = {k: v for k, v in batch.items() if k != "group_size"}
     lens = inputs["attention_mask"].sum(1)
@@ -232,6 +235,33 @@ def test_length_buckets_give_the_same_scores_and_gradients(tmp_path, tiny_model,
     assert len(out[True][1]) == len(out[False][1]) > 0
     for g1, g0 in zip(out[True][1], out[False][1]):
         torch.testing.assert_close(g1, g0, atol=1e-4, rtol=1e-3)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("cls", ["decoder-only-base", "encoder-only-base"])
+def test_the_trainers_scorer_gives_the_scoring_stages_scores(tmp_path, cls, tiny_gemma_reranker_dir,
+                                                             tiny_bert_cross_encoder_dir):
+    """The trainer's pairs (its loader, batch builder and scorer, as a training step runs them)
+    score what the scoring stage's reranker scores for the same groups."""
+    from helpers.rerank.reranker import load_reranker
+    from helpers.rerank.scorers import load_pair_model
+    from helpers.train.train_reranker import load_rows
+    path = tiny_gemma_reranker_dir if cls == "decoder-only-base" else tiny_bert_cross_encoder_dir
+    a = tiny_args(tmp_path, path, reranker_model_class=cls, target_modules=None)
+    rows = load_rows(a.train_data, a)[:3]
+    parts = load_pair_model(path, cls, max_length=a.max_len, prompt=a.prompt, training=True, seed=0)
+    parts.model.eval()
+    scorer = parts.scorer(parts.model)
+    b = PairBatches(rows, parts.layout, scorer, a)
+    qs, ps = b.texts(rows, random.Random(0))                   # the groups build() samples (same rng)
+    batch = b.build(rows, random.Random(0))
+    with torch.no_grad():
+        got = scorer(**{k: v for k, v in batch.items() if k != "group_size"}).tolist()
+    stage = load_reranker(path, cls, query_instruction_for_rerank=None, passage_instruction_for_rerank=None,
+                          prompt=a.prompt, max_length=a.max_len, batch_size=3, devices="cpu", show_progress=False)
+    want = [v for g in stage.score_groups(qs, ps) for v in g]      # the texts are formatted already
+    assert len(got) == len(want) == 3 * a.train_group_size
+    assert got == pytest.approx(want, abs=1e-4)
 
 
 def test_trained_model_names_what_the_scoring_stage_loads(tmp_path):

@@ -1,7 +1,10 @@
-"""Run a stage on several devices: ``torchrun --nproc_per_node N -m helpers.<stage> ...`` as a
-subprocess, its log streamed line by line, its exit code checked.
+"""Several devices: the torchrun launch, the ranks, and their agreement.
 
-Stages use this when more than one device is given and they are not already inside torchrun.
+A training stage given more than one device and not already inside torchrun re-runs itself with
+:func:`launch` (``torchrun --nproc_per_node N -m helpers.<stage> ...`` as a subprocess, its log
+streamed line by line, its exit code checked); inside, :func:`dist_info` gives the ranks,
+:func:`init_distributed` the process group, :func:`agree` and :func:`barrier` keep the ranks in step.
+Rank 0 alone writes logs and checkpoints.
 """
 from __future__ import annotations
 
@@ -10,6 +13,44 @@ import subprocess
 import sys
 from dataclasses import fields
 from typing import Callable, Optional
+
+import torch
+
+
+def dist_info() -> tuple[int, int, int]:
+    """(rank, world_size, local_rank) from torchrun's environment; (0, 1, 0) otherwise."""
+    return (int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
+            int(os.environ.get("LOCAL_RANK", 0)))
+
+
+def init_distributed(device: str) -> None:
+    import torch.distributed as dist
+    _, world, local = dist_info()
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if str(device).startswith("cuda") else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(local)
+        # rank 0 evaluates and merges alone after every epoch while the others wait: long timeout
+        import datetime
+        dist.init_process_group(backend, timeout=datetime.timedelta(hours=2))
+
+
+def barrier() -> None:
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def agree(flag: bool, device, world: Optional[int] = None) -> bool:
+    """True on every rank when it is True on any rank (one rank stops: all stop); no collective
+    on one process."""
+    world = dist_info()[1] if world is None else world
+    import torch.distributed as dist
+    if world <= 1 or not (dist.is_available() and dist.is_initialized()):
+        return bool(flag)
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item() > 0)
 
 
 def inside_torchrun() -> bool:

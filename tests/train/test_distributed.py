@@ -9,7 +9,7 @@ import pytest
 
 from helpers.common.cli import arg, dataclass_parser
 from helpers.train.kd_finetune import KDArgs, build_parser
-from helpers.train.launch import dataclass_argv, launch
+from helpers.train.distributed import dataclass_argv, launch
 
 
 def kd_parent_args(**kw) -> KDArgs:

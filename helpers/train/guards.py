@@ -1,0 +1,77 @@
+"""What a trainer checks around :func:`helpers.train.loop.fit`: the disk a run will write, and the time budget.
+
+:func:`past_rows` reads the epochs a run already finished (the resume point); :func:`check_run_disk`
+refuses a run whose epochs would not fit on the disk (:func:`helpers.common.io_utils.check_free_disk`,
+the same count as the student's: each epoch's fp32 trainable weights plus what the stage saves
+whole, and the training state, fp32 weights and AdamW's two moments); :func:`fit_in_budget` runs
+``fit`` with the deadline (:mod:`helpers.train.budget`: ``--deadline`` or ``$EEDI_DEADLINE``) and,
+stopped by it, records why (``stopped.json``, ``$EEDI_STOP_REPORT``) and returns the finished epochs.
+Both trainers (:mod:`helpers.train.kd_finetune`, :mod:`helpers.train.train_reranker`) use all three.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+from helpers.common.io_utils import check_free_disk, read_jsonl
+from helpers.train.budget import DeadlineReached, deadline_of, epoch_guard, stop_report
+from helpers.train.distributed import dist_info
+from helpers.train.loop import fit
+
+log = logging.getLogger(__name__)
+
+
+def past_rows(output_dir, overwrite: bool = False) -> list[dict]:
+    """The metrics rows of the epochs ``output_dir`` already holds ([] when it starts over)."""
+    path = Path(output_dir) / "metrics.jsonl"
+    if overwrite or not path.exists():
+        return []
+    return [{k: v for k, v in r.items() if k != "__line__"} for r in read_jsonl(path)]
+
+
+def trainable_count(model) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def check_run_disk(output_dir, model, epochs_left: int, whole_bytes: int = 0, what: str = "",
+                   once_bytes: int = 0) -> None:
+    """Free disk for ``epochs_left`` epochs of the trainable weights (fp32), ``whole_bytes`` more
+    an epoch (a model saved whole), ``once_bytes`` once (a model merged at the end), and the
+    training state (weights and AdamW's moments, fp32)."""
+    if epochs_left < 1:
+        return
+    n = trainable_count(model)
+    need = epochs_left * (n * 4 + whole_bytes) + 3 * n * 4 + once_bytes
+    check_free_disk(output_dir, need, f"{epochs_left} epoch(s) of {what or 'adapters'} and the training state")
+
+
+def fit_in_budget(model, loss_fn, batches: Callable, num_batches: int, args, device, *, stage: str,
+                  past: list[dict], deadline: Optional[float] = None, agree: Optional[Callable] = None,
+                  **fit_kw) -> tuple[list[dict], Optional[str]]:
+    """:func:`~helpers.train.loop.fit` under the deadline -> ``(rows, why it stopped or None)``.
+
+    ``deadline`` None: :func:`~helpers.train.budget.deadline_of` ``args`` (its ``deadline``, else
+    ``$EEDI_DEADLINE``). An epoch is started only when it would end before it (its time: the last
+    epoch's, else the longest of ``past``). Stopped early: ``stopped.json`` in ``args.output_dir``
+    and a line in ``$EEDI_STOP_REPORT`` (run_all.py); a run that finishes removes an old ``stopped.json``."""
+    out = Path(args.output_dir)
+    deadline = deadline_of(args) if deadline is None else deadline
+    seconds = [float(r.get("train_seconds") or 0) + float(r.get("eval_seconds") or 0) for r in past]
+    guarded = epoch_guard(batches, deadline, seconds, *([agree] if agree else []))
+    if deadline is not None:
+        log.info("deadline %s (in %.0f s): training stops after the last epoch that ends before it",
+                 time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(deadline)), deadline - time.time())
+    try:
+        rows = fit(model, loss_fn, guarded, num_batches, args, device, **fit_kw)
+    except DeadlineReached as e:
+        rows = past_rows(out)
+        if dist_info()[0] == 0:                    # rank 0 alone writes
+            log.warning("time budget: %s; run again with the same output_dir to resume", e)
+            stop_report(out, len(rows), args.num_train_epochs, str(e), stage=stage)
+        return rows, str(e)
+    if dist_info()[0] == 0 and (out / "stopped.json").exists():
+        os.remove(out / "stopped.json")
+    return rows, None
