@@ -38,6 +38,11 @@ $(STAMP): $(REQS)
 	$(BIN)/python -m pip install -q --no-deps -e .   # helpers/ importable from any folder
 	@touch $(STAMP)
 
-# the run folder the profile writes (<output_root>/<run_name>), whatever it is called
+# the run folder the profile writes (<output_root>/<run_name>), whatever it is called; refused
+# unless run_all.py accepts the name and the folder holds a manifest.json (a run_all.py run folder)
 clean-run: $(STAMP)
-	rm -rf "$$($(BIN)/python run_all.py --profile $(PROFILE) --print_run_dir)"
+	@d="$$($(BIN)/python run_all.py --profile $(PROFILE) --print_run_dir)" || exit 1; \
+	if [ -z "$$d" ] || [ ! -f "$$d/manifest.json" ]; then \
+		echo "clean-run: refusing to remove '$$d': no manifest.json there (not a run_all.py run folder)" >&2; exit 1; \
+	fi; \
+	echo "rm -rf $$d"; rm -rf -- "$$d"

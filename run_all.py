@@ -27,6 +27,7 @@ import fcntl
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -117,8 +118,51 @@ def copy_run(src: Path, dst: Path) -> int:
 
 
 def continue_command(profile: str, start: str, run_name: str, budget: str | None) -> str:
-    cmd = f"python run_all.py --profile {profile} --from {start} --run_name {run_name}"
-    return cmd + (f" --time_budget {budget}" if budget else "")
+    """The command that continues a stopped run, every value shell-quoted (safe to paste)."""
+    q = shlex.quote
+    cmd = f"python run_all.py --profile {q(profile)} --from {q(start)} --run_name {q(run_name)}"
+    return cmd + (f" --time_budget {q(budget)}" if budget else "")
+
+
+NAME_RE = re.compile(r"[A-Za-z0-9._-]+")
+
+
+def check_name(kind: str, name) -> str:
+    """A run or step name becomes a folder or file name: ``[A-Za-z0-9._-]+``, not ``.`` or ``..``
+    (``""`` or ``.`` would be the whole output root, ``../x`` or ``/x`` a folder outside it)."""
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name) or name in (".", ".."):
+        raise ChainError(f"{kind} {name!r}: a name must match [A-Za-z0-9._-]+ and not be '.' or '..' "
+                         f"(it names a folder under the output root)")
+    return name
+
+
+def resolve_run_dir(out_root: Path, run_name: str) -> Path:
+    """``<output_root>/<run_name>``, refused unless it resolves (symbolic links followed) to a folder
+    strictly inside the resolved output root."""
+    check_name("run_name", run_name)
+    root = out_root if out_root.is_absolute() else ROOT / out_root
+    run_dir = root / run_name
+    real_root, real = root.resolve(), run_dir.resolve()
+    if real == real_root or not real.is_relative_to(real_root):
+        raise ChainError(f"run folder {run_dir} resolves to {real}, outside the output root {real_root}")
+    return run_dir
+
+
+def check_earlier_done(run_dir: Path, names: list[str], start: str) -> None:
+    """``--from start`` continues a chain: every step before ``start`` must be ``done`` in the run's
+    manifest (a failed, killed or never run step would leave later steps reading stale or missing files)."""
+    path = run_dir / "manifest.json"
+    try:
+        recorded = json.loads(path.read_text(encoding="utf-8")).get("steps") or {}
+    except FileNotFoundError:
+        raise ChainError(f"--from {start}: {run_dir} holds no run to continue (no manifest.json)") from None
+    except (ValueError, AttributeError) as e:
+        raise ChainError(f"--from {start}: {path} is not a readable manifest ({e})") from None
+    for name in names[:names.index(start)]:
+        status = (recorded.get(name) or {}).get("status", "not run")
+        if status != "done":
+            raise ChainError(f"--from {start!r}: earlier step {name!r} is {status} in {path}; continue with "
+                             f"--from {name} (or run the steps before {start!r} first)")
 
 
 def load_profile(name: str) -> tuple[Path, dict]:
@@ -136,6 +180,10 @@ def load_profile(name: str) -> tuple[Path, dict]:
     for i, s in enumerate(prof["steps"]):
         if not s.get("name") or not s.get("notebook"):
             raise ChainError(f"{path}: step {i + 1} needs a 'name' and a 'notebook'")
+        try:
+            check_name("step name", s["name"])
+        except ChainError as e:
+            raise ChainError(f"{path}: step {i + 1}: {e}") from None
     dup = {n for n in names if names.count(n) > 1}
     if dup:
         raise ChainError(f"{path}: step names must be unique, repeated: {', '.join(sorted(dup))}")
@@ -265,10 +313,9 @@ def main(argv=None) -> int:
         a.profile = "kaggle_eedi" if on_kaggle() else "demo"
     try:
         path, prof = load_profile(a.profile)
-        run_name = a.run_name or prof["run_name"]
+        run_name = a.run_name if a.run_name is not None else prof["run_name"]
         out_root = Path(a.output_root or prof.get("output_root", "model_output"))
-        run_dir = out_root if out_root.is_absolute() else ROOT / out_root
-        run_dir = run_dir / run_name
+        run_dir = resolve_run_dir(out_root, run_name)
         if a.print_run_dir:
             print(run_dir)
             return 0
@@ -303,6 +350,8 @@ def main(argv=None) -> int:
         if a.start and names.index(a.start) > 0 and not a.resume_dir and not (run_dir / "manifest.json").exists():
             raise ChainError(f"--from {a.start}: {run_dir} holds no run to continue (no manifest.json). In a new "
                              f"session copy the previous run folder first: --resume_dir <its path>")
+        if a.start and names.index(a.start) > 0:      # the run continued (or copied) must be done up to here
+            check_earlier_done(Path(a.resume_dir) if a.resume_dir else run_dir, names, a.start)
         run_dir.mkdir(parents=True, exist_ok=True)
         if a.resume_dir:
             copy_run(Path(a.resume_dir), run_dir)

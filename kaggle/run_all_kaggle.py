@@ -1,29 +1,60 @@
 """Headless Kaggle entry point (`kaggle kernels push -p kaggle/`).
 
 Copies the code dataset to /kaggle/working/code (attached datasets are read-only), installs the
-wheels dataset offline when attached, then runs the kaggle_eedi profile with run_all.py.
-Edit CODE/WHEELS and the --set lines to your dataset names.
+wheels dataset offline when attached, then runs the kaggle_eedi profile with run_all.py. Every
+input is found in either mount layout (/kaggle/input/<slug> or, on newer runtimes,
+/kaggle/input/datasets/<owner>/<slug>; Kaggle Models in theirs) by helpers.kaggle.inputs: the
+profile's /kaggle/input vars are resolved and passed on as --var. Edit CODE/WHEELS (slugs) and
+VARS to your datasets.
 """
-import glob
 import os
 import shutil
 import subprocess
 import sys
 
-CODE = "/kaggle/input/eedi-distill-code"          # this repository, uploaded as a dataset
-WHEELS = "/kaggle/input/eedi-distill-wheels"      # tools/build_wheels.sh output, uploaded as a dataset
-WORK = "/kaggle/working/code"
+CODE = "eedi-distill-code"          # this repository, uploaded as a dataset (its slug)
+WHEELS = "eedi-distill-wheels"      # tools/build_wheels.sh output, uploaded as a dataset (its slug)
+PROFILE = "kaggle_eedi"
+VARS = {}                           # over the profile's vars, e.g. {"embedder": "/kaggle/input/my-round1-embedder"}
+RESUME_DIR = None                   # session 2: "/kaggle/input/<session-1 notebook>/eedi_round2_kd"
 
-if not os.path.isfile(os.path.join(CODE, "run_all.py")):   # newer runtimes: /kaggle/input/datasets/<owner>/<slug>
-    CODE = next((os.path.dirname(p) for p in sorted(glob.glob("/kaggle/input/**/run_all.py", recursive=True))), CODE)
-if not os.path.isdir(WORK):
-    shutil.copytree(CODE, WORK)
-sys.path.insert(0, WORK)
-from helpers.kaggle.offline_install import SEARCH, install_wheels  # noqa: E402
-# only what the image lacks; a missing required wheel stops here, naming it (optional faiss: skipped)
-install_wheels(WHEELS if os.path.isdir(WHEELS) else SEARCH)
-# stop cleanly at the last finished step / epoch before Kaggle's 12 h limit (README "Two sessions")
-cmd = [sys.executable, "run_all.py", "--profile", "kaggle_eedi", "--time_budget", "11h"]
-# session 2: cmd += ["--from", "train_kd", "--resume_dir", "/kaggle/input/<session-1 notebook>/eedi_round2_kd"]
-# e.g. cmd += ["--set", "mine.model_name_or_path=/kaggle/input/my-round1-embedder"]
-sys.exit(subprocess.run(cmd, cwd=WORK).returncode)
+
+def find_code(root, slug=CODE):
+    """The code dataset: the folder under ``root`` with run_all.py and helpers/ (before helpers can
+    be imported); the one whose path names ``slug`` first."""
+    hits = []
+    for folder, dirs, files in os.walk(root):
+        dirs.sort()
+        if folder[len(root):].count(os.sep) >= 4:
+            dirs[:] = []
+        if "run_all.py" in files and os.path.isfile(os.path.join(folder, "helpers", "kaggle", "inputs.py")):
+            hits.append(folder)
+            dirs[:] = []
+    if not hits:
+        raise SystemExit(f"no code dataset (run_all.py and helpers/) under {root}: attach {slug}")
+    return next((h for h in hits if slug in h.split(os.sep)), hits[0])
+
+
+def main(root="/kaggle/input", work="/kaggle/working/code", run=subprocess.run, install=None):
+    if not os.path.isdir(work):
+        shutil.copytree(find_code(root), work)
+    sys.path.insert(0, work)
+    import yaml
+    from helpers.kaggle.inputs import resolve_input, resolve_vars
+    from helpers.kaggle.offline_install import find_wheels, install_wheels
+    wheels = find_wheels(root=root, name=WHEELS)   # the folder holding *.whl, not the code's requirements.txt
+    if wheels:   # only what the image lacks; a missing required wheel stops here, naming it (optional ones: skipped)
+        (install or install_wheels)(wheels)
+    with open(os.path.join(work, "configs", PROFILE + ".yaml"), encoding="utf-8") as f:
+        values = {**(yaml.safe_load(f).get("vars") or {}), **VARS}
+    # stop cleanly at the last finished step / epoch before Kaggle's 12 h limit (README "Two sessions")
+    cmd = [sys.executable, "run_all.py", "--profile", PROFILE, "--time_budget", "11h"]
+    for key, path in resolve_vars(values, root=root).items():
+        cmd += ["--var", f"{key}={path}"]
+    if RESUME_DIR:
+        cmd += ["--from", "train_kd", "--resume_dir", resolve_input(RESUME_DIR, None, root)]
+    return run(cmd, cwd=work).returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())

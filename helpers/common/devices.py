@@ -27,8 +27,8 @@ class DeviceArgs:
     """Where a stage runs and in what precision: the base of the embedder block
     (:class:`helpers.embed.args.EmbedderArgs`) and of the training block
     (:class:`helpers.train.args.TrainArgs`), so a stage that is both (training) declares them once."""
-    devices: Optional[str] = arg(None, "cpu | cuda:0 | 0,1 (several GPUs: one replica each; training runs "
-                                 "under torchrun); None: cuda:0 if there is one, else cpu", resume=False)
+    devices: Optional[str] = arg(None, "cpu | cuda:0 | 0,1 (or a list; several GPUs: one replica each, training "
+                                 "runs under torchrun); None: cuda:0 if there is one, else cpu", resume=False)
     use_fp16: bool = arg(True, "half precision on CUDA: fp16 below compute capability 8 (with a GradScaler in "
                          "training), bf16 from 8; CPU: fp32")
     trust_remote_code: bool = arg(False, "allow model code from the model folder")

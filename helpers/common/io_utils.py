@@ -69,11 +69,46 @@ def _umask() -> int:
     return mask
 
 
+def fsync_file(path) -> None:
+    """Flush a written file's contents to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(folder) -> None:
+    """Make a rename, creation or removal in ``folder`` durable (a no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def remove_durably(path) -> None:
+    """Remove ``path`` (if there) and make the removal durable before anything else is written:
+    for a completeness marker that must be gone before the files it vouches for change."""
+    path = Path(path)
+    if path.exists() or path.is_symlink():
+        path.unlink()
+        fsync_dir(path.parent)
+
+
 @contextlib.contextmanager
 def atomic_path(path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it onto ``path``.
 
-    On an exception the temporary file is removed and ``path`` is left as it was.
+    The one write rule: temporary file beside the target, fsync it, rename it onto the target,
+    fsync the folder (so that after a crash or power loss the target is the old file or the whole
+    new one, and the rename itself is not lost). On an exception the temporary file is removed and
+    ``path`` is left as it was.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -85,7 +120,9 @@ def atomic_path(path) -> Iterator[Path]:
     os.chmod(tmp, 0o666 & ~_umask())          # mkstemp makes 0600; give the usual permissions
     try:
         yield tmp
+        fsync_file(tmp)
         os.replace(tmp, path)
+        fsync_dir(path.parent)
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -103,6 +140,7 @@ def save_dir_atomic(path: Path, save: Callable[[Path], None]) -> None:
         if path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)
+        fsync_dir(path.parent)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -112,11 +150,10 @@ def write_jsonl(path, rows: Iterable[dict]) -> None:
         with open(tmp, "w", encoding="utf-8") as f:
             for r in rows:
                 f.write(dumps(r) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
 
 
 def write_json(path, obj, indent=2) -> None:
+    """``obj`` as JSON into ``path`` by :func:`atomic_path`'s rule (temp file, fsync, rename, fsync dir)."""
     with atomic_path(path) as tmp:
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump(obj, f, ensure_ascii=False, indent=indent, allow_nan=False)

@@ -33,18 +33,33 @@ def read_csv(path, required: list[str]) -> list[tuple[int, dict]]:
     except UnicodeDecodeError as e:
         line = raw[:e.start].count(b"\n") + 1
         raise InputError(path, line, None, f"not UTF-8 (byte 0x{raw[e.start]:02x} at offset {e.start})") from None
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    header = [h.strip() for h in (reader.fieldnames or [])]
-    reader.fieldnames = header
-    missing = [c for c in required if c not in header]
-    if missing:
-        raise InputError(path, 1, missing[0], f"missing column (header has: {', '.join(header)})")
-    rows, start = [], 2
-    for row in reader:
-        if None in row:   # more cells than header columns
-            raise InputError(path, start, None, f"{len(header) + len(row[None])} cells for {len(header)} columns")
-        rows.append((start, row))
-        start = reader.line_num + 1
+    reader = csv.reader(io.StringIO(text, newline=""))
+    start = 1
+    try:
+        header = [h.strip() for h in next(reader, [])]
+        seen = set()
+        for h in header:
+            if h and h in seen:   # unnamed columns (trailing commas) carry nothing we read
+                raise InputError(path, 1, h, "duplicate column (a second column of the same name would hide the first)")
+            seen.add(h)
+        missing = [c for c in required if c not in header]
+        if missing:
+            raise InputError(path, 1, missing[0], f"missing column (header has: {', '.join(header)})")
+        rows, start = [], reader.line_num + 1
+        for cells in reader:
+            if not cells:         # a blank line: no record
+                start = reader.line_num + 1
+                continue
+            if len(cells) != len(header):
+                hint = ""
+                if any("\n" in c for c in cells) and reader.line_num > start:
+                    hint = (f" (an unterminated quote? this record runs from line {start} to line "
+                            f"{reader.line_num})")
+                raise InputError(path, start, None, f"{len(cells)} cells for {len(header)} columns{hint}")
+            rows.append((start, dict(zip(header, cells))))
+            start = reader.line_num + 1
+    except csv.Error as e:
+        raise InputError(path, start, None, f"not a valid CSV record ({e})") from None
     if not rows:
         raise InputError(path, None, None, "file has a header but no rows")
     return rows

@@ -13,7 +13,7 @@ from typing import Optional
 
 from helpers.common.cli import dataclass_parser
 from helpers.data.eedi import build_queries, corpus_rows, load_misconceptions, load_questions
-from helpers.common.io_utils import check_writable, write_json, write_jsonl
+from helpers.common.io_utils import check_writable, remove_durably, write_json, write_jsonl
 from helpers.common.prompts import QUERY_TEMPLATE, RETRIEVAL_INSTRUCTION, unescape
 from helpers.data.splits import SPLITS, build_examples, split_queries, split_stats
 
@@ -42,7 +42,9 @@ class PrepareArgs:
 
 
 def prepare_data(args: PrepareArgs) -> dict:
-    """Validate everything first, then write the five files atomically; returns the stats."""
+    """Validate everything first, then write the five files atomically; returns the stats.
+
+    ``stats.json`` is removed before and written after the other four: present means complete."""
     t0 = time.time()
     inp, out = Path(args.input_dir), Path(args.output_dir)
     check_writable(out / "stats.json")
@@ -54,6 +56,9 @@ def prepare_data(args: PrepareArgs) -> dict:
     train, test = split_queries(rows, args.split, args.test_fraction, args.seed)
     stats = split_stats(train, test, len(mapping), args.split, args.seed)
     stats["questions"] = len(questions)
+    # the input is good: remove the completeness marker first, so that a run killed while replacing
+    # the files below (e.g. a re-prepare with a new seed) does not leave a mixed folder that looks whole
+    remove_durably(out / "stats.json")
     write_jsonl(out / "corpus.jsonl", corpus_rows(mapping))
     write_jsonl(out / "train_queries.jsonl", train)
     write_jsonl(out / "test_queries.jsonl", test)

@@ -159,6 +159,23 @@ class Embedder:
         self.cache.put(entry, out)
         return out
 
+    def _check_finite(self, emb: torch.Tensor, s: int, e: int, order, sorted_inputs, what: str, device: str):
+        """Stop at the first batch holding a NaN or infinite value: ``torch.sort`` ranks NaN above
+        everything, so one NaN passage would top every ranking and a NaN query would return corpus order."""
+        finite = torch.isfinite(emb).all(dim=1)
+        if bool(finite.all()):
+            return
+        bad = [j for j in range(e - s) if not bool(finite[j])]
+        first = min(bad, key=lambda j: int(order[s + j]))
+        value = "nan" if bool(torch.isnan(emb[first]).any()) else "inf"
+        bs = max(1, self.args.embedder_batch_size)
+        n = len(sorted_inputs)
+        raise FloatingPointError(
+            f"model {self.args.model_name_or_path}: non-finite embedding ({value}) in batch {s // bs + 1} of "
+            f"{-(-n // bs)} of {what} (length-sorted positions {s}-{e - 1}, {len(bad)} bad rows, device {device}); "
+            f"first bad row: {what}[{int(order[s + first])}] ({len(sorted_inputs[s + first])} tokens). "
+            f"Check the model's weights, or try use_fp16 False (fp16 overflow)")
+
     def _encode_ids(self, inputs: list[list[int]], what: str) -> np.ndarray:
         n = len(inputs)
         t0 = time.perf_counter()
@@ -197,6 +214,7 @@ class Embedder:
                                 torch.cuda.empty_cache()
                             pending += [(s + bs, e), (s, s + bs)]
                             continue
+                        self._check_finite(emb, s, e, order, sorted_inputs, what, device)
                         for j in range(s, e):
                             results[j] = emb[j - s]
                         with lock:

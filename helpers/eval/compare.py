@@ -21,7 +21,7 @@ from helpers.common.io_utils import atomic_path, read_jsonl, write_json, write_j
 from helpers.common.models import folder_files, resolve_model
 from helpers.eval.evaluate import PAIRED_KS, EvalArgs, default_label, per_query_rows, run_evaluation
 from helpers.eval.metrics import per_query
-from helpers.eval.paired import align, bootstrap_mean, paired_bootstrap
+from helpers.eval.paired import MIN_QUERIES, align, bootstrap_mean, paired_bootstrap
 from helpers.eval.retrieval import SUBSETS, metrics_csv, metrics_rows
 
 log = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ def reuse_key(args: EvalArgs) -> dict:
 def evaluate_models(specs: Sequence[dict], queries_file: str, corpus_file: str, output_dir: str,
                     train_queries_file: Optional[str] = None, reuse_existing: bool = False,
                     reference_model: Optional[str] = None, n_resamples: int = 1000, bootstrap_seed: int = 0,
-                    **common) -> dict:
+                    min_queries: int = MIN_QUERIES, **common) -> dict:
     """Run :func:`run_evaluation` for each spec (its own folder ``output_dir/<label>``); write
     ``comparison.csv`` and ``comparison.json``; returns ``{label: metrics}`` (with ``epoch``).
 
@@ -110,7 +110,8 @@ def evaluate_models(specs: Sequence[dict], queries_file: str, corpus_file: str, 
     Recall@25, Recall@100 per subset (``n_resamples`` resamples of the queries, seeded by
     ``bootstrap_seed``). ``reference_model`` (a label): every model also gets ``"paired"``, the
     paired-bootstrap difference against that model per subset (see :func:`paired_comparisons`);
-    ``comparison.csv`` gains the columns of :func:`comparison_columns`.
+    ``comparison.csv`` gains the columns of :func:`comparison_columns`. A subset with fewer than
+    ``min_queries`` queries gets the verdict "too few queries" (no better / worse).
     """
     names = {f.name for f in fields(EvalArgs)}
     common = canonical_flags(common)
@@ -151,7 +152,8 @@ def evaluate_models(specs: Sequence[dict], queries_file: str, corpus_file: str, 
             write_json(key_path, key)
         _free_memory()      # one model at a time: release the last one before loading the next
     tables = {label: per_query_table(folders[label]) for label in results}
-    for label, extra in paired_comparisons(tables, reference_model, n_resamples, bootstrap_seed).items():
+    for label, extra in paired_comparisons(tables, reference_model, n_resamples, bootstrap_seed,
+                                            min_queries).items():
         results[label].update(extra)
     rows = [{"epoch": m["epoch"], **r, **comparison_columns(m, r["subset"])}
             for label, m in results.items() for r in metrics_rows(m, label)]
@@ -212,7 +214,7 @@ def _subset_ids(table: dict, subset: str) -> Optional[list]:
 
 
 def paired_comparisons(tables: dict, reference: Optional[str] = None, n_resamples: int = 1000,
-                       seed: int = 0) -> dict:
+                       seed: int = 0, min_queries: int = MIN_QUERIES) -> dict:
     """``{label: {"intervals": ..., "paired": ...}}`` from :func:`per_query_table` tables.
 
     ``intervals[subset][metric]``: the model's own :func:`helpers.eval.paired.bootstrap_mean`.
@@ -245,7 +247,8 @@ def paired_comparisons(tables: dict, reference: Optional[str] = None, n_resample
                 ids = _subset_ids(ref, sub)
                 if ids:
                     p[sub] = {k: paired_bootstrap([ref[k][q] for q in ids], [t[k][q] for q in ids], n_resamples,
-                                                  seed, label_a=reference, label_b=label) for k in metrics}
+                                                  seed, label_a=reference, label_b=label,
+                                                  min_queries=min_queries) for k in metrics}
         out[label]["paired"] = p
     return out
 
@@ -290,7 +293,7 @@ def comparison_table(results: dict, ks: Sequence[int] = TABLE_KS, map_k: int = 2
     ``dMAP@25 95% CI`` (paired difference against the reference and its interval; likewise
     ``dRecall@25``, ``dRecall@100``), ``better`` / ``worse`` / ``same`` (shares of queries whose
     AP@25 went up / down / stayed) and ``verdict`` ("better", "worse", "no difference" when the
-    interval contains 0; "reference" on the reference's own row). ``subset``: all, seen or unseen.
+    interval contains 0, "too few queries" below the minimum; "reference" on the reference's own row). ``subset``: all, seen or unseen.
     """
     if subset not in SUBSETS:
         raise ValueError(f"comparison_table: subset must be one of {SUBSETS}, got {subset!r}")

@@ -9,6 +9,10 @@ report the ``alpha / 2`` and ``1 - alpha / 2`` quantiles. An interval that conta
 difference" at that level. Every model's own mean gets the same kind of interval
 (:func:`bootstrap_mean`); with the same seed and the same queries the resamples are the same
 for every model, so intervals of different models are drawn from the same resampled query sets.
+
+Below :data:`MIN_QUERIES` paired queries the interval is still reported but there is no verdict:
+one query (or a few with the same difference) gives a zero-width interval that would read as a
+certain "better" / "worse"; the verdict is then "too few queries" and ``significant`` is False.
 """
 from __future__ import annotations
 
@@ -16,6 +20,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+MIN_QUERIES = 20      # fewer paired queries: "too few queries", no better / worse verdict
+TOO_FEW = "too few queries"
 _CHUNK = 256          # resamples drawn per block (bounds memory; the stream does not depend on it)
 
 
@@ -94,20 +100,24 @@ def bootstrap_mean(x, n_resamples: int = 1000, seed: int = 0, alpha: float = 0.0
     return {"mean": float(x.mean()), "lo": lo, "hi": hi, "n": int(len(x))}
 
 
-def verdict(lo: float, hi: float) -> str:
-    """"better" when the whole interval is above 0, "worse" below 0, else "no difference"."""
+def verdict(lo: float, hi: float, n: int | None = None, min_queries: int = MIN_QUERIES) -> str:
+    """"better" when the whole interval is above 0, "worse" below 0, else "no difference";
+    "too few queries" when ``n`` (the number of paired queries) is below ``min_queries``."""
+    if n is not None and n < min_queries:
+        return TOO_FEW
     return "better" if lo > 0 else "worse" if hi < 0 else "no difference"
 
 
 def paired_bootstrap(a, b, n_resamples: int = 1000, seed: int = 0, alpha: float = 0.05, *,
-                     label_a: str = "a", label_b: str = "b") -> dict:
+                     label_a: str = "a", label_b: str = "b", min_queries: int = MIN_QUERIES) -> dict:
     """Paired bootstrap of ``b - a`` over queries.
 
     ``a``, ``b``: per-query values, either ``{query_id: value}`` mappings (paired by id; the
     query sets must be equal) or equal-length vectors already in the same query order.
     Returns ``{mean_diff, lo, hi, better, worse, same, n, significant, verdict}``: ``better`` /
     ``worse`` / ``same`` are the shares of queries where ``b > a`` / ``b < a`` / ``b == a``;
-    ``significant`` is False when ``[lo, hi]`` contains 0.
+    ``significant`` is False when ``[lo, hi]`` contains 0 or there are fewer than ``min_queries``
+    queries (``verdict`` then "too few queries").
     """
     if isinstance(a, Mapping) or isinstance(b, Mapping):
         if not (isinstance(a, Mapping) and isinstance(b, Mapping)):
@@ -120,6 +130,7 @@ def paired_bootstrap(a, b, n_resamples: int = 1000, seed: int = 0, alpha: float 
     d = b - a
     lo, hi = _interval(resample_means(d, n_resamples, seed), alpha)
     n = len(d)
+    v = verdict(lo, hi, n, min_queries)
     return {"mean_diff": float(d.mean()), "lo": lo, "hi": hi,
             "better": float((d > 0).sum() / n), "worse": float((d < 0).sum() / n), "same": float((d == 0).sum() / n),
-            "n": int(n), "significant": not (lo <= 0 <= hi), "verdict": verdict(lo, hi)}
+            "n": int(n), "min_queries": int(min_queries), "significant": v in ("better", "worse"), "verdict": v}

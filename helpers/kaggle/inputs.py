@@ -16,10 +16,13 @@ attached, the highest version wins; any other ambiguity is an error that lists t
 """
 from __future__ import annotations
 
+import fnmatch
 import os
 
 ROOT = "/kaggle/input"
 MAX_DEPTH = 8          # models/<owner>/<model>/<framework>/<variation>/<version>/<subfolder>...
+# what a profile's /kaggle/input var names: a model folder, an adapter folder, the competition data
+INPUT_MARKERS = ("config.json", "adapter_config.json", "test.csv", "train.csv")
 
 
 def _parts(path: str) -> list[str]:
@@ -31,9 +34,17 @@ def _contains(parts: list[str], want: list[str]) -> bool:
     return any(low[i:i + len(want)] == want for i in range(len(low) - len(want) + 1))
 
 
-def candidates(name: str, marker: str = "config.json", root: str = ROOT) -> list[str]:
-    """Every folder under ``root`` (to :data:`MAX_DEPTH`) holding ``marker`` whose path below
-    ``root`` contains the parts of ``name`` in order."""
+def _holds(files, marker) -> bool:
+    """``marker``: a file name or glob (``*.whl``), several (any one), or None (any folder)."""
+    if marker is None:
+        return True
+    return any(fnmatch.filter(files, m) for m in ([marker] if isinstance(marker, str) else marker))
+
+
+def candidates(name: str, marker="config.json", root: str = ROOT) -> list[str]:
+    """Every folder under ``root`` (to :data:`MAX_DEPTH`) holding ``marker`` (a name, a glob such
+    as ``*.whl``, a tuple of them: any one; None: the folder itself) whose path below ``root``
+    contains the parts of ``name`` in order."""
     want = _parts(name)
     out = []
     root = os.path.abspath(root)
@@ -42,7 +53,7 @@ def candidates(name: str, marker: str = "config.json", root: str = ROOT) -> list
         if len(rel) >= MAX_DEPTH:
             dirs[:] = []
         dirs.sort()
-        if marker in files and _contains(rel, want):
+        if _holds(files, marker) and _contains(rel, want):
             out.append(folder)
             dirs[:] = []                       # a model folder's own subfolders are not other models
     return out
@@ -53,7 +64,7 @@ def _version_key(path: str):
     return (0, int(last)) if last.isdigit() else (-1, 0)
 
 
-def find_input(name: str, marker: str = "config.json", root: str = ROOT) -> str:
+def find_input(name: str, marker="config.json", root: str = ROOT) -> str:
     """The folder for ``name`` (see the module docstring). An existing path is returned as it is.
 
     FileNotFoundError when nothing matches (the message lists what is attached); ValueError when
@@ -74,6 +85,39 @@ def find_input(name: str, marker: str = "config.json", root: str = ROOT) -> str:
         return max(hits, key=_version_key)            # versions 1, 2, 3 of one model: the newest
     raise ValueError(f"{len(hits)} folders with {marker} match {name!r}: {', '.join(hits)}; "
                      "give more of the path (e.g. owner/model/framework/variation)")
+
+
+def resolve_input(path: str, marker=INPUT_MARKERS, root: str = ROOT) -> str:
+    """A path as a profile or an entry script writes it, ``/kaggle/input/<slug>[/<subfolder>...]``,
+    -> the folder this runtime mounted (either layout; :func:`find_input` with the parts after
+    ``/kaggle/input``). An existing path, or one outside ``/kaggle/input``, is returned as it is."""
+    p = str(path).replace("\\", "/").rstrip("/")
+    if os.path.isdir(p) or not p.startswith(ROOT + "/"):
+        return str(path)
+    return find_input(p[len(ROOT) + 1:], marker, root)
+
+
+def resolve_vars(values: dict, marker=INPUT_MARKERS, root: str = ROOT) -> dict:
+    """The entries of ``values`` (a profile's ``vars``) that name a ``/kaggle/input`` folder,
+    resolved by :func:`resolve_input`; one printed line for each. One that is not attached (a base
+    model only an adapter needs) or is ambiguous is left out, with a line saying why."""
+    out = {}
+    for key, value in values.items():
+        if not (isinstance(value, str) and value.startswith(ROOT + "/")):
+            continue
+        try:
+            out[key] = resolve_input(value, marker, root)
+            print(f"input {key}: {out[key]}", flush=True)
+        except FileNotFoundError:
+            print(f"input {key}: {value} is not attached (no folder with {' or '.join(_as_tuple(marker))} "
+                  f"under {root} whose path contains {value[len(ROOT) + 1:]}); left as written", flush=True)
+        except ValueError as e:
+            print(f"input {key}: {e}; left as written", flush=True)
+    return out
+
+
+def _as_tuple(marker) -> tuple:
+    return (marker,) if isinstance(marker, str) else tuple(marker or ("any file",))
 
 
 def main(argv=None) -> None:

@@ -2,9 +2,10 @@
 (tools/build_wheels.sh), with ``pip install --no-index --find-links``; anywhere else, do nothing.
 
 Every notebook's first cell, kaggle/run_all_kaggle.py and kaggle/submit/submit_kaggle.py call
-:func:`install_wheels`. The wheels folder is ``$EEDI_WHEELS``, or the first folder under
-``/kaggle/input`` (``/kaggle/input/<slug>`` or, on newer runtimes, ``/kaggle/input/datasets/<owner>/<slug>``)
-holding a ``requirements.txt`` next to ``*.whl`` files.
+:func:`install_wheels`. The wheels folder is ``$EEDI_WHEELS``, or the folder under ``/kaggle/input``
+(``/kaggle/input/<slug>`` or, on newer runtimes, ``/kaggle/input/datasets/<owner>/<slug>``: found by
+:mod:`helpers.kaggle.inputs`) that holds ``*.whl`` files next to a ``requirements.txt`` (the code
+dataset has a ``requirements.txt`` too, and no wheels).
 
 The plan (:func:`plan_install`) goes requirement by requirement through the folder's
 ``requirements.txt``: already installed at a version the line allows (Kaggle's image is Python
@@ -14,7 +15,9 @@ whose tags fit this interpreter (``packaging.tags.sys_tags``). A line whose comm
 passages) is skipped with one log line when no wheel fits; ``import=<module>`` counts any
 distribution providing that module (``faiss-cpu`` for ``faiss-gpu-cu12``). A required package
 with no fitting wheel stops the install before pip runs, naming the package and the wheel that
-would satisfy it. The image's torch, transformers and numpy are pinned (a constraints file) so
+would satisfy it. pip runs once for the required wheels (a failure stops, naming what pip
+lacked), then once for each optional wheel on its own (faiss-gpu-cu12 needs CUDA runtime wheels the
+folder may lack): a failure there is one warning line. The image's torch, transformers and numpy are pinned (a constraints file) so
 that a wheel's dependency can never replace them (unless the plan itself upgrades one).
 """
 from __future__ import annotations
@@ -31,10 +34,11 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
+from helpers.kaggle.inputs import ROOT, candidates
+
 log = logging.getLogger(__name__)
 
 DONE_MARKER = "/tmp/.eedi_wheels_installed"
-SEARCH = ("/kaggle/input/*/requirements.txt", "/kaggle/input/datasets/*/*/requirements.txt")
 PINNED = ("torch", "transformers", "numpy")      # what the image brings and nothing may replace
 BUILD_HINT = ("rebuild the folder with tools/build_wheels.sh (Python 3.10-3.12), or build it on the exact "
               "image: in a Kaggle notebook with internet on, `!bash tools/build_wheels.sh /kaggle/working/wheels "
@@ -140,12 +144,25 @@ def wanted_wheel(line: Line, tag: Optional[str] = None) -> str:
     return f"{stem}-<{spec}>-{tag}.whl (or {stem}-<{spec}>-py3-none-any.whl)"
 
 
-def find_wheels(search=SEARCH) -> str | None:
+def find_wheels(search=None, root: str = ROOT, name: str = "") -> str | None:
+    """The wheels folder: ``$EEDI_WHEELS``; else the first match of ``search`` (a folder, or glob(s)
+    of ``requirements.txt``) with ``*.whl`` beside it; else (no ``search``) the folder under
+    ``root`` holding ``*.whl`` and a ``requirements.txt`` whose path contains ``name`` (the wheels
+    dataset's slug; any such folder when none does). None: no wheels folder attached."""
     env = os.environ.get("EEDI_WHEELS")
     if env:
         if not os.path.isfile(os.path.join(env, "requirements.txt")):
             raise FileNotFoundError(f"EEDI_WHEELS={env}: no requirements.txt there (build it with tools/build_wheels.sh)")
         return env
+    if search is None:                          # either /kaggle/input layout
+        for want in ([name, ""] if name else [""]):
+            hits = [f for f in candidates(want, "*.whl", root) if os.path.isfile(os.path.join(f, "requirements.txt"))]
+            if hits:
+                if len(hits) > 1:
+                    print(f"offline install: {len(hits)} wheels folders under {root}: {', '.join(hits)}; "
+                          f"using {hits[0]}", flush=True)
+                return hits[0]
+        return None
     if os.path.isdir(str(search)):              # a folder given directly
         search = os.path.join(search, "requirements.txt")
     for pattern in ([search] if isinstance(search, str) else search):
@@ -184,13 +201,24 @@ def _pip_failure(folder: str, output: str, tag: str) -> str:
     return f"offline install from {folder} failed:\n{tail}"
 
 
-def install_wheels(search=SEARCH, marker: str = DONE_MARKER, run=subprocess.run,
-                   installed: Callable[[str], Optional[str]] = installed_version, tags=None,
-                   has_module: Callable[[str], bool] = None) -> list[str] | None:
-    """Install what the image lacks from an attached wheels folder, once per machine session;
-    return the pip command run (None: no folder, done before, or nothing lacking).
+def _optional_failure(output: str) -> str:
+    """One line for an optional wheel pip could not install."""
+    hit = re.search(r"No matching distribution found for ([^\s(]+)", output)
+    if hit:
+        return f"pip needs {hit.group(1)}, which neither the image nor the folder has"
+    lines = [ln.strip() for ln in output.strip().splitlines() if ln.strip()]
+    return "pip failed: " + (lines[-1] if lines else "no output")
 
-    ``search``: glob(s) of ``requirements.txt`` or a wheels folder. RuntimeError, before pip runs,
+
+def install_wheels(search=None, marker: str = DONE_MARKER, run=subprocess.run,
+                   installed: Callable[[str], Optional[str]] = installed_version, tags=None,
+                   has_module: Callable[[str], bool] = None) -> list[list[str]] | None:
+    """Install what the image lacks from an attached wheels folder, once per machine session;
+    return the pip commands run (None: no folder, done before, or nothing lacking): one for the
+    required wheels, then one for each optional wheel on its own, whose failure is one warning line.
+
+    ``search``: a wheels folder or glob(s) of ``requirements.txt`` (None: :func:`find_wheels`'s
+    search of ``/kaggle/input``). RuntimeError, before pip runs,
     when a required package is neither installed nor in the folder for this interpreter.
     """
     folder = find_wheels(search)
@@ -203,16 +231,29 @@ def install_wheels(search=SEARCH, marker: str = DONE_MARKER, run=subprocess.run,
         lines = [f"  {line.text}: {why}; wanted: {wanted_wheel(line, plan.tag)}" for line, why in plan.missing]
         raise RuntimeError(f"offline install: {len(plan.missing)} required package(s) cannot be installed "
                            f"({plan.tag}):\n" + "\n".join(lines) + f"\n{BUILD_HINT}")
-    cmd = None
+    cmds = []
     if plan.install:
         constraints = _constraints(installed, {line.name for line, _ in plan.install})
-        cmd = install_command(folder, [w for _, w in plan.install], constraints)
-        print(f"offline install ({len(plan.present)} already in the image): " + " ".join(cmd), flush=True)
-        res = run(cmd, capture_output=True, text=True)
-        if res.returncode != 0:
-            raise RuntimeError(_pip_failure(folder, (res.stdout or "") + (res.stderr or ""), plan.tag))
+        required = [w for line, w in plan.install if not line.optional]
+        if required:
+            cmd = install_command(folder, required, constraints)
+            print(f"offline install ({len(plan.present)} already in the image): " + " ".join(cmd), flush=True)
+            cmds.append(cmd)
+            res = run(cmd, capture_output=True, text=True)
+            if res.returncode != 0:
+                raise RuntimeError(_pip_failure(folder, (res.stdout or "") + (res.stderr or ""), plan.tag))
+        for line, wheel in plan.install:      # each optional one alone: its failure costs only itself
+            if not line.optional:
+                continue
+            cmd = install_command(folder, [wheel], constraints)
+            print("offline install (optional): " + " ".join(cmd), flush=True)
+            cmds.append(cmd)
+            res = run(cmd, capture_output=True, text=True)
+            if res.returncode != 0:
+                print(f"offline install: {line.text} not installed (optional): "
+                      f"{_optional_failure((res.stdout or '') + (res.stderr or ''))}", flush=True)
     else:
         print(f"offline install: the image has all {len(plan.present)} packages of {folder}/requirements.txt",
               flush=True)
     open(marker, "w").close()
-    return cmd
+    return cmds or None

@@ -37,7 +37,7 @@ from typing import Optional
 
 import numpy as np
 
-from helpers.common.cli import dataclass_parser, str2bool
+from helpers.common.cli import dataclass_parser, field_kwargs, str2bool
 from helpers.common.devices import check_devices, parse_devices
 from helpers.embed.args import EmbedderArgs
 from helpers.embed.args import MODEL_CLASSES
@@ -59,7 +59,6 @@ log = logging.getLogger(__name__)
 class HnMineArgs(EmbedderArgs):
     """Mining flags on top of the embedder block (FlagEmbedding's hn_mine names, its other
     spellings accepted: ``--embedder_name_or_path``, ``--batch_size``, ``--embedder_query_max_length``)."""
-    model_name_or_path: str = field(metadata={"help": "embedder: demo:<alias> or a local Hugging Face folder"})
     input_file: str = field(metadata={"help": "queries JSONL (query, pos, pos_ids, ...) to mine negatives for"})
     output_file: str = field(metadata={"help": "mined JSONL: the input rows with neg/neg_ids filled"})
     candidate_pool: Optional[str] = field(default=None, metadata={
@@ -76,7 +75,6 @@ class HnMineArgs(EmbedderArgs):
         "help": "keep a candidate only if its similarity < max_score; None: off"})
     sampling: str = field(default="random", metadata={
         "help": "random: a seeded sample of the range's survivors | top: the highest-ranked survivors, in order"})
-    devices: Optional[list] = field(default=None, metadata={"help": "cpu, cuda:0 cuda:1, 0 1 ... (default: cuda:0 if any, else cpu)"})
     shuffle_data: bool = field(default=False, metadata={"help": "shuffle the output rows (seeded)"})
     use_gpu_for_searching: Optional[bool] = field(default=None, metadata={
         "help": "faiss GPU index (default: when faiss has GPU support and CUDA is there)"})
@@ -202,8 +200,10 @@ ALIASES = {**flag_aliases(), "embedder_batch_size": ["--batch_size"]}     # Flag
 
 
 def build_parser():
+    # FlagEmbedding's hn_mine takes several devices as separate values: --devices cuda:0 cuda:1
     return dataclass_parser(HnMineArgs, __doc__, prog="python -m helpers.mine.hn_mine", aliases=ALIASES,
-                            choices={"embedder_model_class": MODEL_CLASSES, "sampling": SAMPLING})
+                            choices={"embedder_model_class": MODEL_CLASSES, "sampling": SAMPLING},
+                            overrides={"devices": field_kwargs(None, Optional[list])})
 
 
 def parse_args(argv=None) -> HnMineArgs:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -138,6 +139,20 @@ def check_rows(rows, path, overwrite=False):
                 raise InputError(path, line, name, "scores already present; pass --overwrite True to replace them")
 
 
+def check_finite_scores(part: list[dict], scores, args: ScoreArgs) -> None:
+    """A NaN or infinite teacher score stops the stage, naming the query: JSON cannot hold it, and
+    a NaN would poison the KD targets of the query's group."""
+    for r, ss in zip(part, scores):
+        for j, x in enumerate(ss):
+            x = float(x)
+            if not math.isfinite(x):
+                name, k = ("pos_scores", j) if j < len(r["pos"]) else ("neg_scores", j - len(r["pos"]))
+                raise FloatingPointError(
+                    f"{args.input_file}, line {r.get('__line__')}, query_id {r.get('query_id')!r}: the reranker "
+                    f"{args.reranker_name_or_path} gave a non-finite score ({x}) for {name}[{k}]; nothing of this "
+                    f"chunk was recorded. Check the model, or try use_fp16 False (fp16 overflow)")
+
+
 def add_reranker_score(args: ScoreArgs, reranker=None, load=None) -> dict:
     """Score ``args.input_file`` into ``args.output_file``; returns a small summary.
 
@@ -171,6 +186,7 @@ def add_reranker_score(args: ScoreArgs, reranker=None, load=None) -> dict:
     for i in tqdm(todo, desc="chunks", unit="chunk", disable=len(todo) < 2):
         part = rows[i * c:(i + 1) * c]
         scores = reranker.score_groups([r["query"] for r in part], [r["pos"] + r["neg"] for r in part])
+        check_finite_scores(part, scores, args)          # before the chunk is recorded as done
         progress.add(i, {"pos_scores": [s[:len(r["pos"])] for r, s in zip(part, scores)],
                          "neg_scores": [s[len(r["pos"]):] for r, s in zip(part, scores)]})
         log.debug("chunk %d/%d done", i + 1, (n + c - 1) // c)

@@ -15,6 +15,8 @@ import json
 import os
 from pathlib import Path
 
+from helpers.common.io_utils import atomic_path
+
 FORMAT = "rerank-progress/1"
 
 
@@ -46,12 +48,9 @@ class Progress:
                 if not overwrite:
                     raise
                 self.path.unlink()                # stale progress of other input/settings
-        if not self.path.exists():
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "w", encoding="utf-8") as f:
-                f.write(json.dumps(self.header, sort_keys=True) + "\n")
-                f.flush()
-                os.fsync(f.fileno())
+        if not self.path.exists():      # the header whole or not at all (io_utils' write rule)
+            with atomic_path(self.path) as tmp:
+                tmp.write_text(json.dumps(self.header, sort_keys=True) + "\n", encoding="utf-8")
 
     def _load(self):
         good_end = 0

@@ -87,6 +87,7 @@ class BaseReranker:
         qs = [format_text(self.q_inst, self.q_fmt, q) for q in queries]
         ps = [[format_text(self.p_inst, self.p_fmt, p) for p in group] for group in passages]
         reps = self.replicas()
+        self._prepare(reps[0])        # once, before any worker starts: the workers only read settings
         if len(reps) == 1 or len(qs) < 2:
             out = self._score_on(reps[0], qs, ps)
         else:   # one worker per device, each on a contiguous block of queries
@@ -99,6 +100,9 @@ class BaseReranker:
         if self.normalize:
             out = [[sigmoid(s) for s in g] for g in out]
         return out
+
+    def _prepare(self, rep) -> None:
+        """Anything to settle on the first device before scoring starts (nothing here)."""
 
     def compute_score(self, pairs) -> list[float]:
         """FlagEmbedding's ``compute_score``: a list of (query, passage) pairs -> one score each."""
@@ -126,13 +130,22 @@ class LLMReranker(BaseReranker):
                          share_prefix=bool(share_prefix))
         self._checked = not check_fast_paths
 
-    def _path(self, model, device, opts=None):
+    def _path(self, model, device, opts=None, batch_size=None):
         opts = self.fast if opts is None else opts
-        return self.parts.scorer(model, device, self.batch_size, share_prefix=opts["share_prefix"],
-                                 yes_only=opts["yes_only"], sort_by_length=opts["sort_by_length"])
+        return self.parts.scorer(model, device, self.batch_size if batch_size is None else batch_size,
+                                 share_prefix=opts["share_prefix"], yes_only=opts["yes_only"],
+                                 sort_by_length=opts["sort_by_length"])
+
+    def _prepare(self, rep) -> None:
+        """The fast paths' self-check, once per reranker, on the first device before the device
+        workers start (run inside them, it changed settings another worker was reading)."""
+        if not self._checked:
+            self._self_check(rep)
 
     def _self_check(self, rep):
-        """Compare each fast path with the plain path on a small probe; switch off what differs."""
+        """Compare each fast path with the plain path on a small probe; switch off what differs.
+        Nothing shared changes until the end: the probe's batch size is passed, and the checked
+        flags replace :attr:`fast` in one assignment."""
         self._checked = True
         if not (self.fast["yes_only"] or self.fast["share_prefix"]):
             return
@@ -141,33 +154,30 @@ class LLMReranker(BaseReranker):
         ps = [["B: adds numerators", "B: no"], ["B: a passage of several words here", "B: x", "B: y"],
               ["B: divides by the wrong number"]]
         pre, suf = self.layout.encode(qs, ps)
-        saved, self.batch_size = self.batch_size, 3      # several queries and lengths per batch
+        probe_batch = 3                                  # several queries and lengths per batch
         plain = dict(yes_only=False, sort_by_length=False, share_prefix=False)
-        try:
-            ref = self._path(rep[1], rep[0], plain).run(pre, suf, progress=False)
-            tol = 1e-3 if self.dtype == torch.float32 else 5e-2
-            tol *= max(1.0, max(abs(x) for g in ref for x in g))
-            trial = dict(self.fast, share_prefix=False)
-            for name in ("yes_only", "share_prefix"):
-                trial[name] = self.fast[name]
-                if not trial[name]:
-                    continue
-                try:
-                    got = self._path(rep[1], rep[0], trial).run(pre, suf, progress=False)
-                    diff = max(abs(a - b) for ga, gb in zip(ref, got) for a, b in zip(ga, gb))
-                    ok, why = diff <= tol, f"differs from the plain path by {diff:.2e}"
-                except Exception as e:  # a model whose cache or head does not fit the fast path
-                    ok, why = False, f"raised {type(e).__name__}: {e}"
-                if not ok:
-                    log.warning("fast path %s %s for this model: switched off, falling back", name, why)
-                    trial[name] = self.fast[name] = False
-            log.info("fast paths after the self-check: %s", self.fast)
-        finally:
-            self.batch_size = saved
+        ref = self._path(rep[1], rep[0], plain, probe_batch).run(pre, suf, progress=False)
+        tol = 1e-3 if self.dtype == torch.float32 else 5e-2
+        tol *= max(1.0, max(abs(x) for g in ref for x in g))
+        fast = dict(self.fast)
+        trial = dict(fast, share_prefix=False)
+        for name in ("yes_only", "share_prefix"):
+            trial[name] = fast[name]
+            if not trial[name]:
+                continue
+            try:
+                got = self._path(rep[1], rep[0], trial, probe_batch).run(pre, suf, progress=False)
+                diff = max(abs(a - b) for ga, gb in zip(ref, got) for a, b in zip(ga, gb))
+                ok, why = diff <= tol, f"differs from the plain path by {diff:.2e}"
+            except Exception as e:  # a model whose cache or head does not fit the fast path
+                ok, why = False, f"raised {type(e).__name__}: {e}"
+            if not ok:
+                log.warning("fast path %s %s for this model: switched off, falling back", name, why)
+                trial[name] = fast[name] = False
+        self.fast = fast
+        log.info("fast paths after the self-check: %s", self.fast)
 
     def _score_on(self, rep, qs, ps):
-        if not self._checked:
-            self._self_check(rep)
         pre, suf = self.layout.encode(qs, ps)
         return self._path(rep[1], rep[0]).run(pre, suf, progress=self.show_progress)
 

@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
+from helpers.common.io_utils import write_json
+
 
 class DeadlineReached(Exception):
     """Raised between epochs when the next one would end after the deadline."""
@@ -59,10 +61,12 @@ def stop_report(output_dir, epochs_done: int, epochs: int, reason: str, stage: s
     """Tell run_all.py (``$EEDI_STOP_REPORT``) and the folder (``stopped.json``) that training stopped early."""
     rec = {"stage": stage, "output_dir": str(output_dir), "epochs_done": epochs_done,
            "num_train_epochs": epochs, "reason": reason, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    Path(output_dir, "stopped.json").write_text(json.dumps(rec, indent=2), encoding="utf-8")
+    write_json(Path(output_dir, "stopped.json"), rec)      # temp file, fsync, rename, fsync dir
     if os.environ.get("EEDI_STOP_REPORT"):
         with open(os.environ["EEDI_STOP_REPORT"], "a", encoding="utf-8") as f:
             f.write(json.dumps(rec) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
 
 
 # ----------------------------------------------------------------------------- run_all's half

@@ -3,34 +3,54 @@
 Inference only, internet off: copies the code dataset to /kaggle/working/code, installs the wheels
 dataset offline when attached, then runs notebooks/05_submit.ipynb through run_all.py with the
 `submit` profile, which writes /kaggle/working/submission.csv (checked before it is written).
-Edit CODE/WHEELS and the --var lines to your dataset names.
+Every input is found in either mount layout (/kaggle/input/<slug> or, on newer runtimes,
+/kaggle/input/datasets/<owner>/<slug>; Kaggle Models in theirs) by helpers.kaggle.inputs: the
+profile's /kaggle/input vars are resolved and passed on as --var. Edit CODE/WHEELS (slugs) and
+VARS to your datasets.
 """
-import glob
 import os
 import shutil
 import subprocess
 import sys
 
-CODE = "/kaggle/input/eedi-distill-code"          # this repository, uploaded as a dataset
-WHEELS = "/kaggle/input/eedi-distill-wheels"      # tools/build_wheels.sh output, uploaded as a dataset
-WORK = "/kaggle/working/code"
+CODE = "eedi-distill-code"          # this repository, uploaded as a dataset (its slug)
+WHEELS = "eedi-distill-wheels"      # tools/build_wheels.sh output, uploaded as a dataset (its slug)
+VARS = {}    # over the profile's vars, e.g. {"student": "/kaggle/input/my-student/lora_epoch_4"}
 
 
-def found(path, marker):
-    """``path`` if it holds ``marker``, else the first folder under /kaggle/input that does (newer
-    runtimes mount datasets at /kaggle/input/datasets/<owner>/<slug>)."""
-    if os.path.isfile(os.path.join(path, marker)):
-        return path
-    hits = sorted(glob.glob(f"/kaggle/input/**/{marker}", recursive=True))
-    return os.path.dirname(hits[0]) if hits else path
+def find_code(root, slug=CODE):
+    """The code dataset: the folder under ``root`` with run_all.py and helpers/ (before helpers can
+    be imported); the one whose path names ``slug`` first."""
+    hits = []
+    for folder, dirs, files in os.walk(root):
+        dirs.sort()
+        if folder[len(root):].count(os.sep) >= 4:
+            dirs[:] = []
+        if "run_all.py" in files and os.path.isfile(os.path.join(folder, "helpers", "kaggle", "inputs.py")):
+            hits.append(folder)
+            dirs[:] = []
+    if not hits:
+        raise SystemExit(f"no code dataset (run_all.py and helpers/) under {root}: attach {slug}")
+    return next((h for h in hits if slug in h.split(os.sep)), hits[0])
 
 
-CODE, WHEELS = found(CODE, "run_all.py"), found(WHEELS, "requirements.txt")
-if not os.path.isdir(WORK):
-    shutil.copytree(CODE, WORK)
-sys.path.insert(0, WORK)
-from helpers.kaggle.offline_install import install_wheels  # noqa: E402
-install_wheels(WHEELS)          # only what the image lacks; a missing required wheel is named
-cmd = [sys.executable, "run_all.py", "--profile", "submit"]
-# e.g. cmd += ["--var", "student=/kaggle/input/my-student/lora_epoch_4", "--var", "base_model=/kaggle/input/bge-en-icl"]
-sys.exit(subprocess.run(cmd, cwd=WORK).returncode)
+def main(root="/kaggle/input", work="/kaggle/working/code", run=subprocess.run, install=None):
+    if not os.path.isdir(work):
+        shutil.copytree(find_code(root), work)
+    sys.path.insert(0, work)
+    import yaml
+    from helpers.kaggle.inputs import resolve_vars
+    from helpers.kaggle.offline_install import find_wheels, install_wheels
+    wheels = find_wheels(root=root, name=WHEELS)   # the folder holding *.whl, not the code's requirements.txt
+    if wheels:          # only what the image lacks; a missing required wheel is named
+        (install or install_wheels)(wheels)
+    with open(os.path.join(work, "configs", "submit.yaml"), encoding="utf-8") as f:
+        values = {**(yaml.safe_load(f).get("vars") or {}), **VARS}
+    cmd = [sys.executable, "run_all.py", "--profile", "submit"]
+    for key, path in resolve_vars(values, root=root).items():   # base_model unattached: fine for a merged model
+        cmd += ["--var", f"{key}={path}"]
+    return run(cmd, cwd=work).returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -172,3 +172,69 @@ def test_prepare_command_line(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "helpers.data.prepare_data", "--input_dir", str(tmp_path / "nope"),
                           "--output_dir", str(tmp_path / "o2")], capture_output=True, text=True)
     assert bad.returncode != 0 and "misconception_mapping.csv: file does not exist" in bad.stderr
+
+
+# --------------------------------------------------------------- strict CSV: no row lost silently (issue 27, item 4)
+def _train_text(lines):
+    return ("\n".join([",".join(HEADER)] + lines) + "\n").encode()
+
+
+_GOOD = "{q},100,c,7,s,A,text,a,b,c,d,,{q}.0,,"
+
+
+def test_bad_short_row_is_an_error_not_dropped(tmp_path):
+    lines = [_GOOD.format(q=q) for q in range(6)]
+    lines[2] = "2,100,c,7,s,A,text,a,b"                      # 9 cells: was read with None and kept/dropped
+    _expect_error(tmp_path, train_bytes=_train_text(lines), match=r"train.csv, line 4: 9 cells for 15 columns")
+
+
+def test_bad_unterminated_quote_is_an_error(tmp_path):
+    lines = [_GOOD.format(q=q) for q in range(6)]
+    lines[1] = '1,100,c,7,s,A,"text,a,b,c,d,,1.0,,'          # the quote swallows the rest of the file
+    _expect_error(tmp_path, train_bytes=_train_text(lines),
+                  match=r"train.csv, line 3: 7 cells for 15 columns \(an unterminated quote")
+
+
+def test_bad_duplicate_header_column(tmp_path):
+    header = HEADER + ["QuestionText"]
+    raw = (",".join(header) + "\n" + "".join(_GOOD.format(q=q) + ",dup\n" for q in range(6))).encode()
+    _expect_error(tmp_path, train_bytes=raw, match=r"train.csv, line 1, field 'QuestionText': duplicate column")
+
+
+def test_bad_huge_cell_is_one_input_error(tmp_path):
+    lines = [_GOOD.format(q=q) for q in range(6)]
+    lines[3] = lines[3].replace("text", '"' + "x" * 200_000 + '"')
+    _expect_error(tmp_path, train_bytes=_train_text(lines),
+                  match=r"train.csv, line 5: not a valid CSV record \(field larger than field limit")
+
+
+def test_blank_lines_between_rows_are_not_rows(tmp_path):
+    lines = [_GOOD.format(q=q) for q in range(6)]
+    lines.insert(3, "")
+    p = tmp_path / "train.csv"
+    p.write_bytes(_train_text(lines))
+    assert [q["QuestionId"] for q in load_questions(p)] == [str(q) for q in range(6)]
+
+
+def test_interrupted_re_prepare_does_not_look_complete(tmp_path, monkeypatch):
+    """Issue 27, item 2: a kill while re-preparing with a new seed left new train + old test + old
+    stats.json (the completeness marker): a train/test leak that looked like a finished folder."""
+    import helpers.data.prepare_data as prep
+    inp, out = tiny_input(tmp_path / "in"), tmp_path / "out"
+    prepare_data(PrepareArgs(input_dir=str(inp), output_dir=str(out), seed=1))
+    assert (out / "stats.json").exists()
+    real = prep.write_jsonl
+
+    def killed(path, rows):
+        if str(path).endswith("test_queries.jsonl"):
+            raise KeyboardInterrupt("killed")
+        return real(path, rows)
+    monkeypatch.setattr(prep, "write_jsonl", killed)
+    with pytest.raises(KeyboardInterrupt):
+        prepare_data(PrepareArgs(input_dir=str(inp), output_dir=str(out), seed=2))
+    assert not (out / "stats.json").exists(), "an incomplete folder must not carry the completeness marker"
+    monkeypatch.setattr(prep, "write_jsonl", real)
+    prepare_data(PrepareArgs(input_dir=str(inp), output_dir=str(out), seed=2))
+    prepare_data(PrepareArgs(input_dir=str(inp), output_dir=str(tmp_path / "ref"), seed=2))
+    for f in OUTPUT_FILES:
+        assert (out / f).read_bytes() == (tmp_path / "ref" / f).read_bytes(), f

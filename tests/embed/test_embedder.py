@@ -113,3 +113,27 @@ def test_several_device_workers_give_the_same_embeddings(tiny):
     one = e.encode_corpus(texts)
     e.devices = ["cpu", "cpu"]         # two workers (threads) sharing the CPU replica
     np.testing.assert_allclose(e.encode_corpus(texts), one, atol=1e-5)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_embedding_stops_with_model_batch_and_row(tiny, monkeypatch, bad):
+    """Issue 27, item 3: torch.sort ranks NaN first, so one NaN passage would top every ranking."""
+    emb = _embedder(tiny, embedder_batch_size=3)
+    texts = [f"passage number {i}" + " more" * i for i in range(8)]
+    bad_ids = emb.tokenize_passages([texts[5]])[0]
+    real = Embedder._forward
+
+    def poisoned(self, model, batch, device):
+        out = real(self, model, batch, device)
+        for j, ids in enumerate(batch):
+            if ids == bad_ids:
+                out[j, 1] = bad
+        return out
+    monkeypatch.setattr(Embedder, "_forward", poisoned)
+    with pytest.raises(FloatingPointError) as e:
+        emb.encode_corpus(texts)
+    msg = str(e.value)
+    assert "\n" not in msg
+    assert SMOL in msg and "passages" in msg
+    assert "batch 1 of 3" in msg                 # length-sorted: 7, 6, 5 | 4, 3, 2 | 1, 0
+    assert "first bad row: passages[5]" in msg

@@ -50,7 +50,7 @@ def test_evaluate_models_writes_comparison(tmp_path):
     with open(tmp_path / "cmp" / "comparison.csv") as f:
         rows = list(csv.DictReader(f))
     # topk 8: only MAP@25 is compared per query; the reference's own row has no paired values
-    assert [(r["reference"], r["verdict"] in ("better", "worse", "no difference")) for r in rows] == [
+    assert [(r["reference"], r["verdict"] in ("better", "worse", "no difference", "too few queries")) for r in rows] == [
         ("", False)] * 3 + [("minilm", True)] * 3
     assert "dMAP@25_lo" in rows[0] and "dRecall@25" not in rows[0]
     assert [(r["label"], r["subset"]) for r in rows] == [
@@ -120,7 +120,7 @@ def test_paired_comparison_against_reference(tmp_path, fake_models):
     with pytest.raises(ValueError, match=r"reference_model 'nope' is not one of the models: 'base', 'good', 'same'"):
         _cmp(tmp_path, reference_model="nope")
     assert fake_models == []                                   # checked before any model runs
-    res = _cmp(tmp_path, reference_model="base", n_resamples=200, bootstrap_seed=1)
+    res = _cmp(tmp_path, reference_model="base", n_resamples=200, bootstrap_seed=1, min_queries=1)
     assert fake_models == ["base", "good", "same"]
     pq = read_jsonl(tmp_path / "cmp" / "base" / "per_query.jsonl")
     assert [(r["query_id"], r["rank"], r["seen"], r["AP@25"]) for r in pq] == [
@@ -194,3 +194,19 @@ def test_labels_sharing_a_folder_are_refused(tmp_path, fake_models):
                          {"label": "epoch_1", "path": "fake:rank2", "class": "encoder-only-base"}],
                         str(d / "test_queries.jsonl"), str(d / "corpus.jsonl"), str(tmp_path / "cmp"))
     assert fake_models == []
+
+
+def test_too_few_queries_no_verdict_in_every_subset(tmp_path, fake_models):
+    """Issue 27, item 8: 3 queries (2 seen, 1 unseen) are below the minimum of 20: no better/worse."""
+    eval_files(tmp_path)
+    res = _cmp(tmp_path, reference_model="base", n_resamples=50)
+    by = {(r["label"], r["subset"]): r for r in _csv_rows(tmp_path / "cmp" / "comparison.csv")}
+    for sub in ("all", "seen", "unseen"):
+        for label in ("good", "same"):
+            assert by[(label, sub)]["verdict"] == "too few queries" and by[(label, sub)]["significant"] == "False"
+        assert float(by[("good", sub)]["dMAP@25"]) == 0.5          # the difference is still shown
+        assert comparison_table(res, subset=sub)[1]["verdict"] == "too few queries"
+    assert comparison_table(res)[0]["verdict"] == "reference"
+    from helpers.eval.plots import plot_map_with_intervals
+    fig = plot_map_with_intervals(res, reference="base", path=tmp_path / "map.png")
+    assert [t.get_text() for t in fig.axes[0].texts] == ["Δ+0.500", "Δ+0.000"]     # no significance star

@@ -147,3 +147,21 @@ def test_bootstrap_mean_and_verdict():
     assert bootstrap_mean(np.full(5, 0.25)) == {"mean": 0.25, "lo": 0.25, "hi": 0.25, "n": 5}
     assert (verdict(0.01, 0.2), verdict(-0.2, -0.01), verdict(-0.1, 0.1), verdict(0.0, 0.1)) == (
         "better", "worse", "no difference", "no difference")
+
+
+def test_too_few_queries_gives_no_verdict():
+    """Issue 27, item 8: one query (or constant differences) gives a zero-width interval; below
+    MIN_QUERIES the verdict is "too few queries", never better/worse."""
+    from helpers.eval.paired import MIN_QUERIES
+    assert MIN_QUERIES == 20
+    for n in (1, 2, 19):
+        r = paired_bootstrap(np.full(n, 0.5), np.full(n, 1.0), n_resamples=100)
+        assert (r["lo"], r["hi"], r["n"]) == (0.5, 0.5, n)
+        assert r["verdict"] == "too few queries" and r["significant"] is False and r["min_queries"] == 20
+        back = paired_bootstrap(np.full(n, 1.0), np.full(n, 0.5), n_resamples=100)
+        assert back["verdict"] == "too few queries" and back["significant"] is False
+    r = paired_bootstrap(np.full(20, 0.5), np.full(20, 1.0), n_resamples=100)
+    assert r["verdict"] == "better" and r["significant"] is True
+    r = paired_bootstrap([0.5], [1.0], n_resamples=100, min_queries=1)
+    assert r["verdict"] == "better"
+    assert verdict(0.1, 0.2, n=5) == "too few queries" and verdict(0.1, 0.2, n=20) == "better"

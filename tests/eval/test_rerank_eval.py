@@ -42,9 +42,15 @@ def test_a_teacher_that_knows_the_gold_lifts_map(tmp_path):
     assert out["bi-encoder"]["MAP@25"] == pytest.approx(5 / 6 / 3)          # rank 3 for 5 queries, one outside
     assert out["reranked"]["MAP@25"] == pytest.approx(5 / 6)               # rank 1 for the same 5
     d = out["reranked - bi-encoder"]["MAP@25"]
-    assert d["mean_diff"] == pytest.approx(5 / 6 - 5 / 18) and d["lo"] > 0 and d["verdict"] == "better"
+    assert d["mean_diff"] == pytest.approx(5 / 6 - 5 / 18) and d["lo"] > 0
+    assert d["verdict"] == "too few queries"                                 # 6 queries: below the minimum of 20
     assert d["same"] == pytest.approx(1 / 6)                                 # the gold outside the top 25
     assert json.loads((tmp_path / "out.json").read_text())["reranked"]["MAP@25"] == pytest.approx(5 / 6)
+
+
+def test_enough_queries_give_a_verdict(tmp_path):
+    d = rerank_eval(files(tmp_path, n=24), reranker=GoldFirst())["reranked - bi-encoder"]["MAP@25"]
+    assert d["n"] == 24 and d["lo"] > 0 and d["verdict"] == "better" and d["significant"] is True
 
 
 def test_unknown_query_in_rankings_names_file_line_field(tmp_path):

@@ -67,11 +67,13 @@ PY312 = ["peft-0.14.0-py3-none-any.whl", "bitsandbytes-0.45.0-py3-none-manylinux
 def test_on_python_312_only_what_the_image_lacks_is_installed(tmp_path, capsys):
     w = folder(tmp_path, PY312)
     pip = Pip()
-    cmd = install(w, tmp_path, pip=pip)
-    assert pip.calls == [cmd] and cmd[cmd.index("--find-links") + 1] == str(w) and "--no-index" in cmd
-    wheels = sorted(c.rsplit("/", 1)[-1] for c in cmd if c.endswith(".whl"))
-    assert wheels == ["bitsandbytes-0.45.0-py3-none-manylinux_2_24_x86_64.whl",
-                      "faiss_gpu_cu12-1.10.0-cp312-cp312-manylinux_2_28_x86_64.whl", "peft-0.14.0-py3-none-any.whl"]
+    cmds = install(w, tmp_path, pip=pip)
+    assert pip.calls == cmds and len(cmds) == 2                     # required, then optional faiss alone
+    cmd = cmds[0]
+    assert all(c[c.index("--find-links") + 1] == str(w) and "--no-index" in c for c in cmds)
+    wheels = [sorted(x.rsplit("/", 1)[-1] for x in c if x.endswith(".whl")) for c in cmds]
+    assert wheels == [["bitsandbytes-0.45.0-py3-none-manylinux_2_24_x86_64.whl", "peft-0.14.0-py3-none-any.whl"],
+                      ["faiss_gpu_cu12-1.10.0-cp312-cp312-manylinux_2_28_x86_64.whl"]]
     pins = open(cmd[cmd.index("-c") + 1]).read().split()           # the image's torch cannot be replaced
     assert pins == ["torch==2.11.0+cu128", "transformers==5.9.0", "numpy==2.0.2"]
     assert "(4 already in the image)" in capsys.readouterr().out
@@ -100,17 +102,18 @@ def test_the_old_folder_built_for_310_311_only_names_what_312_needs(tmp_path):
 def test_a_missing_optional_package_is_one_line_and_the_install_goes_on(tmp_path, capsys):
     w = folder(tmp_path, [n for n in PY312 if "cp312" not in n])     # faiss for 3.11 only
     pip = Pip()
-    cmd = install(w, tmp_path, pip=pip)
+    cmds = install(w, tmp_path, pip=pip)
     out = capsys.readouterr().out
     skipped = [ln for ln in out.splitlines() if "skipped" in ln]
     assert len(skipped) == 1 and "faiss-gpu-cu12 skipped (optional)" in skipped[0] and "cp311" in skipped[0]
-    assert pip.calls == [cmd] and not any("faiss" in c.rsplit("/", 1)[-1] for c in cmd if c.endswith(".whl"))
+    assert pip.calls == cmds and len(cmds) == 1
+    assert not any("faiss" in c.rsplit("/", 1)[-1] for c in cmds[0] if c.endswith(".whl"))
 
 
 def test_a_faiss_module_from_another_package_counts(tmp_path, capsys):
     w = folder(tmp_path, PY312)
-    cmd = install(w, tmp_path, modules={"faiss"})                   # e.g. faiss-cpu in the image
-    assert not any("faiss" in c.rsplit("/", 1)[-1] for c in cmd if c.endswith(".whl"))
+    cmds = install(w, tmp_path, modules={"faiss"})                  # e.g. faiss-cpu in the image
+    assert len(cmds) == 1 and not any("faiss" in c.rsplit("/", 1)[-1] for c in cmds[0] if c.endswith(".whl"))
 
 
 def test_nothing_lacking_runs_no_pip(tmp_path, capsys):
@@ -123,7 +126,7 @@ def test_nothing_lacking_runs_no_pip(tmp_path, capsys):
 
 def test_too_old_a_transformers_is_upgraded_and_not_pinned(tmp_path):
     w = folder(tmp_path, PY312 + ["transformers-5.9.0-py3-none-any.whl"])
-    cmd = install(w, tmp_path, installed=dict(KAGGLE, transformers="4.51.0"))
+    cmd = install(w, tmp_path, installed=dict(KAGGLE, transformers="4.51.0"))[0]
     assert any(c.endswith("transformers-5.9.0-py3-none-any.whl") for c in cmd)
     assert "transformers" not in open(cmd[cmd.index("-c") + 1]).read()
 
@@ -146,5 +149,39 @@ def test_the_wheels_folder_is_found_in_both_kaggle_input_layouts(tmp_path, monke
     (new / "peft-0.14.0-py3-none-any.whl").write_bytes(b"")
     (tmp_path / "code").mkdir()
     (tmp_path / "code" / "requirements.txt").write_text("peft\n")    # the code dataset: no wheels
-    patterns = [p.replace("/kaggle/input", str(tmp_path)) for p in oi.SEARCH]
-    assert oi.find_wheels(patterns) == str(new)
+    assert oi.find_wheels(root=str(tmp_path)) == str(new)
+    old = tmp_path / "my-wheels"                                      # /kaggle/input/<slug>, both attached
+    old.mkdir()
+    (old / "requirements.txt").write_text("peft\n")
+    (old / "peft-0.14.0-py3-none-any.whl").write_bytes(b"")
+    assert oi.find_wheels(root=str(tmp_path), name="my-wheels") == str(old)      # the slug wins
+    assert oi.find_wheels(root=str(tmp_path), name="eedi-distill-wheels") == str(new)
+
+
+class DepsPip(Pip):
+    """pip that fails any call holding a faiss wheel: its CUDA runtime dependencies are not in the folder."""
+    def __call__(self, cmd, **kw):
+        import subprocess
+        self.calls.append(cmd)
+        if any("faiss" in c.rsplit("/", 1)[-1] for c in cmd):
+            return subprocess.CompletedProcess(cmd, 1, stdout="", stderr=(
+                "ERROR: Could not find a version that satisfies the requirement nvidia-cuda-runtime-cu12 "
+                "(from faiss-gpu-cu12) (from versions: none)\nERROR: No matching distribution found for "
+                "nvidia-cuda-runtime-cu12\n"))
+        return subprocess.CompletedProcess(cmd, 0, stdout="", stderr="")
+
+
+def test_an_optional_wheel_that_pip_cannot_install_is_one_warning_and_the_required_ones_are_installed(
+        tmp_path, capsys):
+    w = folder(tmp_path, PY312)
+    pip = DepsPip()
+    cmds = install(w, tmp_path, pip=pip)
+    assert pip.calls == cmds and len(cmds) == 2                    # required first, then each optional alone
+    names = [[c.rsplit("/", 1)[-1] for c in cmd if c.endswith(".whl")] for cmd in cmds]
+    assert sorted(names[0]) == ["bitsandbytes-0.45.0-py3-none-manylinux_2_24_x86_64.whl",
+                                "peft-0.14.0-py3-none-any.whl"]
+    assert names[1] == ["faiss_gpu_cu12-1.10.0-cp312-cp312-manylinux_2_28_x86_64.whl"]
+    assert all("-c" in cmd for cmd in cmds)                        # the image's torch pinned in both
+    warned = [ln for ln in capsys.readouterr().out.splitlines() if "not installed (optional)" in ln]
+    assert len(warned) == 1 and "faiss-gpu-cu12" in warned[0] and "nvidia-cuda-runtime-cu12" in warned[0]
+    assert (tmp_path / "marker").exists()                          # done: the required ones are in

@@ -187,7 +187,7 @@ def test_from_needs_a_run_to_continue_and_resume_dir_copies_one(tmp_path, monkey
     # a previous session's run folder, read-only as /kaggle/input is
     prev = tmp_path / "input" / "r"
     (prev / "kd").mkdir(parents=True)
-    (prev / "manifest.json").write_text(json.dumps({"steps": {"prepare": {"status": "done"}}}))
+    (prev / "manifest.json").write_text(json.dumps({"steps": {"prepare": {"status": "done"}, "mine": {"status": "done"}}}))
     (prev / "kd" / "trainer_state.pt").write_bytes(b"x" * 10)
     (prev / ".run_all.lock").write_text("")
     for f in (prev / "manifest.json", prev / "kd" / "trainer_state.pt", prev / ".run_all.lock"):

@@ -104,3 +104,81 @@ def test_demo_profile_parameters_exist():
     # every shipped profile's parameters are declared by its notebooks
     for name in ("demo",):
         assert run_all.main(["--profile", name, "--list"]) == 0
+
+
+# ------------------------------------------------------- run folders that cannot escape (issue 27, item 5)
+@pytest.mark.parametrize("name", ["", ".", "..", "../helpers", "/ABS", "a/b", "a b", "r;rm"])
+def test_bad_run_name_is_refused_before_anything_is_made(tmp_path, capsys, name):
+    name = name.replace("/ABS", str(tmp_path / "abs"))       # an absolute name replaced the output root
+    p = profile(tmp_path, [PREP])
+    for extra in ([], ["--print_run_dir"], ["--list"]):
+        assert run_all.main(["--profile", p, "--run_name", name, *extra]) == 1
+        out, err = capsys.readouterr()
+        assert out == "" and f"run_name {name!r}" in err and "[A-Za-z0-9._-]+" in err
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["p.yaml"]          # nothing made
+
+
+def test_bad_run_name_in_the_profile_and_bad_step_name(tmp_path, capsys):
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump({"run_name": ".", "output_root": str(tmp_path / "out"), "steps": [PREP]}))
+    assert run_all.main(["--profile", str(path), "--print_run_dir"]) == 1
+    assert "run_name '.'" in capsys.readouterr().err
+    p = profile(tmp_path, [dict(PREP, name="../x")])
+    assert run_all.main(["--profile", p, "--list"]) == 1
+    assert "step name '../x'" in capsys.readouterr().err
+
+
+def test_run_folder_resolving_outside_the_root_is_refused(tmp_path, capsys):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "out" / "r").symlink_to(tmp_path / "elsewhere")
+    p = profile(tmp_path, [PREP])
+    assert run_all.main(["--profile", p, "--print_run_dir"]) == 1
+    assert "outside the output root" in capsys.readouterr().err
+
+
+def test_continue_command_is_shell_quoted():
+    import shlex
+    cmd = run_all.continue_command("my profiles/p $HOME.yaml", "train_kd", "r-1", "1h 30m")
+    assert shlex.split(cmd) == ["python", "run_all.py", "--profile", "my profiles/p $HOME.yaml", "--from",
+                                "train_kd", "--run_name", "r-1", "--time_budget", "1h 30m"]
+    assert run_all.continue_command("demo", "mine", "r", None) == "python run_all.py --profile demo --from mine --run_name r"
+
+
+def test_make_clean_run_refuses_a_folder_without_manifest(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+    p = profile(tmp_path, [PREP])
+    run_dir = tmp_path / "out" / "r"
+    (run_dir / "data").mkdir(parents=True)
+    make = ["make", "-s", "-C", str(run_all.ROOT), "-o", ".venv/.installed", "clean-run", f"PROFILE={p}",
+            f"BIN={Path(sys.executable).parent}"]
+    r = subprocess.run(make, capture_output=True, text=True)
+    assert r.returncode != 0 and "no manifest.json" in r.stderr and (run_dir / "data").is_dir()
+    (run_dir / "manifest.json").write_text("{}")
+    r = subprocess.run(make, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert not run_dir.exists() and (tmp_path / "out").is_dir()
+
+
+# ------------------------------------------------ --from continues only a chain whose earlier steps are done
+@pytest.mark.parametrize("earlier", [{"prepare": {"status": "failed"}}, {"prepare": {"status": "running"}}, {}])
+def test_from_refuses_when_an_earlier_step_is_not_done(tmp_path, capsys, earlier):
+    """Issue 27, item 2: --from b after a failed (or killed: 'running') prepare ran b on stale data."""
+    p = profile(tmp_path, [PREP, dict(PREP, name="b"), dict(PREP, name="c")])
+    run_dir = tmp_path / "out" / "r"
+    run_dir.mkdir(parents=True)
+    (run_dir / "manifest.json").write_text(json.dumps({"steps": earlier}))
+    before = sorted(x.name for x in run_dir.iterdir())
+    assert run_all.main(["--profile", p, "--from", "b"]) == 1
+    err = capsys.readouterr().err
+    status = earlier.get("prepare", {}).get("status", "not run")
+    assert f"--from 'b': earlier step 'prepare' is {status}" in err and "--from prepare" in err
+    assert sorted(x.name for x in run_dir.iterdir()) == before          # nothing run, nothing written
+    # from a previous session's copy (--resume_dir): checked before anything is copied
+    src = tmp_path / "session1" / "r"
+    run_dir.rename(src.parent.mkdir() or src)
+    assert run_all.main(["--profile", p, "--from", "b", "--resume_dir", str(src)]) == 1
+    assert f"earlier step 'prepare' is {status}" in capsys.readouterr().err
+    assert not run_dir.exists()

@@ -233,3 +233,22 @@ def test_a_training_folder_stands_for_its_last_epoch(tmp_path, caplog):
     assert last_epoch_model("demo:gemma-3-270m") == "demo:gemma-3-270m"
     assert last_epoch_model(str(tmp_path / "nope")) == str(tmp_path / "nope")
     assert last_epoch_model(None) is None
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_teacher_score_stops_with_its_query_id(tmp_path, bad):
+    """Issue 27, item 3: was "Out of range float values are not JSON compliant" with no context."""
+    class Poisoned(FakeReranker):
+        def score_groups(self, queries, passages):
+            out = super().score_groups(queries, passages)
+            return [[bad if q.startswith("question 3 ") and j == 2 else s for j, s in enumerate(ss)]
+                    for q, ss in zip(queries, out)]
+    write(tmp_path / "mined.jsonl", rows())
+    a = args(tmp_path)
+    with pytest.raises(FloatingPointError) as e:
+        add_reranker_score(a, reranker=Poisoned())
+    msg = str(e.value)
+    assert "\n" not in msg and "query_id 'q3'" in msg and "neg_scores[1]" in msg and "unused-by-fake" in msg
+    assert not os.path.exists(a.output_file)
+    lines = open(progress_path(a.output_file)).read().splitlines()
+    assert [json.loads(x)["chunk"] for x in lines[1:]] == [0]      # chunk 1 (q2, q3) not recorded

@@ -68,6 +68,35 @@ def test_two_workers_give_the_same_scores(r):
     assert flat(two) == pytest.approx(flat(one), abs=1e-5)
 
 
+def test_two_devices_run_the_self_check_once_before_the_workers_and_share_nothing_it_changes(r, monkeypatch):
+    """Two CPU "devices" (one worker thread each) score as one; the self-check runs once, in the
+    caller's thread before the workers start, and passes its probe batch size instead of changing
+    the reranker's (a worker scoring meanwhile would read it)."""
+    import threading
+    r.batch_size = 2
+    r.fast = dict(PLAIN)
+    one = r.score_groups(QS, PS)                           # the plain path on one device
+    r.fast, r._checked = dict(yes_only=True, sort_by_length=True, share_prefix=True), False
+    r.devices, r._replicas = ["cpu", "cpu"], None
+    checks, seen = [], []
+    real_check, real_scorer = LLMReranker._self_check, r.parts.scorer
+
+    def check(self, *a, **kw):
+        checks.append(threading.current_thread() is threading.main_thread())
+        return real_check(self, *a, **kw)
+
+    def scorer(*a, **kw):
+        seen.append(r.batch_size)                          # the shared setting, whoever scores
+        return real_scorer(*a, **kw)
+    monkeypatch.setattr(LLMReranker, "_self_check", check)
+    monkeypatch.setattr(r.parts, "scorer", scorer)
+    two = r.score_groups(QS, PS)
+    assert checks == [True]                                # once, before the threads
+    assert seen and set(seen) == {2}                       # never the probe's 3
+    assert flat(two) == pytest.approx(flat(one), abs=1e-4)
+    assert r.score_groups(QS, PS) == two and checks == [True]     # checked once per reranker
+
+
 def test_self_check_switches_off_a_wrong_fast_path(r, monkeypatch, caplog):
     real = rerank_paths.PrefixPath.run
 

@@ -1,0 +1,71 @@
+"""io_utils' one write rule (issue 27, item 10): temp file beside the target, fsync it, rename it
+onto the target, fsync the folder; used by write_json, the scoring progress header, stopped.json."""
+import json
+import os
+import stat
+
+import pytest
+
+from helpers.common import io_utils
+
+
+@pytest.fixture
+def syscalls(monkeypatch):
+    """Every os.fsync (of a file: its path; of a folder: 'dir <path>') and os.replace, in order."""
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        target = os.readlink(f"/proc/self/fd/{fd}")
+        events.append(("fsync", ("dir " if stat.S_ISDIR(os.fstat(fd).st_mode) else "") + target))
+        return real_fsync(fd)
+
+    def replace(src, dst):
+        events.append(("replace", str(src), str(dst)))
+        return real_replace(src, dst)
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    return events
+
+
+def _assert_durable(events, path):
+    """The file written as a temporary, fsynced, renamed onto ``path``, then its folder fsynced."""
+    path = str(path)
+    i = next(i for i, e in enumerate(events) if e[0] == "replace" and e[2] == path)
+    tmp = events[i][1]
+    assert os.path.dirname(tmp) == os.path.dirname(path) and tmp != path
+    assert ("fsync", tmp) in events[:i], f"{tmp} not fsynced before the rename: {events}"
+    assert ("fsync", "dir " + os.path.dirname(path)) in events[i + 1:], f"folder not fsynced after: {events}"
+
+
+def test_write_json_and_write_jsonl_are_durable(tmp_path, syscalls):
+    io_utils.write_json(tmp_path / "a.json", {"x": 1})
+    _assert_durable(syscalls, tmp_path / "a.json")
+    syscalls.clear()
+    io_utils.write_jsonl(tmp_path / "b.jsonl", [{"x": 1}])
+    _assert_durable(syscalls, tmp_path / "b.jsonl")
+    assert json.loads((tmp_path / "a.json").read_text()) == {"x": 1}
+    assert [p.name for p in tmp_path.iterdir()] != [] and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_progress_header_is_durable(tmp_path, syscalls):
+    from helpers.rerank.progress import Progress
+    p = tmp_path / "out.progress.jsonl"
+    Progress(p, {"input_sha256": "x"})
+    _assert_durable(syscalls, p)
+    assert json.loads(p.read_text().splitlines()[0])["input_sha256"] == "x"
+
+
+def test_stopped_json_is_written_atomically_and_durably(tmp_path, syscalls, monkeypatch):
+    from helpers.train.budget import stop_report
+    monkeypatch.delenv("EEDI_STOP_REPORT", raising=False)
+    stop_report(tmp_path, 2, 5, "epoch 3 would end after the deadline")
+    _assert_durable(syscalls, tmp_path / "stopped.json")
+    assert json.loads((tmp_path / "stopped.json").read_text())["epochs_done"] == 2
+
+
+def test_remove_durably_fsyncs_the_folder(tmp_path, syscalls):
+    (tmp_path / "stats.json").write_text("{}")
+    io_utils.remove_durably(tmp_path / "stats.json")
+    assert not (tmp_path / "stats.json").exists() and syscalls == [("fsync", f"dir {tmp_path}")]
+    io_utils.remove_durably(tmp_path / "stats.json")         # absent: nothing to do
