@@ -20,8 +20,9 @@ RESUME_DIR = None                   # session 2: "/kaggle/input/<session-1 noteb
 
 
 def find_code(root, slug=CODE):
-    """The code dataset: the folder under ``root`` with run_all.py and helpers/ (before helpers can
-    be imported); the one whose path names ``slug`` first."""
+    """The code dataset: the folder under ``root`` with run_all.py and helpers/; the one whose path
+    names ``slug`` first. Written in each entry script (a kernel pushes only its own folder, and
+    nothing of helpers can be imported before this finds it); the rest is helpers.kaggle.inputs."""
     hits = []
     for folder, dirs, files in os.walk(root):
         dirs.sort()
@@ -39,18 +40,10 @@ def main(root="/kaggle/input", work="/kaggle/working/code", run=subprocess.run, 
     if not os.path.isdir(work):
         shutil.copytree(find_code(root), work)
     sys.path.insert(0, work)
-    import yaml
-    from helpers.kaggle.inputs import resolve_input, resolve_vars
-    from helpers.kaggle.offline_install import find_wheels, install_wheels
-    wheels = find_wheels(root=root, name=WHEELS)   # the folder holding *.whl, not the code's requirements.txt
-    if wheels:   # only what the image lacks; a missing required wheel stops here, naming it (optional ones: skipped)
-        (install or install_wheels)(wheels)
-    with open(os.path.join(work, "configs", PROFILE + ".yaml"), encoding="utf-8") as f:
-        values = {**(yaml.safe_load(f).get("vars") or {}), **VARS}
+    from helpers.kaggle.inputs import kernel_command, resolve_input
+    cmd = kernel_command(work, PROFILE, VARS, WHEELS, root=root, install=install)
     # stop cleanly at the last finished step / epoch before Kaggle's 12 h limit (README "Two sessions")
-    cmd = [sys.executable, "run_all.py", "--profile", PROFILE, "--time_budget", "11h"]
-    for key, path in resolve_vars(values, root=root).items():
-        cmd += ["--var", f"{key}={path}"]
+    cmd += ["--time_budget", "11h"]
     if RESUME_DIR:
         cmd += ["--from", "train_kd", "--resume_dir", resolve_input(RESUME_DIR, None, root)]
     return run(cmd, cwd=work).returncode

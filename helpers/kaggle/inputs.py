@@ -116,6 +116,28 @@ def resolve_vars(values: dict, marker=INPUT_MARKERS, root: str = ROOT) -> dict:
     return out
 
 
+def kernel_command(work: str, profile: str, overrides: dict, wheels_slug: str, root: str = ROOT,
+                   install=None) -> list[str]:
+    """What a Kaggle entry script (``kaggle/run_all_kaggle.py``, ``kaggle/submit/submit_kaggle.py``)
+    does once it has copied the code dataset to ``work``: install the wheels dataset offline (the
+    folder holding ``*.whl``, not the code's ``requirements.txt``; only what the image lacks), read
+    the profile's vars with ``overrides`` over them, resolve each /kaggle/input path in either mount
+    layout -> the ``run_all.py`` command (to run in ``work``)."""
+    import sys
+
+    import yaml
+    from helpers.kaggle.offline_install import find_wheels, install_wheels
+    wheels = find_wheels(root=root, name=wheels_slug)
+    if wheels:              # a missing required wheel stops here, naming it (optional ones: one line each)
+        (install or install_wheels)(wheels)
+    with open(os.path.join(work, "configs", profile + ".yaml"), encoding="utf-8") as f:
+        values = {**(yaml.safe_load(f).get("vars") or {}), **overrides}
+    cmd = [sys.executable, "run_all.py", "--profile", profile]
+    for key, path in resolve_vars(values, root=root).items():   # an unattached optional input: left out
+        cmd += ["--var", f"{key}={path}"]
+    return cmd
+
+
 def _as_tuple(marker) -> tuple:
     return (marker,) if isinstance(marker, str) else tuple(marker or ("any file",))
 

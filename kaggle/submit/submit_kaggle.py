@@ -19,8 +19,9 @@ VARS = {}    # over the profile's vars, e.g. {"student": "/kaggle/input/my-stude
 
 
 def find_code(root, slug=CODE):
-    """The code dataset: the folder under ``root`` with run_all.py and helpers/ (before helpers can
-    be imported); the one whose path names ``slug`` first."""
+    """The code dataset: the folder under ``root`` with run_all.py and helpers/; the one whose path
+    names ``slug`` first. Written in each entry script (a kernel pushes only its own folder, and
+    nothing of helpers can be imported before this finds it); the rest is helpers.kaggle.inputs."""
     hits = []
     for folder, dirs, files in os.walk(root):
         dirs.sort()
@@ -38,17 +39,8 @@ def main(root="/kaggle/input", work="/kaggle/working/code", run=subprocess.run, 
     if not os.path.isdir(work):
         shutil.copytree(find_code(root), work)
     sys.path.insert(0, work)
-    import yaml
-    from helpers.kaggle.inputs import resolve_vars
-    from helpers.kaggle.offline_install import find_wheels, install_wheels
-    wheels = find_wheels(root=root, name=WHEELS)   # the folder holding *.whl, not the code's requirements.txt
-    if wheels:          # only what the image lacks; a missing required wheel is named
-        (install or install_wheels)(wheels)
-    with open(os.path.join(work, "configs", "submit.yaml"), encoding="utf-8") as f:
-        values = {**(yaml.safe_load(f).get("vars") or {}), **VARS}
-    cmd = [sys.executable, "run_all.py", "--profile", "submit"]
-    for key, path in resolve_vars(values, root=root).items():   # base_model unattached: fine for a merged model
-        cmd += ["--var", f"{key}={path}"]
+    from helpers.kaggle.inputs import kernel_command
+    cmd = kernel_command(work, "submit", VARS, WHEELS, root=root, install=install)
     return run(cmd, cwd=work).returncode
 
 

@@ -62,4 +62,5 @@ def test_the_submission_kernel_is_offline_and_runs_the_submit_profile(repo_root,
     assert (repo_root / "kaggle" / "submit" / meta["code_file"]).is_file()
     assert meta["competition_sources"] == ["eedi-mining-misconceptions-in-mathematics"]
     assert "model_sources" in meta and meta["dataset_sources"]
-    assert '"--profile", "submit"' in (repo_root / "kaggle" / "submit" / meta["code_file"]).read_text()
+    # the kernel runs the submit profile (its command, built and run: tests/kaggle/test_entry_scripts.py)
+    assert 'kernel_command(work, "submit"' in (repo_root / "kaggle" / "submit" / meta["code_file"]).read_text()
