@@ -35,8 +35,9 @@ def test_group_ce_shape_errors(shape, g):
 
 
 def test_group_ce_nan():
-    with pytest.raises(FloatingPointError):
-        group_ce_loss(torch.tensor([1.0, float("nan")]), 2)
+    """A NaN score is an fp16 overflow, not bad input: the loss is NaN and the loop skips the step
+    (it used to raise, which ends a run, and under DDP both ranks)."""
+    assert torch.isnan(group_ce_loss(torch.tensor([1.0, float("nan")]), 2))
 
 
 def test_args_checks():
