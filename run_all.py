@@ -155,7 +155,8 @@ def check_earlier_done(run_dir: Path, names: list[str], start: str) -> None:
     try:
         recorded = json.loads(path.read_text(encoding="utf-8")).get("steps") or {}
     except FileNotFoundError:
-        raise ChainError(f"--from {start}: {run_dir} holds no run to continue (no manifest.json)") from None
+        raise ChainError(f"--from {start}: {run_dir} holds no run to continue (no manifest.json). In a new "
+                         f"session copy the previous run folder first: --resume_dir <its path>") from None
     except (ValueError, AttributeError) as e:
         raise ChainError(f"--from {start}: {path} is not a readable manifest ({e})") from None
     for name in names[:names.index(start)]:
@@ -347,9 +348,6 @@ def main(argv=None) -> int:
             raise ChainError(f"--resume_dir: {run_dir} already holds a run (manifest.json); continue it with "
                              f"--from alone, or choose another --run_name")
         names = [s["name"] for s in steps]
-        if a.start and names.index(a.start) > 0 and not a.resume_dir and not (run_dir / "manifest.json").exists():
-            raise ChainError(f"--from {a.start}: {run_dir} holds no run to continue (no manifest.json). In a new "
-                             f"session copy the previous run folder first: --resume_dir <its path>")
         if a.start and names.index(a.start) > 0:      # the run continued (or copied) must be done up to here
             check_earlier_done(Path(a.resume_dir) if a.resume_dir else run_dir, names, a.start)
         run_dir.mkdir(parents=True, exist_ok=True)

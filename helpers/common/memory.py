@@ -135,10 +135,6 @@ def embed_terms(a: Arch, batch: int, length: int, *, four_bit: bool, fp16: bool)
             "context": CONTEXT_GIB * GIB}
 
 
-def embed_memory_gib(a: Arch, batch: int, length: int, *, four_bit: bool, fp16: bool) -> float:
-    return sum(embed_terms(a, batch, length, four_bit=four_bit, fp16=fp16).values()) / GIB
-
-
 def score_terms(a: Arch, batch: int, length: int, *, four_bit: bool, fp16: bool, yes_only: bool) -> dict:
     """Reranker inference: the shared-prefix path's key/value cache, the Yes-row projection
     (``yes_only``; else the full-vocabulary logits in fp32)."""
@@ -148,10 +144,6 @@ def score_terms(a: Arch, batch: int, length: int, *, four_bit: bool, fp16: bool,
     if not yes_only:
         terms["logits"] = tokens * a.vocab * 4
     return terms
-
-
-def score_memory_gib(a: Arch, batch: int, length: int, *, four_bit: bool, fp16: bool, yes_only: bool) -> float:
-    return sum(score_terms(a, batch, length, four_bit=four_bit, fp16=fp16, yes_only=yes_only).values()) / GIB
 
 
 # ----------------------------------------------------------------------------- a stage's settings
@@ -288,7 +280,7 @@ def cuda_devices(devices) -> list[str]:
     return [d for d in out if d.startswith("cuda")]
 
 
-def _params(stage: str, args) -> dict:
+def _params(args) -> dict:
     import dataclasses
     return dataclasses.asdict(args) if dataclasses.is_dataclass(args) else dict(args)
 
@@ -333,7 +325,7 @@ def check_stage(stage: str, args, devices, model: Optional[str] = None, total_gi
     cuda = cuda_devices(devices)
     if not cuda:
         return None
-    p = _params(stage, args)
+    p = _params(args)
     if model is None:
         model = p.get("reranker_name_or_path" if stage == "score" else "model_name_or_path")
     a = arch or arch_of(model, lm_head=stage == "score")

@@ -198,12 +198,12 @@ def save_tokenizer(tok, path, add_eos: bool, pooling: Optional[str] = None) -> N
         cfg.write_text(json.dumps(d, ensure_ascii=False, indent=2), encoding="utf-8")
 
 
-def check_memory(args: EmbedderArgs, devices) -> Optional[dict]:
-    """:func:`helpers.common.memory.check_stage` for an embedder about to be loaded (mining,
-    evaluation, submission): nothing on CPU; on CUDA the plan is printed and settings that cannot
-    fit one GPU are refused before the model loads."""
+def check_memory(args: EmbedderArgs, devices, stage: str = "mine") -> Optional[dict]:
+    """:func:`helpers.common.memory.check_stage` for a model of the embedder block about to be loaded
+    (``stage`` "mine": mining, evaluation, submission; "train": the student): nothing on CPU; on
+    CUDA the plan is printed and settings that cannot fit one GPU are refused before the model loads."""
     from helpers.common.memory import check_stage
     if not any(str(d).startswith("cuda") for d in devices):
         return None
     base_path, _ = adapter_chain(args.model_name_or_path, args.base_model)
-    return check_stage("mine", args, devices, model=base_path)
+    return check_stage(stage, args, devices, model=base_path)

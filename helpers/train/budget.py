@@ -17,6 +17,8 @@ from typing import Callable, Optional
 
 from helpers.common.io_utils import write_json
 
+DEADLINE_ENV, REPORT_ENV = "EEDI_DEADLINE", "EEDI_STOP_REPORT"     # the protocol's two variables
+
 
 class DeadlineReached(Exception):
     """Raised between epochs when the next one would end after the deadline."""
@@ -26,7 +28,7 @@ def deadline_of(args) -> Optional[float]:
     """``args.deadline``, else ``$EEDI_DEADLINE`` (unix time), else None."""
     if args.deadline is not None:
         return float(args.deadline)
-    env = os.environ.get("EEDI_DEADLINE")
+    env = os.environ.get(DEADLINE_ENV)
     return float(env) if env else None
 
 
@@ -62,15 +64,14 @@ def stop_report(output_dir, epochs_done: int, epochs: int, reason: str, stage: s
     rec = {"stage": stage, "output_dir": str(output_dir), "epochs_done": epochs_done,
            "num_train_epochs": epochs, "reason": reason, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
     write_json(Path(output_dir, "stopped.json"), rec)      # temp file, fsync, rename, fsync dir
-    if os.environ.get("EEDI_STOP_REPORT"):
-        with open(os.environ["EEDI_STOP_REPORT"], "a", encoding="utf-8") as f:
+    if os.environ.get(REPORT_ENV):
+        with open(os.environ[REPORT_ENV], "a", encoding="utf-8") as f:
             f.write(json.dumps(rec) + "\n")
             f.flush()
             os.fsync(f.fileno())
 
 
 # ----------------------------------------------------------------------------- run_all's half
-DEADLINE_ENV, REPORT_ENV = "EEDI_DEADLINE", "EEDI_STOP_REPORT"
 
 
 class budget_env:
@@ -100,6 +101,5 @@ class budget_env:
 def read_stop_report(report: Path) -> Optional[dict]:
     """The last stop a step recorded in ``report`` (:func:`stop_report`), or None when it ran to the end."""
     report = Path(report)
-    if not report.exists() or not report.read_text(encoding="utf-8").strip():
-        return None
-    return json.loads(report.read_text(encoding="utf-8").strip().splitlines()[-1])
+    text = report.read_text(encoding="utf-8").strip() if report.exists() else ""
+    return json.loads(text.splitlines()[-1]) if text else None

@@ -1,12 +1,11 @@
 """What a trainer checks around :func:`helpers.train.loop.fit`: the disk a run will write, and the time budget.
 
-:func:`past_rows` reads the epochs a run already finished (the resume point); :func:`check_run_disk`
-refuses a run whose epochs would not fit on the disk (:func:`helpers.common.io_utils.check_free_disk`,
-the same count as the student's: each epoch's fp32 trainable weights plus what the stage saves
-whole, and the training state, fp32 weights and AdamW's two moments); :func:`fit_in_budget` runs
+:func:`check_run_disk` refuses a run whose epochs would not fit on the disk
+(:func:`helpers.common.io_utils.check_free_disk`: each epoch's fp32 trainable weights plus what the
+stage saves whole, and the training state, fp32 weights and AdamW's two moments); :func:`fit_in_budget` runs
 ``fit`` with the deadline (:mod:`helpers.train.budget`: ``--deadline`` or ``$EEDI_DEADLINE``) and,
 stopped by it, records why (``stopped.json``, ``$EEDI_STOP_REPORT``) and returns the finished epochs.
-Both trainers (:mod:`helpers.train.kd_finetune`, :mod:`helpers.train.train_reranker`) use all three.
+Both trainers (:mod:`helpers.train.kd_finetune`, :mod:`helpers.train.train_reranker`) use both.
 """
 from __future__ import annotations
 
@@ -16,24 +15,13 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
-from helpers.common.io_utils import check_free_disk, read_jsonl
+from helpers.common.io_utils import check_free_disk
 from helpers.train.budget import DeadlineReached, deadline_of, epoch_guard, stop_report
 from helpers.train.distributed import dist_info
-from helpers.train.loop import fit
+from helpers.train.lora import trainable_count
+from helpers.train.loop import fit, past_rows
 
 log = logging.getLogger(__name__)
-
-
-def past_rows(output_dir, overwrite: bool = False) -> list[dict]:
-    """The metrics rows of the epochs ``output_dir`` already holds ([] when it starts over)."""
-    path = Path(output_dir) / "metrics.jsonl"
-    if overwrite or not path.exists():
-        return []
-    return [{k: v for k, v in r.items() if k != "__line__"} for r in read_jsonl(path)]
-
-
-def trainable_count(model) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 def check_run_disk(output_dir, model, epochs_left: int, whole_bytes: int = 0, what: str = "",
@@ -49,18 +37,17 @@ def check_run_disk(output_dir, model, epochs_left: int, whole_bytes: int = 0, wh
 
 
 def fit_in_budget(model, loss_fn, batches: Callable, num_batches: int, args, device, *, stage: str,
-                  past: list[dict], deadline: Optional[float] = None, agree: Optional[Callable] = None,
-                  **fit_kw) -> tuple[list[dict], Optional[str]]:
+                  past: list[dict], agree: Callable[[bool], bool] = lambda stop: stop, **fit_kw) -> tuple[list[dict], Optional[str]]:
     """:func:`~helpers.train.loop.fit` under the deadline -> ``(rows, why it stopped or None)``.
 
-    ``deadline`` None: :func:`~helpers.train.budget.deadline_of` ``args`` (its ``deadline``, else
-    ``$EEDI_DEADLINE``). An epoch is started only when it would end before it (its time: the last
+    The deadline: :func:`~helpers.train.budget.deadline_of` ``args`` (its ``deadline``, else
+    ``$EEDI_DEADLINE``); ``agree`` gives every rank the same stop decision. An epoch is started only when it would end before it (its time: the last
     epoch's, else the longest of ``past``). Stopped early: ``stopped.json`` in ``args.output_dir``
     and a line in ``$EEDI_STOP_REPORT`` (run_all.py); a run that finishes removes an old ``stopped.json``."""
     out = Path(args.output_dir)
-    deadline = deadline_of(args) if deadline is None else deadline
+    deadline = deadline_of(args)
     seconds = [float(r.get("train_seconds") or 0) + float(r.get("eval_seconds") or 0) for r in past]
-    guarded = epoch_guard(batches, deadline, seconds, *([agree] if agree else []))
+    guarded = epoch_guard(batches, deadline, seconds, agree)
     if deadline is not None:
         log.info("deadline %s (in %.0f s): training stops after the last epoch that ends before it",
                  time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(deadline)), deadline - time.time())

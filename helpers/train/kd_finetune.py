@@ -33,7 +33,7 @@ import torch
 
 from helpers.common.cli import arg, flag_aliases, retune
 from helpers.common.devices import check_devices, dtype_for, parse_devices
-from helpers.common.io_utils import check_free_disk, check_writable, load_corpus, read_jsonl, save_dir_atomic, \
+from helpers.common.io_utils import check_free_disk, check_writable, load_corpus, save_dir_atomic, \
     validate_queries
 from helpers.common.memory import checkpointing_rule
 from helpers.common.models import resolve_model
@@ -42,14 +42,15 @@ from helpers.data.formatting import describe_instruction, uses_row_prompts
 from helpers.embed.args import DEFAULT_QUERY_FORMAT, EmbedderArgs
 from helpers.embed.embedder import Embedder
 from helpers.embed.forward import pooled_embeddings
-from helpers.embed.loading import _encoder_pooling_default, load_embedding_model, manual_eos, save_tokenizer
+from helpers.embed.loading import check_memory, _encoder_pooling_default, load_embedding_model, manual_eos, save_tokenizer
 from helpers.embed.prefix import PrefixSharing
 from helpers.eval.retrieval import evaluate_embedder
 from helpers.train.args import TrainArgs
-from helpers.train.guards import check_run_disk, fit_in_budget, past_rows, trainable_count
+from helpers.train.guards import check_run_disk, fit_in_budget
+from helpers.train.lora import add_lora, trainable_count
+from helpers.train.loop import past_rows
 from helpers.train.distributed import agree, dataclass_argv, dist_info, init_distributed, inside_torchrun, launch
 from helpers.train.groups import GroupBatches, load_group_rows
-from helpers.train.lora import add_lora
 from helpers.train.losses import EmbedderLoss, TeacherEntropyMeter, loss_weights, warn_if_saturated
 from helpers.train.merge import choose_epoch, merge_adapter, merge_every_epoch
 
@@ -145,16 +146,6 @@ def encode(model, inputs: dict, pooling: str, buckets: bool = False, overhead: i
         model, input_ids, attention_mask, pooling, prefix=prefix), {"input_ids": ids, "attention_mask": mask}, overhead)
 
 
-def check_memory(args: KDArgs, devices: list[str]) -> Optional[dict]:
-    """The memory plan of this training on CUDA (printed; refused when it cannot fit); CPU: nothing."""
-    if not any(str(d).startswith("cuda") for d in devices):
-        return None
-    from helpers.embed.loading import adapter_chain
-    from helpers.common.memory import check_stage
-    base, _ = adapter_chain(args.model_name_or_path)
-    return check_stage("train", args, devices, model=base)
-
-
 def retrieval_eval(model, tok, args: KDArgs, rows, corpus_ids, corpus_texts, pooling: str) -> dict:
     """The epoch's MAP@25 / Recall@k: the evaluation stage's own code on an Embedder around the model."""
     emb = Embedder(args, model, tok, pooling=pooling, show_progress=args.show_progress)
@@ -166,12 +157,11 @@ def kd_finetune(args: KDArgs, on_log: Optional[Callable[[dict], None]] = None, e
     """Train (in process, or under torchrun when several devices are given) -> metrics rows."""
     args.devices = check_devices(args.devices, stage="kd_finetune")   # before anything is loaded
     devices = parse_devices(args.devices)
-    check_memory(args, devices)        # CUDA: the plan, printed; what cannot fit stops before any load
+    check_memory(args, devices, "train")   # CUDA: the plan, printed; what cannot fit stops before any load
     if len(devices) > 1 and not inside_torchrun():
         log.info("%d devices: launching torchrun", len(devices))
         launch("helpers.train.kd_finetune", dataclass_argv(args), devices, echo=echo)
-        return [{k: v for k, v in r.items() if k != "__line__"}
-                for r in read_jsonl(Path(args.output_dir) / "metrics.jsonl")]
+        return past_rows(args.output_dir)
     return _train(args, devices, on_log)
 
 
@@ -182,7 +172,7 @@ def _train(args: KDArgs, devices: list[str], on_log=None) -> list[dict]:
     device = devices[0] if world == 1 or devices[0] == "cpu" else f"cuda:{local}"
     init_distributed(device)
     log.info("kd_finetune arguments: %s", json.dumps(asdict(args), ensure_ascii=False))
-    resolve_model(args.model_name_or_path)      # a missing model folder fails before any work
+    model_path = resolve_model(args.model_name_or_path)      # a missing model folder fails before any work
     check_writable(Path(args.output_dir) / "metrics.jsonl")
     train_rows = load_group_rows(args.train_data, args)
     log.info("train %s", describe_instruction(train_rows, args.query_instruction_for_retrieval, args.row_prompts))
@@ -198,7 +188,7 @@ def _train(args: KDArgs, devices: list[str], on_log=None) -> list[dict]:
                                       args.load_in_4bit, args.trust_remote_code, base_model=args.base_model)
     append_eos = training_tokenizer(tok, args.decoder)
     pooling = args.pooling_method or ("last_token" if args.decoder else
-                                      _encoder_pooling_default(resolve_model(args.model_name_or_path)))
+                                      _encoder_pooling_default(model_path))
     log.info("pooling: %s", pooling)
     B, G = args.per_device_train_batch_size, args.train_group_size
     gc, why = checkpointing_rule(args.gradient_checkpointing, model, device,

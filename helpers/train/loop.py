@@ -89,6 +89,14 @@ def _resume_state(out: Path, args: TrainArgs, keys: dict):
     return state
 
 
+def past_rows(output_dir, overwrite: bool = False) -> list[dict]:
+    """The metrics rows of the epochs ``output_dir`` already holds ([] when it starts over)."""
+    path = Path(output_dir) / "metrics.jsonl"
+    if overwrite or not path.exists():
+        return []
+    return [{k: v for k, v in r.items() if k != "__line__"} for r in read_jsonl(path)]
+
+
 # ----------------------------------------------------------------------------- fit
 def fit(model, loss_fn: Callable, batches: Callable[[int], Iterable], num_batches: int,
         args: TrainArgs, device="cpu", eval_batches: Optional[Callable[[], Iterable]] = None,
@@ -145,9 +153,7 @@ def fit(model, loss_fn: Callable, batches: Callable[[int], Iterable], num_batche
         if "metrics" in state:
             rows = json.loads(state["metrics"])
         else:     # a state written before the rows were kept in it
-            rows = [r for r in read_jsonl(out / "metrics.jsonl") if r["epoch"] <= start_epoch] \
-                if (out / "metrics.jsonl").exists() else []
-            rows = [{k: v for k, v in r.items() if k != "__line__"} for r in rows]
+            rows = [r for r in past_rows(out) if r["epoch"] <= start_epoch]
         history = json.loads(state["history"])
         if rank == 0:     # a kill may have come between the state and these two files
             write_jsonl(out / "metrics.jsonl", rows)

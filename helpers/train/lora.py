@@ -13,6 +13,10 @@ import torch
 
 log = logging.getLogger(__name__)
 
+def trainable_count(model) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
@@ -147,7 +151,7 @@ def add_lora(model, args, task_type=None, gradient_checkpointing: Optional[bool]
     if fast:
         from helpers.train import fast_lora
         n_fast = fast_lora.enable(model)
-    n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    n_train = trainable_count(model)
     n_all = sum(p.numel() for p in model.parameters())
     log.info("LoRA r=%d alpha=%s on %s (%s): %d trainable of %d parameters (%.2f%%)%s", args.lora_rank,
              args.lora_alpha, _short(targets), reason, n_train, n_all, 100 * n_train / max(n_all, 1),

@@ -62,16 +62,15 @@ from helpers.common.io_utils import InputError, check_writable, read_jsonl, save
 from helpers.common.prompts import RERANK_PROMPT, unescape
 from helpers.common.tensors import chunk_overhead, in_length_chunks
 from helpers.rerank.inputs import format_text
-from helpers.rerank.scorers import MODEL_CLASSES, load_pair_model
+from helpers.rerank.scorers import kind_of, load_pair_model
 from helpers.rerank.stats import group_rank_stats
 from helpers.train.args import TrainArgs
 from helpers.train.groups import batch_indices, sample_group
-from helpers.train.guards import check_run_disk, fit_in_budget, past_rows
+from helpers.train.guards import check_run_disk, fit_in_budget
+from helpers.train.loop import past_rows
 from helpers.train.lora import add_lora
 
 log = logging.getLogger(__name__)
-
-RERANKER_CLASSES = MODEL_CLASSES
 
 
 @dataclass(kw_only=True)
@@ -115,9 +114,7 @@ class RerankerTrainArgs(TrainArgs):
                 raise ValueError(f"{k} must be at least 1 or None, got {getattr(self, k)}")
         if self.target_modules is None and self.reranker_model_class == "decoder-only-base":
             self.target_modules = "q_proj,k_proj,v_proj,o_proj"
-        if self.reranker_model_class not in RERANKER_CLASSES:
-            raise ValueError(f"reranker_model_class {self.reranker_model_class!r}: choose one of "
-                             f"{', '.join(RERANKER_CLASSES)}")
+        kind_of(self.reranker_model_class)      # the scoring stage's classes, its error
         if not self.use_lora and self.reranker_model_class != "encoder-only-base":
             raise ValueError("use_lora False (full fine-tuning) is for encoder-only-base rerankers; "
                              "an LLM reranker trains LoRA adapters")
