@@ -17,6 +17,7 @@ per row, the lowest-scored, as with ``teacher_filter drop``); with it off they a
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import random
@@ -123,6 +124,11 @@ def batch_indices(n: int, batch_size: int, seed: int, epoch: int, world_size: in
     if drop_last and out and len(out[-1]) < g:
         out.pop()
     return out
+
+
+def text_key(text: str) -> int:
+    """A signed 64-bit key of a passage text: equal texts, equal keys (in-batch false negatives)."""
+    return int.from_bytes(hashlib.blake2b(text.strip().encode("utf-8"), digest_size=8).digest(), "big", signed=True)
 
 
 def pad_batch(ids: list[list[int]], pad_id: int, left: bool) -> dict:
@@ -233,7 +239,8 @@ class GroupBatches:
         q_ids = self._query_ids(queries, prefixes)
         p_ids = tokenize_texts(self.tok, passages, c.passage_max_len, append_eos=self.append_eos)
         pad = self.tok.pad_token_id
-        out = {"queries": pad_batch(q_ids, pad, self.left), "passages": pad_batch(p_ids, pad, self.left)}
+        out = {"queries": pad_batch(q_ids, pad, self.left), "passages": pad_batch(p_ids, pad, self.left),
+               "passage_keys": torch.tensor([text_key(t) for t in passages], dtype=torch.int64)}
         if scores is not None:
             out["teacher_scores"] = torch.tensor(scores, dtype=torch.float32)
         return out

@@ -83,6 +83,9 @@ class KDArgs(EmbedderArgs, TrainArgs):
     drop_suspect_negatives: bool = arg(True, "drop negatives marked neg_suspect by 02's teacher_filter mark (at least "
                                        "one kept per query, the lowest-scored); False: train on them", before=True)
     negatives_cross_device: bool = arg(False, "share in-batch negatives across devices (DDP)")
+    mask_false_negatives: bool = arg(False, "in-batch passages with the text of a query's positive (another "
+                                     "query of the same misconception) are not its negatives: masked out of "
+                                     "the InfoNCE softmax", before=False)
     max_examples: int = arg(5, "decoder-only-icl: 0..max_examples in-batch examples per training query")
     example_query_max_len: int = arg(64, "tokens of an example's query")
     example_passage_max_len: int = arg(96, "tokens of an example's response")
@@ -202,9 +205,11 @@ def _train(args: KDArgs, devices: list[str], on_log=None) -> list[dict]:
     weights = dict(kd_weight=args.kd_weight, infonce_weight=args.infonce_weight)
     loss = EmbedderLoss(temperature=args.temperature, kd_loss_type=args.kd_loss_type,
                         teacher_temperature=args.teacher_temperature,
-                        negatives_cross_device=args.negatives_cross_device, world_size=world, rank=rank, **weights)
+                        negatives_cross_device=args.negatives_cross_device,
+                        mask_false_negatives=args.mask_false_negatives, world_size=world, rank=rank, **weights)
     eval_loss_fn = EmbedderLoss(temperature=args.temperature, kd_loss_type=args.kd_loss_type,
-                                teacher_temperature=args.teacher_temperature, **weights)
+                                teacher_temperature=args.teacher_temperature,
+                                mask_false_negatives=args.mask_false_negatives, **weights)
     log.info("loss: %s", f"{loss.kd_w:g} * {args.kd_loss_type} + {loss.nce_w:g} * InfoNCE (student temperature "
              f"{args.temperature:g}, teacher temperature {args.teacher_temperature:g})"
              if args.knowledge_distillation else f"InfoNCE (temperature {args.temperature:g})")
@@ -219,10 +224,12 @@ def _train(args: KDArgs, devices: list[str], on_log=None) -> list[dict]:
 
     def loss_fn(m, batch):
         entropy.update(batch.get("teacher_scores"), batch["queries"]["input_ids"].shape[0], G)
-        return loss(enc(m, batch["queries"]), enc(m, batch["passages"]), batch.get("teacher_scores"))
+        return loss(enc(m, batch["queries"]), enc(m, batch["passages"]), batch.get("teacher_scores"),
+                    batch["passage_keys"])
 
     def eval_fn(m, batch):
-        return eval_loss_fn(enc(m, batch["queries"]), enc(m, batch["passages"]), batch.get("teacher_scores"))
+        return eval_loss_fn(enc(m, batch["queries"]), enc(m, batch["passages"]), batch.get("teacher_scores"),
+                            batch["passage_keys"])
 
     train_b = GroupBatches(train_rows, tok, args, args.per_device_train_batch_size, args.seed, world, rank,
                            append_eos=append_eos)

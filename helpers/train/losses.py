@@ -75,6 +75,21 @@ def own_group(scores: torch.Tensor, group_size: int) -> torch.Tensor:
     return scores.gather(1, cols)
 
 
+def false_negative_mask(passage_keys: torch.Tensor, group_size: int) -> torch.Tensor:
+    """[B*G] passage text keys -> [B, B*G] bool: True where an other group's passage is the same
+    text as query i's positive (column i*G), i.e. an in-batch "negative" that is really positive
+    (another wrong answer with the same misconception). The own group is never masked, so the KD
+    terms, which read it, see every passage the teacher scored."""
+    keys = passage_keys.reshape(-1)
+    if keys.numel() % group_size:
+        raise ValueError(f"{keys.numel()} passage keys are not whole groups of {group_size}")
+    B = keys.numel() // group_size
+    mask = keys.view(B, group_size)[:, :1] == keys.unsqueeze(0)
+    own = torch.arange(B * group_size, device=keys.device).unsqueeze(0) // group_size == \
+        torch.arange(B, device=keys.device).unsqueeze(1)
+    return mask & ~own
+
+
 def infonce(scores: torch.Tensor, group_size: int) -> torch.Tensor:
     """Cross-entropy over all passages in the batch; query i's positive is column i*G."""
     targets = torch.arange(scores.shape[0], device=scores.device) * group_size
@@ -145,6 +160,7 @@ class EmbedderLoss:
     kd_weight: float = 1.0
     infonce_weight: Optional[float] = None      # None: 1 for kl_div, 0 for m3_kd_loss (FlagEmbedding's)
     negatives_cross_device: bool = False
+    mask_false_negatives: bool = False          # other groups' copies of a query's positive are not its negatives
     world_size: int = 1
     rank: int = 0
     all_gather: Optional[Callable] = None
@@ -156,7 +172,10 @@ class EmbedderLoss:
             raise ValueError(f"temperature must be a positive number, got {self.temperature}")
         self.kd_w, self.nce_w = loss_weights(self.kd_loss_type, self.kd_weight, self.infonce_weight)
 
-    def __call__(self, q: torch.Tensor, p: torch.Tensor, teacher_scores=None) -> torch.Tensor:
+    def __call__(self, q: torch.Tensor, p: torch.Tensor, teacher_scores=None,
+                 passage_keys: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``passage_keys``: [B*G] ints, equal for equal passage texts (:func:`helpers.train.groups.text_key`);
+        needed when ``mask_false_negatives``."""
         G = group_size_of(q, p)
         B = q.shape[0]
         # Non-finite embeddings (an fp16 overflow) are not bad input: they make the loss NaN, and the
@@ -171,6 +190,14 @@ class EmbedderLoss:
         else:
             q_all, p_all = q, p
         scores = similarity(q_all.float(), p_all.float(), self.temperature)
+        if self.mask_false_negatives:
+            if passage_keys is None or passage_keys.numel() != p.shape[0]:
+                raise ValueError(f"mask_false_negatives needs one passage key per passage ({p.shape[0]}), got "
+                                 f"{None if passage_keys is None else passage_keys.numel()}")
+            keys = passage_keys.to(scores.device)
+            if cross:
+                keys = gather_keep_grad(keys, self.world_size, self.rank, self.all_gather)
+            scores = scores.masked_fill(false_negative_mask(keys, G), torch.finfo(scores.dtype).min)
         if targets is None:
             return infonce(scores, G)
         if self.kd_loss_type == "kl_div":

@@ -258,3 +258,67 @@ def test_saturation_warning_fires_once_on_a_constructed_spread(caplog):
     # the float32 softmax of the saturated group is indeed one-hot (the rest underflows to a denormal)
     top, low = teacher_targets([50.0, -40.0], 1, 2)[0].tolist()
     assert top == 1.0 and low < 1e-35
+
+
+# ----------------------------------------------------------------------------- in-batch false negatives
+def test_false_negative_mask_marks_other_groups_copies_of_the_positive_only():
+    from helpers.train.losses import false_negative_mask
+    # groups of 2: query 0 (pos A, neg B), query 1 (pos A, neg C), query 2 (pos B, neg A)
+    keys = torch.tensor([1, 2, 1, 3, 2, 1])
+    m = false_negative_mask(keys, 2).tolist()
+    assert m == [[False, False, True, False, False, True],     # A in groups 1 and 2; own group never
+                 [True, False, False, False, False, True],
+                 [False, True, False, False, False, False]]
+    with pytest.raises(ValueError, match="whole groups"):
+        false_negative_mask(torch.tensor([1, 2, 3]), 2)
+
+
+def test_masked_infonce_by_hand_drops_the_false_negative_from_the_softmax():
+    # query 1's positive (column 2) is the same text as query 0's positive (column 0)
+    keys = torch.tensor([7, 8, 7, 9])
+    loss = EmbedderLoss(temperature=T, mask_false_negatives=True)(emb(Q), emb(P), passage_keys=keys)
+    S = hand_scores()
+    want = ((lse([S[0][0], S[0][1], S[0][3]]) - S[0][0]) + (lse([S[1][1], S[1][2], S[1][3]]) - S[1][2])) / 2
+    assert loss.item() == pytest.approx(want, rel=1e-5)
+    plain = EmbedderLoss(temperature=T)(emb(Q), emb(P), passage_keys=keys)
+    assert plain.item() != pytest.approx(want, rel=1e-3)       # off: the copy counts as a negative
+    # distinct texts: masking changes nothing
+    same = EmbedderLoss(temperature=T, mask_false_negatives=True)(emb(Q), emb(P), passage_keys=torch.arange(4))
+    assert same.item() == pytest.approx(plain.item(), rel=1e-6)
+
+
+def test_masking_leaves_the_own_group_kd_targets_alone_and_needs_keys():
+    keys = torch.tensor([7, 7, 7, 9])     # query 0's negative is a copy of its positive: own group, kept
+    teacher = [[2.0, 1.0], [0.5, 1.5]]
+    kd = EmbedderLoss(temperature=T, mask_false_negatives=True, infonce_weight=0.0)
+    ref = EmbedderLoss(temperature=T, infonce_weight=0.0)
+    assert kd(emb(Q), emb(P), teacher, keys).item() == pytest.approx(ref(emb(Q), emb(P), teacher).item())
+    assert torch.isfinite(EmbedderLoss(temperature=T, mask_false_negatives=True, kd_loss_type="m3_kd_loss")(
+        emb(Q), emb(P), teacher, keys))
+    with pytest.raises(ValueError, match="one passage key per passage"):
+        EmbedderLoss(temperature=T, mask_false_negatives=True)(emb(Q), emb(P))
+
+
+def test_group_batches_key_equal_passage_texts_equally():
+    from helpers.train.groups import text_key
+    assert text_key("Confuses area and perimeter") == text_key(" Confuses area and perimeter\n")
+    assert text_key("Confuses area and perimeter") != text_key("Confuses perimeter and area")
+
+
+def test_masking_across_two_simulated_devices_equals_one_device():
+    torch.manual_seed(1)
+    q = torch.nn.functional.normalize(torch.randn(4, 3), dim=-1)
+    p = torch.nn.functional.normalize(torch.randn(8, 3), dim=-1)     # G = 2
+    keys = torch.tensor([5, 6, 7, 8, 5, 9, 7, 5])                    # copies across the two ranks' halves
+    full = EmbedderLoss(temperature=0.1, mask_false_negatives=True)(q, p, passage_keys=keys)
+    losses = []
+    for rank in range(2):
+        calls = iter([q.split(2), p.split(4), keys.split(4)])
+        def gather(parts, t, calls=calls):
+            for r, x in enumerate(next(calls)):
+                parts[r].copy_(x)
+        losses.append(EmbedderLoss(temperature=0.1, mask_false_negatives=True, negatives_cross_device=True,
+                                   world_size=2, rank=rank, all_gather=gather)(
+            q.split(2)[rank], p.split(4)[rank], passage_keys=keys.split(4)[rank]).item())
+    assert losses[0] == pytest.approx(full.item(), rel=1e-5) and losses[1] == pytest.approx(full.item(), rel=1e-5)
+    assert full.item() != pytest.approx(EmbedderLoss(temperature=0.1)(q, p).item(), rel=1e-3)

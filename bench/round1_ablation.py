@@ -1,0 +1,167 @@
+"""Round 1 on real data, one change at a time, against sentence-transformers' MNRL (issue 28).
+
+    python bench/round1_ablation.py --run_dir model_output/eedi_dev [--only base,full_t05] [--list]
+
+Needs a run folder with ``data/`` (00_prepare_data) and ``mined_r0/`` (01_mine_hn with the zero-shot
+student), e.g. ``python run_all.py --profile eedi_cpu --var data_dir=../shared/eedi_dev --run_name
+eedi_dev --only prepare,zero_shot,mine_r0``. Every variant trains one epoch on ``mined_r0/train_mined.jsonl``
+in its own process (``python -m helpers.train.kd_finetune`` or ``bench/st_mnrl.py``), is evaluated by
+the same code on ``data/test_queries.jsonl`` (MAP@25, Recall@25/100), and is compared with the
+reference (sentence-transformers with one mined negative) and with ``base`` (the profile's round 1)
+by a paired bootstrap over the test queries. Results append to ``<run_dir>/ablation/results.jsonl``
+(a finished variant is not trained again; ``--redo`` trains it again) and the table is printed.
+Train time is the wall time of the training process (model load included), on whatever machine and
+load it ran: compare times within one table only.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+STUDENT = "demo:all-minilm-l6-v2"
+REFERENCE = "st_hn"
+# The profile's round 1 (configs/eedi_cpu.yaml, train_r1) as it was when issue 28 was filed.
+BASE = {"learning_rate": 2e-4, "use_lora": True, "lora_rank": 32, "lora_alpha": 64, "temperature": 0.02,
+        "train_group_size": 8, "per_device_train_batch_size": 32, "num_train_epochs": 1, "warmup_ratio": 0.1}
+FULL = {"use_lora": False, "learning_rate": 2e-5}
+# name -> (what changes, overrides of BASE); "st:" variants are sentence-transformers runs.
+VARIANTS = {
+    "st_hn": ("sentence-transformers MNRL, full, lr 2e-5, scale 20, batch 32, + 1 mined negative", "st:1"),
+    "st_inbatch": ("sentence-transformers MNRL, same, in-batch negatives only", "st:0"),
+    "base": ("ours, the profile's round 1: LoRA r32 (query, value), lr 2e-4, temperature 0.02, group 8", {}),
+    "lora_t05": ("base, temperature 0.05", {"temperature": 0.05}),
+    "full": ("base, full fine-tuning at lr 2e-5", FULL),
+    "full_t05": ("full, temperature 0.05", {**FULL, "temperature": 0.05}),
+    "full_t05_g2": ("full_t05, group 2 (1 mined negative: ST's batch)", {**FULL, "temperature": 0.05,
+                                                                          "train_group_size": 2}),
+    "full_t05_mask": ("full_t05, in-batch false negatives masked", {**FULL, "temperature": 0.05,
+                                                                     "mask_false_negatives": True}),
+    "full_t05_mask_lr5e-5": ("full_t05_mask, lr 5e-5", {**FULL, "temperature": 0.05, "mask_false_negatives": True,
+                                                         "learning_rate": 5e-5}),
+    "full_t05_mask_w0": ("full_t05_mask, no warmup", {**FULL, "temperature": 0.05, "mask_false_negatives": True,
+                                                      "warmup_ratio": 0.0}),
+    "full_t05_mask_e2": ("full_t05_mask, 2 epochs", {**FULL, "temperature": 0.05, "mask_false_negatives": True,
+                                                     "num_train_epochs": 2}),
+}
+
+
+def train_command(name: str, spec, run_dir: Path, out: Path) -> list[str]:
+    train = run_dir / "mined_r0" / "train_mined.jsonl"
+    if isinstance(spec, str):
+        return [sys.executable, str(ROOT / "bench" / "st_mnrl.py"), "--train_data", str(train),
+                "--output_dir", str(out / "model"), "--hard_negatives", spec.split(":")[1], "--model", STUDENT]
+    flags = {**BASE, **spec, "model_name_or_path": STUDENT, "embedder_model_class": "encoder-only-base",
+             "train_data": str(train), "output_dir": str(out / "train"), "knowledge_distillation": False,
+             "query_max_len": 256, "passage_max_len": 64, "seed": 42, "overwrite_output_dir": True,
+             "show_progress": False, "logging_steps": 20}
+    cmd = [sys.executable, "-m", "helpers.train.kd_finetune"]
+    for k, v in flags.items():
+        cmd += [f"--{k}", str(v)]
+    return cmd
+
+
+def model_path(spec, out: Path) -> Path:
+    if isinstance(spec, str):
+        return out / "model"
+    epochs = {**BASE, **spec}["num_train_epochs"]
+    return out / "train" / f"merged_model_lora_epoch_{epochs}"
+
+
+def evaluate(path: Path, run_dir: Path, out: Path) -> dict:
+    from helpers.eval.evaluate import EvalArgs, run_evaluation
+    args = EvalArgs(model_name_or_path=str(path), embedder_model_class="encoder-only-base",
+                    queries_file=str(run_dir / "data" / "test_queries.jsonl"),
+                    corpus_file=str(run_dir / "data" / "corpus.jsonl"),
+                    train_queries_file=str(run_dir / "data" / "train_queries.jsonl"),
+                    output_dir=str(out / "eval"), query_max_len=256, passage_max_len=64, embedder_batch_size=64,
+                    label=path.parent.name)
+    return run_evaluation(args)
+
+
+def per_query(out: Path) -> dict:
+    rows = [json.loads(x) for x in (out / "eval" / "per_query.jsonl").read_text().splitlines() if x.strip()]
+    return {r["query_id"]: r["AP@25"] for r in rows}
+
+
+def table(results: dict, run_dir: Path) -> str:
+    from helpers.eval.paired import paired_bootstrap
+    pq = {n: per_query(run_dir / "ablation" / n) for n in results}
+    lines = ["| variant | what changes | MAP@25 | R@25 | R@100 | train s | minus ST+HN [95%] | minus base [95%] |",
+             "|---|---|---:|---:|---:|---:|---|---|"]
+    for n, r in results.items():
+        cells = []
+        for ref in (REFERENCE, "base"):
+            if ref not in pq or ref == n:
+                cells.append("")
+                continue
+            b = paired_bootstrap(pq[ref], pq[n], n_resamples=2000, label_a=ref, label_b=n)
+            cells.append(f"{b['mean_diff']:+.4f} [{b['lo']:+.4f}, {b['hi']:+.4f}] {b['verdict']}")
+        lines.append(f"| {n} | {VARIANTS[n][0]} | {r['MAP@25']:.4f} | {r['Recall@25']:.3f} | {r['Recall@100']:.3f} "
+                     f"| {r['train_seconds']:.0f} | {cells[0]} | {cells[1]} |")
+    n_q = len(next(iter(pq.values()))) if pq else 0
+    return "\n".join(lines) + f"\n\n{n_q} test queries; paired bootstrap (2,000 resamples) of per-query AP@25."
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run_dir", default="model_output/eedi_dev")
+    p.add_argument("--only", help="comma-separated variants (default: all, in table order)")
+    p.add_argument("--redo", action="store_true", help="train the chosen variants again")
+    p.add_argument("--list", action="store_true")
+    a = p.parse_args(argv)
+    if a.list:
+        for n, (what, spec) in VARIANTS.items():
+            print(f"{n:22s} {what}")
+        return 0
+    run_dir = Path(a.run_dir)
+    for need in ("data/test_queries.jsonl", "data/corpus.jsonl", "mined_r0/train_mined.jsonl"):
+        if not (run_dir / need).exists():
+            print(f"error: {run_dir / need} does not exist (see this script's help for the run that makes it)")
+            return 2
+    names = a.only.split(",") if a.only else list(VARIANTS)
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        print(f"error: unknown variant(s) {unknown}; known: {', '.join(VARIANTS)}")
+        return 2
+    log = run_dir / "ablation" / "results.jsonl"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    done = {}
+    if log.exists():
+        for line in log.read_text().splitlines():
+            if line.strip():
+                r = json.loads(line)
+                done[r["variant"]] = r
+    for n in names:
+        if n in done and not a.redo:
+            continue
+        what, spec = VARIANTS[n]
+        out = run_dir / "ablation" / n
+        cmd = train_command(n, spec, run_dir, out)
+        print(f"=== {n}: {what}\n{' '.join(cmd)}", flush=True)
+        t0 = time.time()
+        with open(out.parent / f"{n}.log", "w") as f:
+            rc = subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT).returncode
+        seconds = time.time() - t0
+        if rc:
+            print(f"{n}: training failed (exit {rc}), see {out.parent / f'{n}.log'}")
+            return rc
+        m = evaluate(model_path(spec, out), run_dir, out)
+        r = {"variant": n, "train_seconds": round(seconds, 1), **{k: m[k] for k in ("MAP@25", "Recall@25", "Recall@100")}}
+        done[n] = r
+        with open(log, "a") as f:
+            f.write(json.dumps(r) + "\n")
+        print(json.dumps(r), flush=True)
+    print(table({n: done[n] for n in VARIANTS if n in done}, run_dir))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
