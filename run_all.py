@@ -22,6 +22,7 @@ copying the run folder, ``--resume_dir``) in the next one.
 """
 from __future__ import annotations
 
+import ast
 import argparse
 import fcntl
 import json
@@ -65,6 +66,38 @@ def _unique_mapping(loader, node, deep=False):
 
 
 UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+# Scalars by YAML 1.2's core schema, not PyYAML's 1.1: 1e-4 is a number (1.1: the string '1e-4', which
+# reached AdamW), 010 is ten (1.1: octal 8), yes/no/on/off are strings (1.1: booleans).
+_TAGS = {"tag:yaml.org,2002:bool", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"}
+UniqueKeyLoader.yaml_implicit_resolvers = {
+    ch: [(tag, rx) for tag, rx in rs if tag not in _TAGS] for ch, rs in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+UniqueKeyLoader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                                      list("tTfF"))
+UniqueKeyLoader.add_implicit_resolver("tag:yaml.org,2002:int", re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$"),
+                                      list("-+0123456789"))
+UniqueKeyLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+    list("-+0123456789."))
+
+
+def _int_12(loader, node):
+    v = loader.construct_scalar(node)
+    return int(v[2:], 8) if v.startswith("0o") else int(v[2:], 16) if v.startswith("0x") else int(v, 10)
+
+
+def _bool_12(loader, node):
+    return loader.construct_scalar(node).lower() == "true"
+
+
+UniqueKeyLoader.add_constructor("tag:yaml.org,2002:int", _int_12)
+UniqueKeyLoader.add_constructor("tag:yaml.org,2002:bool", _bool_12)
+
+
+def load_value(raw: str):
+    """One ``--set``/``--var`` value, read as a profile's values are (YAML 1.2 scalars, lists)."""
+    return yaml.load(raw, Loader=UniqueKeyLoader)
 
 
 def read_yaml(path: Path):
@@ -218,7 +251,7 @@ def apply_overrides(steps: list[dict], sets: list[str], declared: dict[str, dict
             raise ChainError(f"--set {item!r}: expected key=value")
         key, raw = item.split("=", 1)
         key = ".".join(FLAG_SPELLINGS.get(k, k) for k in key.split("."))
-        value = yaml.safe_load(raw) if raw != "" else ""
+        value = load_value(raw) if raw != "" else ""
         step_names = {s["name"] for s in steps}
         if "." in key and key.split(".", 1)[0] in step_names:
             name, param = key.split(".", 1)
@@ -239,6 +272,33 @@ def check_parameters(steps: list[dict], declared: dict[str, dict]) -> None:
         if unknown:
             raise ChainError(f"step {s['name']!r} ({s['notebook']}): unknown parameter(s) {', '.join(unknown)}; "
                              f"the notebook declares: {', '.join(sorted(declared[s['name']]))}")
+
+
+def _kind(value):
+    return (bool if isinstance(value, bool) else int if isinstance(value, int) else float if isinstance(value, float)
+            else str if isinstance(value, str) else list if isinstance(value, (list, tuple)) else
+            dict if isinstance(value, dict) else None)
+
+
+_KIND_NAME = {bool: "true or false", int: "an integer", float: "a number", str: "a string", list: "a list",
+              dict: "a mapping"}
+
+
+def check_types(steps: list[dict], declared: dict[str, dict]) -> None:
+    """Every value has the type of the notebook's own default (null always passes: the stage's
+    dataclass decides), checked before the first step runs, so a bad value in step 9 does not cost
+    steps 1-8. Defaults that are None say nothing; the stage's dataclass checks those when it is built."""
+    for s in steps:
+        for k, v in (s.get("parameters") or {}).items():
+            try:
+                default = ast.literal_eval(declared[s["name"]][k]["default"])
+            except (ValueError, SyntaxError, KeyError):
+                continue
+            want, got = _kind(default), _kind(v)
+            if v is None or want is None or got == want or (want is float and got is int):
+                continue
+            raise ChainError(f"step {s['name']!r} ({s['notebook']}): {k}={v!r} is {_KIND_NAME.get(got, type(v).__name__)}, "
+                             f"but the notebook's {k} is {_KIND_NAME[want]} (default {default!r})")
 
 
 def select(steps: list[dict], only: str | None, start: str | None) -> list[dict]:
@@ -334,6 +394,7 @@ def main(argv=None) -> int:
         declared = {s["name"]: pm.inspect_notebook(str(notebook_path(s["notebook"]))) for s in steps}
         apply_overrides(steps, a.sets, declared)
         check_parameters(steps, declared)
+        check_types(steps, declared)
         chosen = select(steps, a.only, a.start)
         if a.list:
             for s in steps:

@@ -223,3 +223,62 @@ def retune(base, name: str, default):
     if f is None:
         raise TypeError(f"{base.__name__} has no field {name!r} to retune")
     return dataclasses.field(default=default, metadata=dict(f.metadata))
+
+
+# ----------------------------------------------------------------------------- value types
+def _type_name(hint) -> str:
+    import typing
+    args = [a for a in typing.get_args(hint) if a is not Ellipsis]
+    origin = typing.get_origin(hint)
+    if origin is typing.Union:
+        return " or ".join(_type_name(a) for a in args)
+    if origin in (list, tuple):
+        return f"a list of {_type_name(args[0])}" if args else "a list"
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string",
+            type(None): "None"}.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def _fits(value, hint) -> bool:
+    import typing
+    origin = typing.get_origin(hint)
+    if origin is typing.Union:
+        return any(_fits(value, a) for a in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if origin in (list, tuple) or hint in (list, tuple):
+        elems = [a for a in typing.get_args(hint) if a is not Ellipsis]
+        return isinstance(value, (list, tuple)) and (not elems or all(_fits(v, elems[0]) for v in value))
+    return True                         # Any, dict, classes: not checked here
+
+
+def check_types(obj) -> None:
+    """Every field of the dataclass ``obj`` holds a value of its declared type, or one ValueError
+    naming the field, the value and what was expected: a ``learning_rate`` that arrived as the
+    string ``'1e-4'`` stops here, before any file is read or model loaded, not in AdamW an hour
+    later. ints pass as floats; a field whose default is None also takes None."""
+    import dataclasses
+    import typing
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        v, hint = getattr(obj, f.name), hints.get(f.name)
+        if hint is None or _fits(v, hint) or (v is None and f.default is None):
+            continue
+        hint_text = " (a number given as text: pass it as a number)" if isinstance(v, str) and _number_like(v) else ""
+        raise ValueError(f"{type(obj).__name__}: {f.name}={v!r} is {type(v).__name__}, expected "
+                         f"{_type_name(hint)}{hint_text}")
+
+
+def _number_like(s: str) -> bool:
+    try:
+        float(s)
+        return True
+    except ValueError:
+        return False

@@ -12,11 +12,11 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 
-from helpers.common.cli import arg
+from helpers.common.cli import arg, check_types
 
 log = logging.getLogger(__name__)
 AUTO = "auto"
@@ -27,14 +27,16 @@ class DeviceArgs:
     """Where a stage runs and in what precision: the base of the embedder block
     (:class:`helpers.embed.args.EmbedderArgs`) and of the training block
     (:class:`helpers.train.args.TrainArgs`), so a stage that is both (training) declares them once."""
-    devices: Optional[str] = arg(None, "cpu | cuda:0 | 0,1 (or a list; several GPUs: one replica each, training "
+    devices: Union[str, list, None] = arg(None, "cpu | cuda:0 | 0,1 (or a list; several GPUs: one replica each, training "
                                  "runs under torchrun); None: cuda:0 if there is one, else cpu", resume=False)
     use_fp16: bool = arg(True, "half precision on CUDA: fp16 below compute capability 8 (with a GradScaler in "
                          "training), bf16 from 8; CPU: fp32")
     trust_remote_code: bool = arg(False, "allow model code from the model folder")
 
     def __post_init__(self):
-        pass             # the end of the cooperative __post_init__ chain of the stages' arguments
+        # the end of the cooperative __post_init__ chain of the stages' arguments: the values as given
+        # (before a subclass converts any) have their declared types
+        check_types(self)
 
 
 def _is_auto(devices) -> bool:
@@ -76,8 +78,11 @@ def check_devices(devices, param: str = "devices", stage: str | None = None):
         name = f"cuda:{d}" if d.isdigit() else d
         if name == "cuda":
             name = "cuda:0"
-        if not name.startswith("cuda"):
+        if name == "cpu":
             continue                  # "cpu" may repeat: several CPU workers / gloo ranks
+        if not name.startswith("cuda:"):
+            raise ValueError(f"{where}{param}={devices!r}: {d!r} is not a device (cpu, cuda, cuda:N, N, or auto); "
+                             f"this machine has {have}")
         if name in seen:
             raise ValueError(f"{where}{param}={devices!r} gives {name} twice; this machine has {have}")
         seen.add(name)

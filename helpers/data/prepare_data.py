@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from helpers.common.cli import dataclass_parser
+from helpers.common.cli import check_types, dataclass_parser
 from helpers.data.eedi import build_queries, corpus_rows, load_misconceptions, load_questions
 from helpers.common.io_utils import check_writable, remove_durably, write_json, write_jsonl
 from helpers.common.prompts import QUERY_TEMPLATE, RETRIEVAL_INSTRUCTION, unescape
@@ -37,6 +37,7 @@ class PrepareArgs:
     mapping_file: str = field(default="misconception_mapping.csv", metadata={"help": "misconception names"})
 
     def __post_init__(self):        # None (a notebook's, a profile's) means the built-in text
+        check_types(self)
         self.query_template = self.query_template or QUERY_TEMPLATE
         self.query_instruction = self.query_instruction or RETRIEVAL_INSTRUCTION
 

@@ -20,13 +20,13 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Union
 
 from tqdm.auto import tqdm
 
 from helpers.common.devices import check_devices
 
-from helpers.common.cli import dataclass_parser, str2bool
+from helpers.common.cli import check_types, dataclass_parser, str2bool
 from helpers.rerank.filters import FILTER_MODES, apply_teacher_filter, check_filter, summary_line
 from helpers.common.io_utils import InputError, check_writable, read_jsonl, write_jsonl
 from helpers.common.prompts import RERANK_PROMPT, unescape
@@ -53,7 +53,7 @@ class ScoreArgs:
         "help": "Max query tokens; default max_length * 3 // 4."})
     use_fp16: bool = field(default=True, metadata={"help": "Half precision on GPU (fp16 below cc 8, else bf16); fp32 on CPU."})
     reranker_batch_size: int = field(default=16, metadata={"help": "Pairs per forward pass."})
-    devices: Optional[list] = field(default=None, metadata={"help": "Devices, e.g. cuda:0 cuda:1 (one worker each)."})
+    devices: Union[list, str, None] = field(default=None, metadata={"help": "Devices, e.g. cuda:0 cuda:1 (one worker each)."})
     normalize: bool = field(default=False, metadata={"help": "Apply a sigmoid to the scores."})
     overwrite: bool = field(default=False, metadata={"help": "Replace an existing output, stale progress or scores."})
     peft_adapter: Optional[str] = field(default=None, metadata={"help": "LoRA adapter folder merged into the reranker."})
@@ -71,6 +71,7 @@ class ScoreArgs:
                 "larger flags more."})
 
     def __post_init__(self):
+        check_types(self)
         self.reranker_name_or_path = last_epoch_model(self.reranker_name_or_path)
 
     def score_settings(self) -> dict:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, fields
-from typing import Optional
+from typing import Optional, Union
 
 from helpers.common.cli import arg, canonical_flags
 from helpers.common.devices import DeviceArgs
@@ -40,7 +40,7 @@ class TrainArgs(DeviceArgs):
     lora_rank: int = arg(64, "LoRA r")
     lora_alpha: float = arg(32, "LoRA alpha")
     lora_dropout: float = arg(0.1, "LoRA dropout")
-    target_modules: Optional[str] = arg(None, "LoRA target modules, comma-separated; None: the architecture's "
+    target_modules: Union[str, list, None] = arg(None, "LoRA target modules, comma-separated; None: the architecture's "
                                         "(decoders: q/k/v/o/gate/up/down_proj; encoders: peft's default), logged")
     gradient_checkpointing: Optional[bool] = arg(
         None, "recompute activations in backward (less memory, ~1 more forward of time); None: auto, on only "

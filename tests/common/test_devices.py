@@ -92,3 +92,10 @@ def test_every_stage_checks_its_devices_before_anything_else(monkeypatch, tmp_pa
     with pytest.raises(ValueError, match=rf"^{stage}: devices='0,1' asks for cuda:1, but this machine has cuda:0"):
         run()
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("devices", ["gpu", -1, "-1", "cuda:x", "cpu,tpu"])
+def test_what_is_not_a_device_is_refused_by_name(devices):
+    check_devices = dev.check_devices
+    with pytest.raises(ValueError, match=r"devices=.*is not a device"):
+        check_devices(devices)

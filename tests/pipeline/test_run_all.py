@@ -182,3 +182,28 @@ def test_from_refuses_when_an_earlier_step_is_not_done(tmp_path, capsys, earlier
     assert run_all.main(["--profile", p, "--from", "b", "--resume_dir", str(src)]) == 1
     assert f"earlier step 'prepare' is {status}" in capsys.readouterr().err
     assert not run_dir.exists()
+
+
+@pytest.mark.parametrize("raw,value", [("1e-4", 1e-4), ("2.0e-4", 2e-4), ("010", 10), ("0o10", 8), ("yes", "yes"),
+                                       ("True", True), ("false", False), ("[1, 2]", [1, 2]), ("cuda:0", "cuda:0")])
+def test_values_are_read_as_yaml_1_2(raw, value):
+    got = run_all.load_value(raw)
+    assert got == value and type(got) is type(value)
+
+
+def test_values_are_checked_against_the_notebooks_types_before_anything_runs(tmp_path, capsys):
+    p = profile(tmp_path, [PREP])
+    assert run_all.main(["--profile", p, "--set", "seed=010", "--set", "test_fraction=1e-1", "--list"]) == 0
+    out = capsys.readouterr().out
+    assert '"seed": 10' in out and '"test_fraction": 0.1' in out
+    assert run_all.main(["--profile", p, "--set", "seed=1.5"]) == 1
+    err = capsys.readouterr().err
+    assert "step 'prepare' (00_prepare_data): seed=1.5 is a number, but the notebook's seed is an integer" in err
+    assert not (tmp_path / "out").exists()                     # nothing ran, nothing written
+    path = tmp_path / "typed.yaml"                              # the profile file reads the same way
+    path.write_text(f"run_name: r\noutput_root: {tmp_path / 'o'}\nsteps:\n  - name: prepare\n"
+                    "    notebook: 00_prepare_data\n    parameters:\n      split: yes\n")
+    assert run_all.main(["--profile", str(path), "--list"]) == 0      # 'yes' is the string yes (then refused by the stage)
+    path.write_text(path.read_text().replace("split: yes", "test_fraction: '0.2'"))
+    assert run_all.main(["--profile", str(path), "--list"]) == 1
+    assert "test_fraction='0.2' is a string, but the notebook's test_fraction is a number" in capsys.readouterr().err
