@@ -231,6 +231,9 @@ def validate_queries(rows: list[dict], path, need_neg=False, need_scores=False, 
         pos_ids = _need(r, path, "pos_ids", "strlist")
         if len(pos_ids) != len(pos):
             raise InputError(path, line, "pos_ids", f"{len(pos_ids)} ids for {len(pos)} positives")
+        dup = next((i for k, i in enumerate(pos_ids) if i in pos_ids[:k]), None)
+        if dup is not None:             # metrics need each gold id once: found at the first epoch's end, not here
+            raise InputError(path, line, "pos_ids", f"id {dup!r} given twice")
         fields = [("pos", "pos_ids")]
         if need_neg:
             neg = _need(r, path, "neg", "strlist")

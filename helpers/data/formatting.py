@@ -77,6 +77,48 @@ def describe_instruction(rows: Sequence, default: Optional[str], use_row_prompts
     return f"query instruction from {src}: " + "; ".join(parts) + more
 
 
+def load_examples(path) -> dict:
+    """examples.json (00_prepare_data's) read and checked before any model loads: an object whose
+    ``all`` is a list and whose ``by_construct`` / ``by_subject`` map ids to lists of examples, each
+    example an object with string ``query`` and ``response``. A bad file: one InputError naming it."""
+    import json
+    from pathlib import Path
+    from helpers.common.io_utils import InputError
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, None, "examples_for_task", "file does not exist")
+    try:
+        ex = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise InputError(path, None, None, f"not UTF-8 ({e.reason} at byte {e.start})") from None
+    except json.JSONDecodeError as e:
+        raise InputError(path, e.lineno, None, f"not JSON: {e.msg} (column {e.colno})") from None
+    if not isinstance(ex, dict):
+        raise InputError(path, None, None, f"expected a JSON object with all / by_construct / by_subject, "
+                         f"got {type(ex).__name__}")
+    tiers = [("all", ex.get("all", []))]
+    for name in ("by_construct", "by_subject"):
+        d = ex.get(name, {})
+        if not isinstance(d, dict):
+            raise InputError(path, None, name, f"expected an object of id -> examples, got {type(d).__name__}")
+        tiers += [(f"{name}.{k}", v) for k, v in d.items()]
+    for name, tier in tiers:
+        if not isinstance(tier, list):
+            raise InputError(path, None, name, f"expected a list of examples, got {type(tier).__name__}")
+        for i, e in enumerate(tier):
+            if not isinstance(e, dict) or not all(isinstance(e.get(k), str) for k in ("query", "response")):
+                raise InputError(path, None, f"{name}[{i}]", "an example must be an object with string "
+                                 "'query' and 'response'")
+    return ex
+
+
+def check_format(name: str, fmt: str, fields: int) -> None:
+    """A str.format template with exactly ``fields`` ``{}`` (after unescaping), or one ValueError naming it."""
+    if unescape(fmt).count("{}") != fields:
+        raise ValueError(f"{name} {fmt!r} must contain exactly {fields} '{{}}' "
+                         f"({'instruction, then query' if fields == 2 else 'instruction, query, response'})")
+
+
 def format_example(instruction: str, query: str, response: str,
                    fmt: str = ICL_EXAMPLE_FORMAT) -> str:
     return unescape(fmt).format(instruction, query, response)

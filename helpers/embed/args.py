@@ -69,6 +69,10 @@ class EmbedderArgs(DeviceArgs):
                              "the last token (pooling_method last_token), as FlagEmbedding requires")
         if self.examples_for_task and self.embedder_model_class != "decoder-only-icl":
             raise ValueError("examples_for_task (in-context examples) needs embedder_model_class decoder-only-icl")
+        from helpers.data.formatting import check_format       # before any file is read or model loaded
+        if self.query_instruction_format is not None:
+            check_format("query_instruction_format", self.query_instruction_format, 2)
+        check_format("examples_instruction_format", self.examples_instruction_format, 3)
         for name in ("query_max_len", "passage_max_len", "embedder_batch_size"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")

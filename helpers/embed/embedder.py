@@ -14,11 +14,9 @@ classes decoder-only-icl, decoder-only-base, encoder-only-base.
 """
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
-from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
@@ -26,8 +24,9 @@ import torch
 from tqdm.auto import tqdm
 
 from helpers.common.devices import dtype_for, parse_devices
-from helpers.data.formatting import (describe_instruction, examples_prefix, instructed_query, row_instruction,
-                                select_examples, tokenize_icl_queries, tokenize_texts, uses_row_prompts)
+from helpers.data.formatting import (describe_instruction, examples_prefix, instructed_query, load_examples,
+                                     row_instruction, select_examples, tokenize_icl_queries, tokenize_texts,
+                                     uses_row_prompts)
 from helpers.common.models import resolve_model
 from helpers.common.tensors import pad
 from helpers.embed.cache import EmbeddingCache
@@ -62,6 +61,8 @@ class Embedder:
         self._replicas: dict[str, torch.nn.Module] = {}
         self._prefix: dict[str, PrefixSharing] = {}      # per replica: checked once on its first batch
         self._dtype = None
+        # in-context examples read and checked before the model loads (a bad file costs no load)
+        self.examples = load_examples(args.examples_for_task) if args.examples_for_task else None
         if model is None:
             self.devices = parse_devices(args.devices)
             check_memory(args, self.devices)      # CUDA: print the plan, refuse what cannot fit
@@ -86,9 +87,6 @@ class Embedder:
                 dtype=str(self._dtype), load_in_4bit=args.load_in_4bit,
                 device=torch.device(self.devices[0]).type))
         self.append_eos = manual_eos(tokenizer)
-        self.examples = None
-        if args.examples_for_task:
-            self.examples = json.loads(Path(args.examples_for_task).read_text(encoding="utf-8"))
         log.info("embedder %s (%s, pooling %s) on %s; append EOS: %s", args.model_name_or_path,
                  self.model_class, self.pooling, ",".join(self.devices), self.append_eos)
 

@@ -112,10 +112,9 @@ def _check_model_args(a: ScoreArgs):
     if a.reranker_model_class not in classes:
         raise ValueError(f"--reranker_model_class {a.reranker_model_class!r} is not supported; "
                          f"choose one of {', '.join(classes)}")
+    from helpers.rerank.scorers import check_adapter
+    check_adapter(a.peft_adapter)                   # before the base is resolved (a GGUF is converted then)
     resolve_model(a.reranker_name_or_path)          # a missing model folder fails here, not after loading
-    if a.peft_adapter and not (Path(a.peft_adapter) / "adapter_config.json").is_file():
-        raise FileNotFoundError(f"--peft_adapter {a.peft_adapter!r}: no adapter_config.json there "
-                                "(a local LoRA adapter folder is needed; nothing is downloaded)")
 
 
 def check_rows(rows, path, overwrite=False):

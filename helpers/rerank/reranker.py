@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from helpers.common.devices import dtype_for, parse_devices
 from helpers.common.tensors import last_real_index
 from helpers.rerank.inputs import format_text
-from helpers.rerank.scorers import (MODEL_CLASSES, CrossEncoderScorer, PairModel, auto_class,
+from helpers.rerank.scorers import (MODEL_CLASSES, CrossEncoderScorer, PairModel, auto_class, check_adapter,
                                     cross_encoder_inputs, load_pair_model)
 from helpers.rerank.scorers import load_model as _load_model
 
@@ -51,6 +51,8 @@ class BaseReranker:
                  peft_adapter=None, show_progress=True, prompt=None, padding_side=None,
                  loaded: Optional[PairModel] = None):
         from helpers.common.models import resolve_model
+        if loaded is None:
+            check_adapter(peft_adapter)          # before a GGUF base is converted
         self.path = loaded.path if loaded is not None else resolve_model(model_name_or_path)
         self.q_inst, self.q_fmt = query_instruction_for_rerank, query_instruction_format
         self.p_inst, self.p_fmt = passage_instruction_for_rerank, passage_instruction_format

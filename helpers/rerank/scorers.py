@@ -87,6 +87,15 @@ class CrossEncoderScorer:
         return self.model(**kw).logits.view(-1).float()
 
 
+def check_adapter(peft_adapter) -> None:
+    """A LoRA adapter to merge must be a local folder with adapter_config.json: checked before the base
+    model is resolved (a packaged GGUF base is converted then, which takes minutes)."""
+    from pathlib import Path
+    if peft_adapter and not (Path(peft_adapter) / "adapter_config.json").is_file():
+        raise FileNotFoundError(f"--peft_adapter {peft_adapter!r}: no adapter_config.json there "
+                                "(a local LoRA adapter folder is needed; nothing is downloaded)")
+
+
 def load_model(auto_cls, path, dtype, trust_remote_code, peft_adapter=None, device="cpu", **kw):
     """The scoring stage's model, in eval mode on ``device``: a CUDA device gets the weights straight
     from the file (no host copy); ``peft_adapter`` is merged in."""
@@ -142,6 +151,7 @@ def load_pair_model(name_or_path, model_class="decoder-only-base", *, max_length
     from helpers.common.devices import dtype_for
     from helpers.common.models import resolve_model
     kind = kind_of(model_class)
+    check_adapter(peft_adapter)
     path = resolve_model(name_or_path)
     dtype = dtype_for(device, use_fp16) if dtype is None else dtype
     tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)

@@ -42,6 +42,7 @@ from helpers.data.formatting import describe_instruction, uses_row_prompts
 from helpers.embed.args import DEFAULT_QUERY_FORMAT, EmbedderArgs
 from helpers.embed.embedder import Embedder
 from helpers.embed.forward import pooled_embeddings
+from helpers.data.formatting import load_examples
 from helpers.embed.loading import check_memory, _encoder_pooling_default, load_embedding_model, manual_eos, save_tokenizer
 from helpers.embed.prefix import PrefixSharing
 from helpers.eval.retrieval import evaluate_embedder
@@ -186,6 +187,8 @@ def _train(args: KDArgs, devices: list[str], on_log=None) -> list[dict]:
     corpus_ids, corpus_texts = load_corpus(args.corpus_file) if args.corpus_file else (None, None)
     if eval_rows is not None and corpus_ids is not None:    # gold ids absent would score 0 silently
         validate_queries(eval_rows, args.eval_data, corpus_ids=set(corpus_ids))
+    if args.examples_for_task:          # read by the per-epoch evaluation: checked before the model loads
+        load_examples(args.examples_for_task)
     dtype = dtype_for(device, args.use_fp16)
     model, tok = load_embedding_model(args.model_name_or_path, args.embedder_model_class, device, dtype,
                                       args.load_in_4bit, args.trust_remote_code, base_model=args.base_model)

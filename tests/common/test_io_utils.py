@@ -69,3 +69,10 @@ def test_remove_durably_fsyncs_the_folder(tmp_path, syscalls):
     io_utils.remove_durably(tmp_path / "stats.json")
     assert not (tmp_path / "stats.json").exists() and syscalls == [("fsync", f"dir {tmp_path}")]
     io_utils.remove_durably(tmp_path / "stats.json")         # absent: nothing to do
+
+
+def test_a_gold_id_given_twice_is_refused_at_validation(tmp_path):
+    row = {"query_id": "q1", "query": "x", "pos": ["a", "a"], "pos_ids": ["7", "7"], "__line__": 3}
+    with pytest.raises(io_utils.InputError) as e:
+        io_utils.validate_queries([row], tmp_path / "test.jsonl")
+    assert (e.value.line, e.value.field) == (3, "pos_ids") and "id '7' given twice" in str(e.value)

@@ -93,3 +93,55 @@ def test_append_eos_once(tok):
     # a text that already ends in EOS gets no second one
     c = tokenize_texts(tok, ["hi" + tok.eos_token], 8, append_eos=True)[0]
     assert c.count(eos) == 1
+
+
+# ----------------------------------------------------------------------------- inputs checked before a model loads
+def test_bad_formats_are_refused_when_the_arguments_are_built():
+    from helpers.embed.args import EmbedderArgs
+    with pytest.raises(ValueError, match=r"query_instruction_format '\{\}' must contain exactly 2"):
+        EmbedderArgs(model_name_or_path="m", query_instruction_format="{}")
+    with pytest.raises(ValueError, match="examples_instruction_format .* must contain exactly 3"):
+        EmbedderArgs(model_name_or_path="m", examples_instruction_format="<instruct>{}\\n<query>{}")
+    EmbedderArgs(model_name_or_path="m", query_instruction_format="<instruct>{}\\n<query>{}")
+
+
+@pytest.mark.parametrize("text,field,msg", [
+    ("{", None, "not JSON"),
+    ("[]", None, "expected a JSON object"),
+    ('{"all": {}}', "all", "expected a list of examples"),
+    ('{"by_construct": []}', "by_construct", "expected an object"),
+    ('{"by_subject": {"3": [{"query": "q"}]}}', "by_subject.3[0]", "string 'query' and 'response'"),
+])
+def test_a_bad_examples_file_is_one_error_naming_it(tmp_path, text, field, msg):
+    from helpers.common.io_utils import InputError
+    from helpers.data.formatting import load_examples
+    p = tmp_path / "examples.json"
+    p.write_text(text)
+    with pytest.raises(InputError, match=msg) as e:
+        load_examples(p)
+    assert e.value.field == field and str(p) in str(e.value)
+
+
+def test_the_embedder_reads_its_examples_before_loading_a_model(tmp_path, monkeypatch):
+    from helpers.common.io_utils import InputError
+    from helpers.embed import embedder
+    from helpers.embed.args import EmbedderArgs
+
+    def no_load(*a, **k):
+        raise AssertionError("the model was loaded before the examples were checked")
+    monkeypatch.setattr(embedder, "load_embedding_model", no_load)
+    bad = tmp_path / "examples.json"
+    bad.write_text('{"all": [1]}')
+    with pytest.raises(InputError, match=r"all\[0\]"):
+        embedder.Embedder(EmbedderArgs(model_name_or_path="demo:smollm2-135m-instruct", examples_for_task=str(bad)))
+
+
+def test_the_rerankers_adapter_is_checked_before_its_base_is_resolved(tmp_path, monkeypatch):
+    from helpers.common import models
+    from helpers.rerank.scorers import load_pair_model
+
+    def no_resolve(*a, **k):
+        raise AssertionError("the base was resolved (a GGUF converted) before the adapter was checked")
+    monkeypatch.setattr(models, "resolve_model", no_resolve)
+    with pytest.raises(FileNotFoundError, match="no adapter_config.json"):
+        load_pair_model("demo:smollm2-135m-instruct", max_length=64, peft_adapter=str(tmp_path))
