@@ -153,6 +153,8 @@ def main(argv=None) -> int:
         if rc:
             print(f"{n}: training failed (exit {rc}), see {out.parent / f'{n}.log'}")
             return rc
+        if isinstance(spec, str):          # a reused sentence-transformers model: the time it took to make
+            seconds = json.loads((out / "model" / "st_run.json").read_text()).get("process_seconds", seconds)
         m = evaluate(model_path(spec, out), run_dir, out)
         r = {"variant": n, "train_seconds": round(seconds, 1), **{k: m[k] for k in ("MAP@25", "Recall@25", "Recall@100")}}
         done[n] = r

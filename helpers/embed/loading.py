@@ -168,13 +168,29 @@ POOLING_MODES = {"mean": "pooling_mode_mean_tokens", "cls": "pooling_mode_cls_to
                  "last_token": "pooling_mode_lasttoken"}     # ours -> sentence-transformers' 1_Pooling keys
 
 
+ST_POOLING_NAMES = {"mean": "mean", "cls": "cls", "lasttoken": "last_token"}   # sentence-transformers 5+: "pooling_mode"
+
+
 def read_pooling(folder) -> Optional[str]:
-    """The pooling a folder's ``1_Pooling/config.json`` (sentence-transformers' file) names, or None."""
+    """The pooling a folder's ``1_Pooling/config.json`` (sentence-transformers' file) names, or None
+    when there is no such file. Both of its spellings are read: ``"pooling_mode": "mean"``
+    (sentence-transformers 5 and later) and ``"pooling_mode_mean_tokens": true`` (earlier, and ours).
+    A file that names a pooling we do not have (max, weightedmean, several) is an error, not cls."""
     cfg = Path(folder) / "1_Pooling" / "config.json"
     if not cfg.is_file():
         return None
-    on = {k for k, v in json.loads(cfg.read_text(encoding="utf-8")).items() if v}
-    return next((ours for ours, key in POOLING_MODES.items() if key in on), None)
+    d = json.loads(cfg.read_text(encoding="utf-8"))
+    mode = d.get("pooling_mode")
+    if isinstance(mode, list) and len(mode) == 1:
+        mode = mode[0]
+    if isinstance(mode, str) and mode in ST_POOLING_NAMES:
+        return ST_POOLING_NAMES[mode]
+    on = {k for k, v in d.items() if v is True}
+    found = [ours for ours, key in POOLING_MODES.items() if key in on]
+    if mode is None and len(found) == 1 and not any(k.startswith("pooling_mode_") for k in on - set(POOLING_MODES.values())):
+        return found[0]
+    raise ValueError(f"{cfg}: pooling {mode if mode is not None else sorted(on)!r} is not one this embedder has "
+                     f"({', '.join(POOLING_MODES)}); set pooling_method to pool another way")
 
 
 def _encoder_pooling_default(path: str) -> str:

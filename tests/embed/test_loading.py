@@ -42,3 +42,28 @@ def test_load_embedding_model_is_base_with_pad():
     model, tok = load_embedding_model(SMOL, "decoder-only-icl", "cpu")
     assert not hasattr(model, "lm_head") and model.dtype == torch.float32
     assert tok.pad_token_id is not None and tok.padding_side == "right"
+
+
+@pytest.mark.parametrize("cfg,want", [
+    ({"embedding_dimension": 384, "pooling_mode": "mean", "include_prompt": True}, "mean"),      # sentence-transformers 5+
+    ({"pooling_mode": ["cls"]}, "cls"),
+    ({"pooling_mode": "lasttoken"}, "last_token"),
+    ({"pooling_mode_cls_token": False, "pooling_mode_mean_tokens": True, "pooling_mode_max_tokens": False,
+      "include_prompt": True}, "mean"),                                                           # earlier versions, ours
+])
+def test_read_pooling_reads_both_sentence_transformers_spellings(tmp_path, cfg, want):
+    from helpers.embed.loading import read_pooling
+    (tmp_path / "1_Pooling").mkdir()
+    (tmp_path / "1_Pooling" / "config.json").write_text(json.dumps(cfg))
+    assert read_pooling(tmp_path) == want
+
+
+@pytest.mark.parametrize("cfg", [{"pooling_mode": "max"}, {"pooling_mode": ["mean", "max"]},
+                                 {"pooling_mode_mean_tokens": True, "pooling_mode_max_tokens": True}, {}])
+def test_a_pooling_we_do_not_have_is_an_error_not_cls(tmp_path, cfg):
+    from helpers.embed.loading import read_pooling
+    (tmp_path / "1_Pooling").mkdir()
+    (tmp_path / "1_Pooling" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="is not one this embedder has"):
+        read_pooling(tmp_path)
+    assert read_pooling(tmp_path / "nothing") is None
