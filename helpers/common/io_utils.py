@@ -129,20 +129,50 @@ def atomic_path(path) -> Iterator[Path]:
 
 
 def save_dir_atomic(path: Path, save: Callable[[Path], None]) -> None:
-    """The folder version of :func:`atomic_path`: ``save(tmp)`` into a hidden folder beside ``path``,
-    then rename it onto ``path`` (an old folder is replaced). A killed save leaves ``path`` as it was."""
+    """The folder version of :func:`atomic_path`: ``save(tmp)`` into a hidden folder of its own beside
+    ``path`` (a unique name: two saves never share one), then rename it onto ``path``. An old folder
+    is first renamed aside and removed after: a kill at any point leaves ``path`` the old folder
+    whole, the new one whole, or (between the two renames) absent with the old one beside it."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(path.with_name(f".{path.name}.tmp"), ignore_errors=True)     # the fixed name of old versions
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.pid*.tmp"):       # left by a killed save
+        if not _alive(stale.name[len(path.name) + 5:].split(".", 1)[0]):
+            shutil.rmtree(stale, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.pid{os.getpid()}.", suffix=".tmp", dir=path.parent))
+    os.chmod(tmp, 0o777 & ~_umask())
     try:
         save(tmp)
-        if path.exists():
-            shutil.rmtree(path)
+        remove_dir_atomic(path)
         os.replace(tmp, path)
         fsync_dir(path.parent)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _alive(pid: str) -> bool:
+    """Whether process ``pid`` (digits) runs on this machine (another save's folder is left alone)."""
+    if not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_dir_atomic(path) -> None:
+    """Remove the folder ``path`` (if there) as one step: renamed aside (a hidden name of its own),
+    then deleted, so nothing ever sees it half deleted."""
+    path = Path(path)
+    if not path.exists():
+        return
+    aside = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+    os.replace(path, aside / path.name)
+    fsync_dir(path.parent)
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def write_jsonl(path, rows: Iterable[dict]) -> None:

@@ -142,6 +142,27 @@ def folder_files(folder) -> list[tuple[str, int, int]]:
                   for f in p.rglob("*") if f.is_file()) if p.is_dir() else []
 
 
+def files_fingerprint(paths) -> str:
+    """SHA-256 of what says "the same inputs" for a run: for every path given (None and "" skipped), a
+    file's name, size and mtime_ns, or a folder's :func:`folder_files`. Not the absolute paths: a run
+    folder copied whole (``run_all.py --resume_dir``, ``shutil.copytree`` keeps mtimes) is the same."""
+    import hashlib
+    import json
+    parts = []
+    for p in paths:
+        if not p:
+            continue
+        p = Path(str(p))
+        if p.is_dir():
+            parts.append(["dir", p.name, folder_files(p)])
+        elif p.exists():
+            st = p.stat()
+            parts.append(["file", p.name, st.st_size, st.st_mtime_ns])
+        else:
+            parts.append(["missing", str(p)])
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode("utf-8")).hexdigest()
+
+
 def placement_kwargs(device) -> dict:
     """``from_pretrained`` keywords that load the weights straight onto ``device``.
 

@@ -174,7 +174,11 @@ def add_reranker_score(args: ScoreArgs, reranker=None, load=None) -> dict:
         _check_model_args(args)
         check_memory(args)     # CUDA: the memory plan, printed; what cannot fit stops here
     n, c = len(rows), int(args.chunk_size)
-    header = dict(input_sha256=file_sha256(args.input_file), settings=args.score_settings(), n_queries=n)
+    from helpers.common.models import files_fingerprint, resolve_model
+    model_files = files_fingerprint([resolve_model(args.reranker_name_or_path), args.peft_adapter]) \
+        if reranker is None else None      # a reranker handed in as an object: its caller's business
+    header = dict(input_sha256=file_sha256(args.input_file), settings=args.score_settings(), n_queries=n,
+                  model_files=model_files)   # a teacher trained again in the same folder: progress is stale
     progress = Progress(prog_path, header, overwrite=args.overwrite)
     todo = [i for i in range((n + c - 1) // c) if i not in progress.done]
     n_pairs = sum(len(r["pos"]) + len(r["neg"]) for r in rows)

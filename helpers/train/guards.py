@@ -13,9 +13,10 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
-from helpers.common.io_utils import check_free_disk
+from helpers.common.io_utils import check_free_disk, remove_dir_atomic
+from helpers.common.models import files_fingerprint
 from helpers.train.budget import DeadlineReached, deadline_of, epoch_guard, stop_report
 from helpers.train.distributed import dist_info
 from helpers.train.lora import trainable_count
@@ -36,15 +37,43 @@ def check_run_disk(output_dir, model, epochs_left: int, whole_bytes: int = 0, wh
     check_free_disk(output_dir, need, f"{epochs_left} epoch(s) of {what or 'adapters'} and the training state")
 
 
+RUN_FILES = ("metrics.jsonl", "training_state.pt", "loss_history.json")
+
+
+def start_over(out: Path, inputs: Sequence) -> None:
+    """``overwrite_output_dir``: the old run's folder goes whole (renamed aside, then deleted), so no
+    epoch of it (beyond this run's count) is left for ``epoch_glob`` or the final merge to pick up.
+    Refused for a folder that is not a training run's (none of its files) and for one that holds an
+    input of this run."""
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    if not any((out / f).exists() for f in RUN_FILES) and not any(out.glob("*_epoch_*")):
+        raise ValueError(f"overwrite_output_dir: {out} holds files but no training run (no {', '.join(RUN_FILES)}, "
+                         "no *_epoch_* folder); not deleting it: choose an empty or new output_dir")
+    root = out.resolve()
+    inside = [str(p) for p in inputs if p and Path(str(p)).resolve().is_relative_to(root)]
+    if inside:
+        raise ValueError(f"overwrite_output_dir: {out} holds this run's input {inside[0]}; not deleting it")
+    remove_dir_atomic(out)              # out is the old run whole, or gone: never half of it
+    log.info("overwrite_output_dir: the previous run in %s removed", out)
+
+
 def fit_in_budget(model, loss_fn, batches: Callable, num_batches: int, args, device, *, stage: str,
-                  past: list[dict], agree: Callable[[bool], bool] = lambda stop: stop, **fit_kw) -> tuple[list[dict], Optional[str]]:
+                  past: list[dict], agree: Callable[[bool], bool] = lambda stop: stop, inputs: Sequence = (),
+                  **fit_kw) -> tuple[list[dict], Optional[str]]:
     """:func:`~helpers.train.loop.fit` under the deadline -> ``(rows, why it stopped or None)``.
 
     The deadline: :func:`~helpers.train.budget.deadline_of` ``args`` (its ``deadline``, else
     ``$EEDI_DEADLINE``); ``agree`` gives every rank the same stop decision. An epoch is started only when it would end before it (its time: the last
     epoch's, else the longest of ``past``). Stopped early: ``stopped.json`` in ``args.output_dir``
-    and a line in ``$EEDI_STOP_REPORT`` (run_all.py); a run that finishes removes an old ``stopped.json``."""
+    and a line in ``$EEDI_STOP_REPORT`` (run_all.py); a run that finishes removes an old ``stopped.json``.
+    ``inputs``: the data files and model folders of the run: a run resumes only from the same ones
+    (:func:`helpers.common.models.files_fingerprint`: names, sizes, times); with ``overwrite_output_dir``
+    the old folder is removed whole first (:func:`start_over`)."""
     out = Path(args.output_dir)
+    fit_kw["run_keys"] = {**(fit_kw.get("run_keys") or {}), "inputs": files_fingerprint(inputs)}
+    if args.overwrite_output_dir and dist_info()[0] == 0:
+        start_over(out, inputs)
     deadline = deadline_of(args)
     seconds = [float(r.get("train_seconds") or 0) + float(r.get("eval_seconds") or 0) for r in past]
     guarded = epoch_guard(batches, deadline, seconds, agree)

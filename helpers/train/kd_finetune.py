@@ -43,7 +43,8 @@ from helpers.embed.args import DEFAULT_QUERY_FORMAT, EmbedderArgs
 from helpers.embed.embedder import Embedder
 from helpers.embed.forward import pooled_embeddings
 from helpers.data.formatting import load_examples
-from helpers.embed.loading import check_memory, _encoder_pooling_default, load_embedding_model, manual_eos, save_tokenizer
+from helpers.embed.loading import (adapter_chain, check_memory, _encoder_pooling_default, load_embedding_model, manual_eos,
+                                   save_tokenizer)
 from helpers.embed.prefix import PrefixSharing
 from helpers.eval.retrieval import evaluate_embedder
 from helpers.train.args import TrainArgs
@@ -53,7 +54,7 @@ from helpers.train.loop import past_rows
 from helpers.train.distributed import agree, dataclass_argv, dist_info, init_distributed, inside_torchrun, launch
 from helpers.train.groups import GroupBatches, load_group_rows
 from helpers.train.losses import EmbedderLoss, TeacherEntropyMeter, loss_weights, warn_if_saturated
-from helpers.train.merge import choose_epoch, merge_adapter, merge_every_epoch
+from helpers.train.merge import choose_epoch, merge_adapter, merge_every_epoch, merged_is_current
 
 log = logging.getLogger(__name__)
 EPOCH_KS = (25, 50, 75, 100)          # Recall@k reported after every epoch (the reference table's)
@@ -189,6 +190,8 @@ def _train(args: KDArgs, devices: list[str], on_log=None) -> list[dict]:
         validate_queries(eval_rows, args.eval_data, corpus_ids=set(corpus_ids))
     if args.examples_for_task:          # read by the per-epoch evaluation: checked before the model loads
         load_examples(args.examples_for_task)
+    base_folder, adapters = adapter_chain(args.model_name_or_path, args.base_model)
+    model_folders = [base_folder, *adapters]     # with the data files: what a resumed run must be made from
     dtype = dtype_for(device, args.use_fp16)
     model, tok = load_embedding_model(args.model_name_or_path, args.embedder_model_class, device, dtype,
                                       args.load_in_4bit, args.trust_remote_code, base_model=args.base_model)
@@ -278,6 +281,8 @@ def _train(args: KDArgs, devices: list[str], on_log=None) -> list[dict]:
 
     rows, stopped = fit_in_budget(model, loss_fn, train_b, len(train_b), args, device, stage="kd_finetune", past=past,
                                   agree=lambda stop: agree(stop, device, world), run_keys={"world_size": world},
+                                  inputs=[args.train_data, args.eval_data, args.corpus_file, args.examples_for_task,
+                                          *model_folders],
                                   eval_batches=(lambda: eval_b(0)) if eval_b else None, epoch_end=epoch_end,
                                   save_extra=lambda d: save_tokenizer(tok, d, args.decoder, pooling), on_log=on_log,
                                   eval_loss_fn=eval_fn)
@@ -287,7 +292,7 @@ def _train(args: KDArgs, devices: list[str], on_log=None) -> list[dict]:
     if rank == 0 and stopped is None and args.save_merged_lora_model and args.use_lora and not merge_each:
         n = choose_epoch(rows, args.merge_epoch)
         target = out_dir / f"merged_model_lora_epoch_{n}"
-        if n is not None and not (target / "config.json").exists():
+        if n is not None and not merged_is_current(target, out_dir / f"lora_epoch_{n}"):
             del model, train_b                                   # free the GPU before the CPU merge
             import gc
             gc.collect()

@@ -83,6 +83,10 @@ def _resume_state(out: Path, args: TrainArgs, keys: dict):
         return None
     state = torch.load(state_path, map_location="cpu", weights_only=True)
     diff = settings_diff(json.loads(state["resume_keys"]), keys, type(args))
+    if "inputs" in diff:
+        raise ValueError(f"{out} holds a run made from other inputs (a data file or the model's files changed "
+                         "since: name, size or time): resuming it would reuse a stale result; choose a new "
+                         "output_dir or set overwrite_output_dir True")
     if diff:
         raise ValueError(f"{out} holds a run with other settings ({', '.join(diff)}): resuming it would "
                          "mix runs; choose a new output_dir or set overwrite_output_dir True")

@@ -15,10 +15,12 @@ import logging
 from pathlib import Path
 from typing import Optional
 
-from helpers.common.io_utils import check_free_disk, read_jsonl, save_dir_atomic
+from helpers.common.io_utils import check_free_disk, read_jsonl, save_dir_atomic, write_json
+from helpers.common.models import files_fingerprint
 from helpers.embed.loading import load_base_model, read_pooling, save_tokenizer
 
 log = logging.getLogger(__name__)
+MERGED_FROM = "merged_from.json"       # in a merged folder: the adapter files it was merged from
 
 
 def merge_adapter(base_name: str, adapter_dir, target, tok, add_eos: bool, trust_remote_code=False,
@@ -37,7 +39,21 @@ def merge_adapter(base_name: str, adapter_dir, target, tok, add_eos: bool, trust
     def save(tmp):
         merged.save_pretrained(str(tmp), safe_serialization=True)
         save_tokenizer(tok, tmp, add_eos, pooling)
+        write_json(Path(tmp) / MERGED_FROM, {"adapter": files_fingerprint([adapter_dir]), "adapter_dir": str(adapter_dir)})
     save_dir_atomic(Path(target), save)
+
+
+def merged_is_current(target, adapter_dir) -> bool:
+    """Whether ``target`` is the merge of ``adapter_dir`` as it is now (its ``merged_from.json`` records
+    the adapter's files): an old merged folder from another run, or from before the adapter was trained
+    again, is merged again instead of being kept."""
+    rec = Path(target) / MERGED_FROM
+    if not (Path(target) / "config.json").exists() or not rec.exists():
+        return False
+    try:
+        return json.loads(rec.read_text(encoding="utf-8")).get("adapter") == files_fingerprint([adapter_dir])
+    except (ValueError, OSError):
+        return False
 
 
 def merge_every_epoch(value: Optional[bool]) -> bool:

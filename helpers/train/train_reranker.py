@@ -298,6 +298,7 @@ def train_reranker(args: RerankerTrainArgs) -> list[dict]:
     check_run_disk(out_dir, model, args.num_train_epochs - len(past), whole,
                    "adapters" + (" and whole models" if whole else ""))
     rows, _ = fit_in_budget(model, loss_fn, batches, len(batches), args, device, stage="train_reranker", past=past,
+                            inputs=[args.train_data, args.eval_data, parts.path],
                             epoch_end=epoch_end, on_log=_log_steps,
                             save_extra=(lambda d: write_base_name(d, args.model_name_or_path)) if args.use_lora else None)
     log.info("train_reranker done in %.1f s -> %s", time.time() - t0, args.output_dir)

@@ -76,3 +76,24 @@ def test_a_gold_id_given_twice_is_refused_at_validation(tmp_path):
     with pytest.raises(io_utils.InputError) as e:
         io_utils.validate_queries([row], tmp_path / "test.jsonl")
     assert (e.value.line, e.value.field) == (3, "pos_ids") and "id '7' given twice" in str(e.value)
+
+
+def test_save_dir_atomic_uses_its_own_temporary_folder_and_clears_only_dead_ones(tmp_path):
+    dead = tmp_path / ".m.pid999999999.x.tmp"               # a killed save's (no such process)
+    live = tmp_path / f".m.pid{os.getppid()}.y.tmp"         # another save in progress: left alone
+    old_fixed = tmp_path / ".m.tmp"                          # the fixed name of earlier versions
+    for d in (dead, live, old_fixed):
+        d.mkdir()
+    seen = []
+    io_utils.save_dir_atomic(tmp_path / "m", lambda t: (seen.append(t.name), (t / "a").write_text("1")))
+    assert seen[0].startswith(f".m.pid{os.getpid()}.") and seen[0] != ".m.tmp"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, "m"])
+
+    def fail(t):
+        (t / "b").write_text("2")
+        raise RuntimeError("killed")
+    with pytest.raises(RuntimeError):
+        io_utils.save_dir_atomic(tmp_path / "m", fail)
+    assert sorted(os.listdir(tmp_path / "m")) == ["a"]        # the old folder whole
+    io_utils.remove_dir_atomic(tmp_path / "m")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [live.name]

@@ -66,3 +66,23 @@ def test_two_processes_converting_at_once_convert_once(tmp_path):
     assert res[0][0] == res[1][0]
     assert sum(n for _, n in res) == 1          # the second waited on the lock and found it done
     assert (tmp_path / "smollm2-135m-instruct" / "config.json").exists()
+
+
+def test_files_fingerprint_follows_contents_not_paths(tmp_path):
+    import os
+    import shutil
+    from helpers.common.models import files_fingerprint
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "w.bin").write_bytes(b"12")
+    (tmp_path / "d.jsonl").write_text("a\n")
+    key = files_fingerprint([tmp_path / "d.jsonl", tmp_path / "m", None, ""])
+    assert key == files_fingerprint([tmp_path / "d.jsonl", tmp_path / "m"])
+    shutil.copytree(tmp_path, tmp_path.parent / (tmp_path.name + "_copy"))
+    copy = tmp_path.parent / (tmp_path.name + "_copy")
+    assert files_fingerprint([copy / "d.jsonl", copy / "m"]) == key           # moved whole: the same
+    (tmp_path / "m" / "w.bin").write_bytes(b"123")
+    assert files_fingerprint([tmp_path / "d.jsonl", tmp_path / "m"]) != key   # a model file changed
+    st = os.stat(copy / "d.jsonl")
+    os.utime(copy / "d.jsonl", ns=(st.st_atime_ns, st.st_mtime_ns + 10 ** 9))
+    assert files_fingerprint([copy / "d.jsonl", copy / "m"]) != key           # written again
+    assert files_fingerprint([tmp_path / "gone"]) != files_fingerprint([])

@@ -114,3 +114,21 @@ def test_round2_adapter_names_round1_adapter_as_base_and_loads_onto_it(rounds, m
     assert cfg["base_model_name_or_path"] == resolve_model(rounds["r1_adapter"])
     # the round-2 adapter folder as a model: round 1 and round 2 merged, like the merged folder
     assert np.abs(_embed(rounds["r2_adapter"]) - _embed(merged("from_merged"))).max() < 1e-5
+
+
+def test_a_merged_folder_is_current_only_for_the_adapter_it_was_merged_from(tmp_path):
+    import json
+    import os
+    from helpers.common.models import files_fingerprint
+    from helpers.train.merge import MERGED_FROM, merged_is_current
+    adapter, merged = tmp_path / "lora_epoch_1", tmp_path / "merged_model_lora_epoch_1"
+    adapter.mkdir()
+    (adapter / "adapter_model.safetensors").write_bytes(b"a")
+    merged.mkdir()
+    (merged / "config.json").write_text("{}")
+    assert not merged_is_current(merged, adapter)                   # an old folder that records nothing
+    (merged / MERGED_FROM).write_text(json.dumps({"adapter": files_fingerprint([adapter])}))
+    assert merged_is_current(merged, adapter)
+    st = os.stat(adapter / "adapter_model.safetensors")              # the adapter trained again
+    os.utime(adapter / "adapter_model.safetensors", ns=(st.st_atime_ns, st.st_mtime_ns + 10 ** 9))
+    assert not merged_is_current(merged, adapter)
