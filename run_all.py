@@ -412,15 +412,18 @@ def main(argv=None) -> int:
         if a.start and names.index(a.start) > 0:      # the run continued (or copied) must be done up to here
             check_earlier_done(Path(a.resume_dir) if a.resume_dir else run_dir, names, a.start)
         run_dir.mkdir(parents=True, exist_ok=True)
-        if a.resume_dir:
-            copy_run(Path(a.resume_dir), run_dir)
-        # a read-only descriptor: flock works on it, and a lock file copied read-only still opens
+        # a read-only descriptor: flock works on it, and a lock file copied read-only still opens.
+        # Taken before --resume_dir's copy: two sessions never copy into one folder at once.
         lock = os.fdopen(os.open(run_dir / ".run_all.lock", os.O_RDONLY | os.O_CREAT, 0o644))
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise ChainError(f"another run_all.py is already running on {run_dir}; wait for it or "
                              "choose another --run_name") from None
+        if a.resume_dir:
+            if (run_dir / "manifest.json").exists():
+                raise ChainError(f"--resume_dir: {run_dir} already holds a run (manifest.json)")
+            copy_run(Path(a.resume_dir), run_dir)
         manifest_path = run_dir / "manifest.json"
         manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
         manifest.update({"profile": str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path),

@@ -163,6 +163,30 @@ def _alive(pid: str) -> bool:
     return True
 
 
+@contextlib.contextmanager
+def exclusive_lock(target, what: str) -> Iterator[None]:
+    """Hold an exclusive lock on ``target`` (a file or folder a stage writes) for the block: a hidden
+    ``.<name>.lock`` beside it (beside, so that removing ``target`` whole keeps it). A second writer,
+    by hand or left running by a killed ``run_all.py`` (torchrun workers), makes one ValueError here
+    instead of two runs writing one folder."""
+    import fcntl
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    lock = target.with_name(f".{target.name}.lock")
+    fd = os.open(lock, os.O_RDONLY | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise ValueError(f"{what}: another process is writing {target} (it holds {lock}); wait for it to end "
+                         f"(`fuser {lock}` names it: a killed run_all.py can leave training workers behind)") from None
+    try:
+        yield
+    finally:                # removed while still held: a failed stage leaves no file behind
+        lock.unlink(missing_ok=True)
+        os.close(fd)
+
+
 def remove_dir_atomic(path) -> None:
     """Remove the folder ``path`` (if there) as one step: renamed aside (a hidden name of its own),
     then deleted, so nothing ever sees it half deleted."""

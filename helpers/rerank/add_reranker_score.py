@@ -28,7 +28,7 @@ from helpers.common.devices import check_devices
 
 from helpers.common.cli import check_types, dataclass_parser, str2bool
 from helpers.rerank.filters import FILTER_MODES, apply_teacher_filter, check_filter, summary_line
-from helpers.common.io_utils import InputError, check_writable, read_jsonl, write_jsonl
+from helpers.common.io_utils import InputError, check_writable, exclusive_lock, read_jsonl, write_jsonl
 from helpers.common.prompts import RERANK_PROMPT, unescape
 from helpers.rerank.progress import Progress, file_sha256, progress_path
 
@@ -161,6 +161,11 @@ def add_reranker_score(args: ScoreArgs, reranker=None, load=None) -> dict:
     """
     args.devices = check_devices(args.devices, stage="add_reranker_score")   # before anything is loaded
     _check_args(args)
+    with exclusive_lock(args.output_file, "add_reranker_score"):      # one scorer writes a progress file
+        return _score(args, reranker, load)
+
+
+def _score(args: ScoreArgs, reranker, load) -> dict:
     t0 = time.time()
     log.info("add_reranker_score arguments: %s", dataclasses.asdict(args))
     out = Path(args.output_file)

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-from helpers.common.io_utils import check_free_disk, remove_dir_atomic
+from helpers.common.io_utils import check_free_disk, exclusive_lock, remove_dir_atomic
 from helpers.common.models import files_fingerprint
 from helpers.train.budget import DeadlineReached, deadline_of, epoch_guard, stop_report
 from helpers.train.distributed import dist_info
@@ -72,8 +72,16 @@ def fit_in_budget(model, loss_fn, batches: Callable, num_batches: int, args, dev
     the old folder is removed whole first (:func:`start_over`)."""
     out = Path(args.output_dir)
     fit_kw["run_keys"] = {**(fit_kw.get("run_keys") or {}), "inputs": files_fingerprint(inputs)}
-    if args.overwrite_output_dir and dist_info()[0] == 0:
-        start_over(out, inputs)
+    if dist_info()[0] != 0:
+        return _fit_in_budget(model, loss_fn, batches, num_batches, args, device, stage, past, agree, fit_kw)
+    with exclusive_lock(out, stage):         # rank 0 holds it: one run writes output_dir at a time
+        if args.overwrite_output_dir:
+            start_over(out, inputs)
+        return _fit_in_budget(model, loss_fn, batches, num_batches, args, device, stage, past, agree, fit_kw)
+
+
+def _fit_in_budget(model, loss_fn, batches, num_batches, args, device, stage, past, agree, fit_kw):
+    out = Path(args.output_dir)
     deadline = deadline_of(args)
     seconds = [float(r.get("train_seconds") or 0) + float(r.get("eval_seconds") or 0) for r in past]
     guarded = epoch_guard(batches, deadline, seconds, agree)

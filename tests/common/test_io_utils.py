@@ -97,3 +97,12 @@ def test_save_dir_atomic_uses_its_own_temporary_folder_and_clears_only_dead_ones
     assert sorted(os.listdir(tmp_path / "m")) == ["a"]        # the old folder whole
     io_utils.remove_dir_atomic(tmp_path / "m")
     assert sorted(p.name for p in tmp_path.iterdir()) == [live.name]
+
+
+def test_scoring_refuses_an_output_another_scorer_is_writing(tmp_path):
+    from helpers.rerank.add_reranker_score import ScoreArgs, add_reranker_score
+    out = tmp_path / "scored.jsonl"
+    with io_utils.exclusive_lock(out, "first"):
+        with pytest.raises(ValueError, match="add_reranker_score: another process is writing"):
+            add_reranker_score(ScoreArgs(input_file=str(tmp_path / "in.jsonl"), output_file=str(out),
+                                         reranker_name_or_path="demo:smollm2-135m-instruct"))

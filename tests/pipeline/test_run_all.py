@@ -207,3 +207,19 @@ def test_values_are_checked_against_the_notebooks_types_before_anything_runs(tmp
     path.write_text(path.read_text().replace("split: yes", "test_fraction: '0.2'"))
     assert run_all.main(["--profile", str(path), "--list"]) == 1
     assert "test_fraction='0.2' is a string, but the notebook's test_fraction is a number" in capsys.readouterr().err
+
+
+def test_resume_dir_copies_only_under_the_run_lock(tmp_path, capsys):
+    """Issue 27, item 9: two sessions copying into one run folder at once mixed their files."""
+    p = profile(tmp_path, [PREP, dict(PREP, name="b")])
+    src = tmp_path / "session1" / "r"
+    src.mkdir(parents=True)
+    (src / "manifest.json").write_text(json.dumps({"steps": {"prepare": {"status": "done"}}}))
+    (src / "data.txt").write_text("x")
+    run_dir = tmp_path / "out" / "r"
+    run_dir.mkdir(parents=True)
+    with open(run_dir / ".run_all.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        assert run_all.main(["--profile", p, "--from", "b", "--resume_dir", str(src)]) == 1
+    assert "another run_all.py is already running" in capsys.readouterr().err
+    assert sorted(x.name for x in run_dir.iterdir()) == [".run_all.lock"]      # nothing copied

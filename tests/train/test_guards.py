@@ -51,3 +51,16 @@ def test_start_over_refuses_a_folder_that_is_not_a_run_or_holds_an_input(tmp_pat
     start_over(tmp_path, [])
     assert not tmp_path.exists()
     os.makedirs(tmp_path)                     # (pytest's folder back)
+
+
+def test_a_second_writer_of_the_output_folder_is_refused(tmp_path):
+    from helpers.common.io_utils import exclusive_lock
+    data = tmp_path / "train.jsonl"
+    data.write_text("x\n")
+    out = tmp_path / "run"
+    with exclusive_lock(out, "someone else"):            # e.g. torchrun workers a killed run_all left behind
+        with pytest.raises(ValueError, match=r"toy: another process is writing .*run \(it holds .*\.run\.lock\)"):
+            run(out, data, num_train_epochs=1)
+        assert not out.exists()
+    assert len(run(out, data, num_train_epochs=1)) == 1   # free again: it runs, and leaves no lock file
+    assert not (tmp_path / ".run.lock").exists()
