@@ -252,3 +252,20 @@ def test_non_finite_teacher_score_stops_with_its_query_id(tmp_path, bad):
     assert not os.path.exists(a.output_file)
     lines = open(progress_path(a.output_file)).read().splitlines()
     assert [json.loads(x)["chunk"] for x in lines[1:]] == [0]      # chunk 1 (q2, q3) not recorded
+
+
+def test_progress_of_a_teacher_trained_again_in_the_same_folder_is_refused(tmp_path):
+    """Issue 27, item 1: the header held the teacher's path only; its new weights resumed old progress."""
+    write(tmp_path / "mined.jsonl", rows())
+    teacher = tmp_path / "teacher"
+    teacher.mkdir()
+    (teacher / "config.json").write_text("{}")
+    (teacher / "model.safetensors").write_bytes(b"epoch 1")
+    a = args(tmp_path, reranker_name_or_path=str(teacher), reranker_model_class="encoder-only-base")
+    with pytest.raises(KeyboardInterrupt):
+        add_reranker_score(a, load=lambda _: FakeReranker(fail_after=1))
+    again = FakeReranker()
+    (teacher / "model.safetensors").write_bytes(b"epoch 2, retrained")
+    with pytest.raises(ValueError, match="model_files"):
+        add_reranker_score(a, load=lambda _: again)
+    assert again.calls == 0
