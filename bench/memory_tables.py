@@ -72,7 +72,13 @@ def with_defaults(stage: str, partial: Mapping, args_class: Optional[str] = None
         b = p.pop("batch_size")
         if p.get("embedder_batch_size") is None:
             p["embedder_batch_size"] = b
-    return {**dataclass_defaults(cls), **p}
+    out = {**dataclass_defaults(cls), **p}
+    if cls.__name__ == "KDArgs":            # the student: settings left None are its class defaults
+        from helpers.train.kd_finetune import class_defaults
+        for k, v in class_defaults(out["embedder_model_class"]).items():
+            if out.get(k) is None:
+                out[k] = v
+    return out
 
 
 def _steps(profile: Path) -> list[dict]:

@@ -50,15 +50,37 @@ VARIANTS = {
                                                       "warmup_ratio": 0.0}),
     "full_t05_mask_e2": ("full_t05_mask, 2 epochs", {**FULL, "temperature": 0.05, "mask_false_negatives": True,
                                                      "num_train_epochs": 2}),
+    # round 2: negatives mined again with a round-1 model, one more epoch from it (hard negatives only)
+    "r2_full_t05": ("round 2 from full_t05: re-mined with it (ranks 2-100, 7), one more epoch, same settings",
+                    {**FULL, "temperature": 0.05, "start": "full_t05"}),
 }
+
+
+def mine_command(model: Path, run_dir: Path, out: Path) -> list[str]:
+    """The profile's mining (configs/eedi_cpu.yaml, mine_r2) with a round-1 model, train queries only."""
+    flags = {"model_name_or_path": str(model), "embedder_model_class": "encoder-only-base",
+             "input_file": str(run_dir / "data" / "train_queries.jsonl"),
+             "candidate_pool": str(run_dir / "data" / "corpus.jsonl"),
+             "output_file": str(out / "mined" / "train_mined.jsonl"), "range_for_sampling": "2-100",
+             "negative_number": 7, "shuffle_data": True, "embedder_batch_size": 64, "query_max_len": 256,
+             "passage_max_len": 64, "seed": 42, "overwrite": True}
+    cmd = [sys.executable, "-m", "helpers.mine.hn_mine"]
+    for k, v in flags.items():
+        cmd += [f"--{k}", str(v)]
+    return cmd
 
 
 def train_command(name: str, spec, run_dir: Path, out: Path) -> list[str]:
     train = run_dir / "mined_r0" / "train_mined.jsonl"
+    if isinstance(spec, dict) and "start" in spec:         # round 2: from a round-1 variant, on its own mining
+        spec = dict(spec)
+        start = spec.pop("start")
+        train = out / "mined" / "train_mined.jsonl"
+        spec["model_name_or_path"] = str(model_path(VARIANTS[start][1], run_dir / "ablation" / start))
     if isinstance(spec, str):
         return [sys.executable, str(ROOT / "bench" / "st_mnrl.py"), "--train_data", str(train),
                 "--output_dir", str(out / "model"), "--hard_negatives", spec.split(":")[1], "--model", STUDENT]
-    flags = {**BASE, **spec, "model_name_or_path": STUDENT, "embedder_model_class": "encoder-only-base",
+    flags = {**BASE, "model_name_or_path": STUDENT, **spec, "embedder_model_class": "encoder-only-base",
              "train_data": str(train), "output_dir": str(out / "train"), "knowledge_distillation": False,
              "query_max_len": 256, "passage_max_len": 64, "seed": 42, "overwrite_output_dir": True,
              "show_progress": False, "logging_steps": 20}
@@ -71,7 +93,7 @@ def train_command(name: str, spec, run_dir: Path, out: Path) -> list[str]:
 def model_path(spec, out: Path) -> Path:
     if isinstance(spec, str):
         return out / "model"
-    epochs = {**BASE, **spec}["num_train_epochs"]
+    epochs = {**BASE, **{k: v for k, v in spec.items() if k != "start"}}["num_train_epochs"]
     return out / "train" / f"merged_model_lora_epoch_{epochs}"
 
 
@@ -148,7 +170,15 @@ def main(argv=None) -> int:
         print(f"=== {n}: {what}\n{' '.join(cmd)}", flush=True)
         t0 = time.time()
         with open(out.parent / f"{n}.log", "w") as f:
-            rc = subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT).returncode
+            rc = 0
+            if isinstance(spec, dict) and "start" in spec:
+                start_model = model_path(VARIANTS[spec["start"]][1], run_dir / "ablation" / spec["start"])
+                if not start_model.is_dir():
+                    print(f"{n}: run {spec['start']} first ({start_model} does not exist)")
+                    return 2
+                rc = subprocess.run(mine_command(start_model, run_dir, out), cwd=ROOT, stdout=f,
+                                    stderr=subprocess.STDOUT).returncode
+            rc = rc or subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT).returncode
         seconds = time.time() - t0
         if rc:
             print(f"{n}: training failed (exit {rc}), see {out.parent / f'{n}.log'}")

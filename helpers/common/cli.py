@@ -215,14 +215,18 @@ def arg(default, help: str, resume: bool = True, before=_UNSET):
     return dataclasses.field(default=default, metadata=meta)
 
 
-def retune(base, name: str, default):
+def retune(base, name: str, default, note: Optional[str] = None):
     """The field ``name`` of dataclass ``base`` with another default, for a subclass that only
-    changes the default: help text and resume metadata stay declared once, in ``base``."""
+    changes the default: help text and resume metadata stay declared once, in ``base``; ``note``
+    is added to the help (what the new default, e.g. None, means in this stage)."""
     import dataclasses
     f = next((f for f in dataclasses.fields(base) if f.name == name), None)
     if f is None:
         raise TypeError(f"{base.__name__} has no field {name!r} to retune")
-    return dataclasses.field(default=default, metadata=dict(f.metadata))
+    meta = dict(f.metadata)
+    if note:
+        meta["help"] = f"{meta.get('help', '')}; {note}"
+    return dataclasses.field(default=default, metadata=meta)
 
 
 # ----------------------------------------------------------------------------- value types

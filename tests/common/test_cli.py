@@ -7,7 +7,7 @@ from helpers.train.kd_finetune import KDArgs
 
 
 @pytest.mark.parametrize("kw,msg", [
-    ({"learning_rate": "1e-4"}, "KDArgs: learning_rate='1e-4' is str, expected a number (a number given as text"),
+    ({"learning_rate": "1e-4"}, "KDArgs: learning_rate='1e-4' is str, expected a number or None (a number given as text"),
     ({"seed": "010"}, "KDArgs: seed='010' is str, expected an integer"),
     ({"seed": 4.0}, "KDArgs: seed=4.0 is float, expected an integer"),
     ({"use_lora": "False"}, "KDArgs: use_lora='False' is str, expected true or false"),
