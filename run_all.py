@@ -212,8 +212,8 @@ def load_profile(name: str) -> tuple[Path, dict]:
             raise ChainError(f"{path}: missing key {key!r}")
     names = [s.get("name") for s in prof["steps"]]
     for i, s in enumerate(prof["steps"]):
-        if not s.get("name") or not s.get("notebook"):
-            raise ChainError(f"{path}: step {i + 1} needs a 'name' and a 'notebook'")
+        if not s.get("name") or bool(s.get("notebook")) == bool(s.get("script")):
+            raise ChainError(f"{path}: step {i + 1} needs a 'name' and a 'notebook' (or a 'script')")
         try:
             check_name("step name", s["name"])
         except ChainError as e:
@@ -257,7 +257,7 @@ def apply_overrides(steps: list[dict], sets: list[str], declared: dict[str, dict
             name, param = key.split(".", 1)
             targets = [s for s in steps if s["name"] == name]
             if param not in declared[name]:
-                raise ChainError(f"--set {item!r}: notebook {targets[0]['notebook']} has no parameter {param!r}")
+                raise ChainError(f"--set {item!r}: notebook {step_source(targets[0])} has no parameter {param!r}")
         else:
             param, targets = key, [s for s in steps if key in declared[s["name"]]]
             if not targets:
@@ -270,7 +270,7 @@ def check_parameters(steps: list[dict], declared: dict[str, dict]) -> None:
     for s in steps:
         unknown = sorted(set(s.get("parameters", {})) - set(declared[s["name"]]))
         if unknown:
-            raise ChainError(f"step {s['name']!r} ({s['notebook']}): unknown parameter(s) {', '.join(unknown)}; "
+            raise ChainError(f"step {s['name']!r} ({step_source(s)}): unknown parameter(s) {', '.join(unknown)}; "
                              f"the notebook declares: {', '.join(sorted(declared[s['name']]))}")
 
 
@@ -297,7 +297,7 @@ def check_types(steps: list[dict], declared: dict[str, dict]) -> None:
             want, got = _kind(default), _kind(v)
             if v is None or want is None or got == want or (want is float and got is int):
                 continue
-            raise ChainError(f"step {s['name']!r} ({s['notebook']}): {k}={v!r} is {_KIND_NAME.get(got, type(v).__name__)}, "
+            raise ChainError(f"step {s['name']!r} ({step_source(s)}): {k}={v!r} is {_KIND_NAME.get(got, type(v).__name__)}, "
                              f"but the notebook's {k} is {_KIND_NAME[want]} (default {default!r})")
 
 
@@ -333,7 +333,46 @@ def environment() -> dict:
     return env
 
 
+def script_path(script: str) -> Path:
+    p = ROOT / script
+    if not p.is_file() or p.suffix != ".py":
+        raise ChainError(f"script {script} does not exist (a .py file under the repository)")
+    return p
+
+
+def script_parameters(script: str) -> dict:
+    """A script step's parameters as papermill describes a notebook's: ``{flag: {"default": repr}}``,
+    from the script's own ``build_parser()`` (so the same checks apply before anything runs)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(f"_step_{Path(script).stem}", script_path(script))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    if not hasattr(mod, "build_parser"):
+        raise ChainError(f"script {script} has no build_parser(): its parameters cannot be checked")
+    return {a.dest: {"default": repr(a.default)} for a in mod.build_parser()._actions if a.dest != "help"}
+
+
+def step_source(step: dict) -> str:
+    return step.get("notebook") or step["script"]
+
+
+def run_script(step: dict) -> float:
+    """A step that is a script (a bench: optional dependencies, no notebook): ``--key value`` per
+    parameter, run from the repository root; its output streams here; a failure stops the chain."""
+    cmd = [sys.executable, str(script_path(step["script"]))]
+    for k, v in (step.get("parameters") or {}).items():
+        cmd += [f"--{k}", *([str(x) for x in v] if isinstance(v, list) else [str(v)])]
+    print(f"\n=== step {step['name']} ({step['script']})", flush=True)
+    t0 = time.time()
+    rc = subprocess.run(cmd, cwd=ROOT).returncode
+    if rc:
+        raise ChainError(f"step {step['name']!r} failed: {step['script']} exited with {rc}")
+    return time.time() - t0
+
+
 def run_step(step: dict, run_dir: Path, index: int) -> float:
+    if step.get("script"):
+        return run_script(step)
     import papermill as pm
     src = notebook_path(step["notebook"])
     out = run_dir / "notebooks" / f"{index:02d}_{step['name']}.ipynb"
@@ -391,7 +430,8 @@ def main(argv=None) -> int:
         steps = [dict(s, parameters=canonical_flags(substitute(dict(s.get("parameters") or {}), ctx)))
                  for s in prof["steps"]]
         import papermill as pm
-        declared = {s["name"]: pm.inspect_notebook(str(notebook_path(s["notebook"]))) for s in steps}
+        declared = {s["name"]: pm.inspect_notebook(str(notebook_path(s["notebook"]))) if s.get("notebook")
+                    else script_parameters(s["script"]) for s in steps}
         apply_overrides(steps, a.sets, declared)
         check_parameters(steps, declared)
         check_types(steps, declared)
@@ -399,7 +439,7 @@ def main(argv=None) -> int:
         if a.list:
             for s in steps:
                 mark = "*" if s in chosen else " "
-                print(f"{mark} {s['name']:14s} {s['notebook']:22s} {json.dumps(s.get('parameters', {}))}")
+                print(f"{mark} {s['name']:14s} {step_source(s):22s} {json.dumps(s.get('parameters', {}))}")
             return 0
         budget = parse_duration(a.time_budget) if a.time_budget else None
         deadline = time.time() + budget if budget is not None else None
@@ -443,12 +483,12 @@ def main(argv=None) -> int:
                     left = deadline - time.time()
                     prev = manifest["steps"].get(s["name"], {})
                     est = prev.get("wall_s") if prev.get("status") == "done" else None
-                    if left <= 0 or (s["notebook"] not in INTERRUPTIBLE and est and est > left):
+                    if left <= 0 or (step_source(s) not in INTERRUPTIBLE and est and est > left):
                         stop = (s["name"], f"{left / 3600:.2f} h of the time budget left"
                                 + (f", and step {s['name']!r} took {est / 3600:.2f} h last time" if est else ""))
                         break
                 report.unlink(missing_ok=True)
-                manifest["steps"][s["name"]] = {"notebook": s["notebook"], "parameters": s.get("parameters", {}),
+                manifest["steps"][s["name"]] = {"notebook": step_source(s), "parameters": s.get("parameters", {}),
                                                 "status": "running"}
                 write_json(manifest_path, manifest)
                 try:

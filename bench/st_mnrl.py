@@ -113,7 +113,7 @@ def main(argv=None) -> int:
         print(f"skipped: sentence-transformers side by side needs the bench extras of requirements-test.txt ({e})")
         return 0
     done = Path(a.output_dir) / "st_run.json"
-    if done.exists() and json.loads(done.read_text()).get("inputs") == inputs_key(a):
+    if done.exists() and json.loads(done.read_text()).get("inputs") == json.loads(json.dumps(inputs_key(a))):
         print(f"{a.output_dir}: already trained from the same inputs, reused")
         return 0
     info = train(a)

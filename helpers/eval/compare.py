@@ -38,7 +38,8 @@ def model_specs(models: Sequence, epoch_glob: Optional[str] = None,
     """Normalise the models to compare: ``{"label", "path", "class", "epoch"}`` dicts.
 
     ``models``: dicts (``path`` required; ``label``, ``class``, ``epoch`` and any
-    :class:`EvalArgs` field optional) or plain paths. ``epoch_glob`` (e.g.
+    :class:`EvalArgs` field optional; ``optional: true``: left out, with a warning, when ``path``
+    does not exist) or plain paths. ``epoch_glob`` (e.g.
     ``model_output/demo/kd/merged_model_lora_epoch_*``) adds every folder it matches, in epoch
     order, labelled ``epoch {n}``. Labels must be unique.
     """
@@ -48,6 +49,10 @@ def model_specs(models: Sequence, epoch_glob: Optional[str] = None,
         m = {"path": m} if isinstance(m, str) else dict(m)
         if not m.get("path"):
             raise ValueError(f"model spec {m!r}: 'path' is required")
+        if m.pop("optional", False) and not str(m["path"]).startswith("demo:") and not Path(m["path"]).exists():
+            log.warning("model %r skipped: %s does not exist (optional: e.g. a sentence-transformers baseline "
+                        "whose step was skipped without sentence-transformers)", m.get("label", m["path"]), m["path"])
+            continue
         m.setdefault("class", default_class)
         m.setdefault("label", default_label(m["path"]))
         if m.get("epoch") is None:

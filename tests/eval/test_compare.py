@@ -210,3 +210,14 @@ def test_too_few_queries_no_verdict_in_every_subset(tmp_path, fake_models):
     from helpers.eval.plots import plot_map_with_intervals
     fig = plot_map_with_intervals(res, reference="base", path=tmp_path / "map.png")
     assert [t.get_text() for t in fig.axes[0].texts] == ["Δ+0.500", "Δ+0.000"]     # no significance star
+
+
+def test_an_optional_model_that_does_not_exist_is_left_out_with_a_warning(tmp_path, caplog):
+    from helpers.eval.compare import model_specs
+    (tmp_path / "ours").mkdir()
+    specs = model_specs([{"label": "ours", "path": str(tmp_path / "ours")},
+                         {"label": "st", "path": str(tmp_path / "st"), "optional": True}])
+    assert [m["label"] for m in specs] == ["ours"] and "optional" not in specs[0]
+    assert "model 'st' skipped" in caplog.text
+    (tmp_path / "st").mkdir()
+    assert [m["label"] for m in model_specs([{"label": "st", "path": str(tmp_path / "st"), "optional": True}])] == ["st"]

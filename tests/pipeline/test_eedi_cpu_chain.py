@@ -47,8 +47,12 @@ def test_eedi_cpu_chain_on_the_sample(shared_dir, tmp_path, capsys):
     with open(run / "eval" / "comparison.csv", newline="") as f:
         rows = [r for r in csv.DictReader(f) if r["subset"] == "all"]
     assert [r["label"] for r in rows] == ["zero-shot", "round 1 (hard negatives)", "round 2 (hard negatives only)",
-                                          "round 2 (KD)"]
-    kd = rows[-1]
+                                          "round 2 (KD)", "sentence-transformers MNRL",
+                                          "sentence-transformers MNRL + 1 mined negative"]
+    kd = rows[3]
+    # the side by side: sentence-transformers trained on the same mined file, paired against our round 2
+    st = json.loads((run / "st_mnrl_hn" / "st_run.json").read_text())
+    assert st["queries"] == 32 and st["steps"] >= 1 and rows[-1]["dMAP@25_lo"] != ""
     assert kd["reference"] == "round 2 (hard negatives only)" and kd["dMAP@25_lo"] != ""
     with open(run / "submission.csv", newline="") as f:
         sub = list(csv.reader(f))
