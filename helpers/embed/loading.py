@@ -70,13 +70,19 @@ def adapter_chain(model_name_or_path: str, base_model: Optional[str] = None) -> 
 
 
 def load_base_model(model_name_or_path: str, dtype="auto", trust_remote_code: bool = False,
-                    quantization_config=None, device_map=None, base_model: Optional[str] = None):
+                    quantization_config=None, device_map=None, base_model: Optional[str] = None,
+                    keep_last_adapter: Optional[bool] = None):
     """``AutoModel`` of a model folder, or of an adapter folder: its base with the adapter(s) merged.
 
     Loaded where ``from_pretrained`` puts it (CPU unless ``device_map``), in ``dtype`` ("auto": the
     stored precision); each adapter of :func:`adapter_chain` is merged in turn. A merged model's
     ``name_or_path`` is the adapter folder, so an adapter trained on it names that folder as its
-    base (and loads onto the same weights)."""
+    base (and loads onto the same weights).
+
+    ``keep_last_adapter`` (None: when the base is quantized): the last adapter stays a LoRA beside
+    the base, unmerged, the computation it was trained and evaluated with every epoch (QLoRA: merging
+    W + BA into NF4 again rounds away an update smaller than one NF4 step, so a merged 4-bit model is
+    not the model that was chosen); earlier adapters of the chain are merged, as training merged them."""
     from transformers import AutoModel
     base_path, adapters = adapter_chain(model_name_or_path, base_model)
     kwargs = dict(dtype=dtype, trust_remote_code=trust_remote_code, use_safetensors=True)
@@ -89,8 +95,14 @@ def load_base_model(model_name_or_path: str, dtype="auto", trust_remote_code: bo
     model = AutoModel.from_pretrained(base_path, **kwargs)
     if adapters:
         from peft import PeftModel
-        for adapter in adapters:
-            model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+        keep = quantization_config is not None if keep_last_adapter is None else keep_last_adapter
+        for i, adapter in enumerate(adapters):
+            model = PeftModel.from_pretrained(model, adapter)
+            if keep and i == len(adapters) - 1:
+                log.info("adapter %s applied unmerged (as trained and evaluated in training)", adapter)
+                model.eval()
+                return model
+            model = model.merge_and_unload()
             log.info("merged adapter %s", adapter)
         model.name_or_path = adapters[-1]
     return model
@@ -99,7 +111,7 @@ def load_base_model(model_name_or_path: str, dtype="auto", trust_remote_code: bo
 def load_embedding_model(model_name_or_path: str, model_class: str = "decoder-only-icl",
                          device: str = "cpu", dtype: Optional[torch.dtype] = None,
                          load_in_4bit: bool = False, trust_remote_code: bool = False,
-                         base_model: Optional[str] = None):
+                         base_model: Optional[str] = None, keep_last_adapter: Optional[bool] = None):
     """Load the base model (``AutoModel``) and its tokenizer -> ``(model, tokenizer)``.
 
     ``model_name_or_path``: ``demo:<alias>``, a Hugging Face folder, or a LoRA adapter folder
@@ -108,6 +120,8 @@ def load_embedding_model(model_name_or_path: str, model_class: str = "decoder-on
     (CUDA only). safetensors only. On CUDA the weights load straight onto ``device``
     (:func:`helpers.common.models.placement_kwargs`: no full copy in host RAM first).
     ``base_model``: the base of an adapter folder at another path (:func:`adapter_chain`).
+    ``keep_last_adapter``: :func:`load_base_model`'s (None: unmerged on a 4-bit base; a trainer that
+    adds its own LoRA on top passes False).
     """
     if model_class not in MODEL_CLASSES:
         raise ValueError(f"embedder_model_class {model_class!r} unknown; choose one of {MODEL_CLASSES}")
@@ -129,7 +143,8 @@ def load_embedding_model(model_name_or_path: str, model_class: str = "decoder-on
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=dtype)
         device_map = {"": device}
-    model = load_base_model(model_name_or_path, dtype, trust_remote_code, quant, device_map, base_model)
+    model = load_base_model(model_name_or_path, dtype, trust_remote_code, quant, device_map, base_model,
+                            keep_last_adapter)
     if device_map is None:
         model.to(device)
     model.eval()

@@ -184,11 +184,19 @@ def make_submission(args: SubmissionArgs, embedder=None) -> dict:
     return {"rows": len(row_ids), "output_file": str(args.output_file), "queries": rows}
 
 
-def submission_spec(specs: Sequence[dict], label: Optional[str] = None) -> dict:
+def submission_spec(specs: Sequence[dict], label: Optional[str] = None, results: Optional[dict] = None) -> dict:
     """The model spec (of :func:`helpers.eval.compare.model_specs`) that submits: the one labelled
-    ``label``; None (or empty): the last one (the latest epoch)."""
+    ``label``; ``"best"``: the highest MAP@25 of ``results`` (``{label: metrics}`` of
+    :func:`helpers.eval.compare.evaluate_models`; ties: the earlier); None (or empty): the last one
+    (the latest epoch)."""
     if not label:
         return specs[-1]
+    if label == "best":
+        if not results:
+            raise ValueError("submission_model 'best' needs the evaluated models' metrics")
+        best = max(specs, key=lambda s: (results[s["label"]]["MAP@25"], -specs.index(s)))
+        log.info("submission_model best: %s (MAP@25 %.4f)", best["label"], results[best["label"]]["MAP@25"])
+        return best
     spec = next((s for s in specs if s["label"] == label), None)
     if spec is None:
         raise ValueError(f"submission_model {label!r} is not one of {[s['label'] for s in specs]}")

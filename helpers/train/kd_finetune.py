@@ -219,7 +219,8 @@ def _train(args: KDArgs, devices: list[str], on_log=None) -> list[dict]:
     model_folders = [base_folder, *adapters]     # with the data files: what a resumed run must be made from
     dtype = dtype_for(device, args.use_fp16)
     model, tok = load_embedding_model(args.model_name_or_path, args.embedder_model_class, device, dtype,
-                                      args.load_in_4bit, args.trust_remote_code, base_model=args.base_model)
+                                      args.load_in_4bit, args.trust_remote_code, base_model=args.base_model,
+                                      keep_last_adapter=False)      # our LoRA goes on a merged start
     append_eos = training_tokenizer(tok, args.decoder)
     pooling = args.pooling_method or ("last_token" if args.decoder else
                                       _encoder_pooling_default(model_path))

@@ -1,6 +1,8 @@
 """Loading: the base model with a pad token, and the EOS rule (attribute, config key, never twice)."""
 import json
 
+import numpy as np
+
 import pytest
 import torch
 
@@ -67,3 +69,46 @@ def test_a_pooling_we_do_not_have_is_an_error_not_cls(tmp_path, cfg):
     with pytest.raises(ValueError, match="is not one this embedder has"):
         read_pooling(tmp_path)
     assert read_pooling(tmp_path / "nothing") is None
+
+
+def _tiny_adapter(tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModel
+    from tests.fixtures.models import save_tiny_llama
+    base = save_tiny_llama(tmp_path / "base")
+    torch.manual_seed(3)
+    lora = get_peft_model(AutoModel.from_pretrained(base), LoraConfig(
+        r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    lora.save_pretrained(str(tmp_path / "lora_epoch_1"))
+    return base, str(tmp_path / "lora_epoch_1"), lora
+
+
+def test_an_adapter_kept_unmerged_embeds_exactly_as_training_evaluated_it(tmp_path):
+    """Issue 26, item 6: the model evaluated and submitted is the computation chosen in training."""
+    from peft import PeftModel
+    base, adapter, trained = _tiny_adapter(tmp_path)
+    args = EmbedderArgs(model_name_or_path=adapter, embedder_model_class="decoder-only-base", query_max_len=32,
+                        passage_max_len=32)
+    texts = ["Confuses area and perimeter", "Adds the denominators", "Thinks a square is not a rectangle"]
+    _, tok = load_embedding_model(adapter, "decoder-only-base")
+    during = Embedder(args, trained.eval(), tok, show_progress=False).encode_corpus(texts)
+    kept, tok = load_embedding_model(adapter, "decoder-only-base", keep_last_adapter=True)
+    assert isinstance(kept, PeftModel)
+    assert np.array_equal(Embedder(args, kept, tok, show_progress=False).encode_corpus(texts), during)
+
+
+def test_a_quantized_base_keeps_its_last_adapter_unmerged_and_a_trainer_can_ask_for_a_merge(tmp_path, monkeypatch):
+    import transformers
+    from peft import PeftModel
+    from helpers.embed.loading import load_base_model
+    base, adapter, _ = _tiny_adapter(tmp_path)
+    real = transformers.AutoModel.from_pretrained
+
+    def no_bnb(path, **kw):          # CPU: stand in for bitsandbytes, keep the rule under test
+        kw.pop("quantization_config")
+        return real(path, **kw)
+    monkeypatch.setattr(transformers.AutoModel, "from_pretrained", no_bnb)
+    assert isinstance(load_base_model(adapter, quantization_config=object()), PeftModel)
+    assert not isinstance(load_base_model(adapter, quantization_config=object(), keep_last_adapter=False), PeftModel)
+    monkeypatch.undo()
+    assert not isinstance(load_base_model(adapter), PeftModel)       # full precision: merged, as before

@@ -151,3 +151,13 @@ def test_a_sample_that_differs_from_the_hidden_test_csv_is_a_warning(repo_root, 
     want = expected_row_ids(load_questions(d / "test.csv", labelled=False))
     rows = [ln.split(",")[0] for ln in out.read_text().splitlines()[1:]]
     assert res["rows"] == len(want) == len(rows) and set(rows) == set(want)
+
+
+def test_submission_model_best_is_the_highest_map_and_needs_the_metrics():
+    from helpers.eval.submission import submission_spec
+    specs = [{"label": "epoch 1"}, {"label": "epoch 2"}, {"label": "epoch 3"}]
+    results = {"epoch 1": {"MAP@25": 0.30}, "epoch 2": {"MAP@25": 0.41}, "epoch 3": {"MAP@25": 0.41}}
+    assert submission_spec(specs, "best", results)["label"] == "epoch 2"          # ties: the earlier
+    assert submission_spec(specs, None, results)["label"] == "epoch 3"
+    with pytest.raises(ValueError, match="needs the evaluated models' metrics"):
+        submission_spec(specs, "best")

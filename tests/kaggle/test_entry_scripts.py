@@ -39,7 +39,7 @@ def kaggle_input(repo_root, tmp_path, layout):
     for f in ("test.csv", "train.csv", "sample_submission.csv", "misconception_mapping.csv"):
         (data / f).write_text("x\n")
     models = {}
-    for slug in ("bge-en-icl", "bge-reranker-v2-gemma", "eedi-student/merged_model_lora_epoch_4"):
+    for slug in ("bge-en-icl", "bge-reranker-v2-gemma", "eedi-student/lora_epoch_4"):
         d = mount(slug.split("/")[0]) if "/" not in slug else (mount(slug.split("/")[0]) / slug.split("/")[1])
         d.mkdir(parents=True, exist_ok=True)
         (d / "config.json").write_text("{}")
@@ -79,7 +79,7 @@ def test_the_submission_entry_resolves_every_input_in_either_layout(repo_root, t
     cmd, vars_, installed, where = run_script(repo_root, tmp_path, monkeypatch, "submit", layout)
     assert installed == [where["wheels"]]
     assert cmd[cmd.index("--profile") + 1] == "submit"
-    assert vars_ == {"data_dir": where["data"], "student": where["eedi-student/merged_model_lora_epoch_4"],
+    assert vars_ == {"data_dir": where["data"], "student": where["eedi-student/lora_epoch_4"],
                      "base_model": where["bge-en-icl"]}
 
 
@@ -91,5 +91,5 @@ def test_an_input_that_is_not_attached_is_named_and_left_as_written(repo_root, t
     rc = load(repo_root, "submit").main(root=str(root), work=str(tmp_path / "w"), install=lambda f: None,
                                         run=lambda cmd, **kw: ran.append(cmd) or type("R", (), {"returncode": 0}))
     vars_ = dict(ran[0][i + 1].split("=", 1) for i, c in enumerate(ran[0]) if c == "--var")
-    assert rc == 0 and "base_model" not in vars_ and vars_["student"].endswith("merged_model_lora_epoch_4")
+    assert rc == 0 and "base_model" not in vars_ and vars_["student"].endswith("lora_epoch_4")
     assert "input base_model: /kaggle/input/bge-en-icl is not attached" in capsys.readouterr().out
