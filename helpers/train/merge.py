@@ -25,15 +25,18 @@ MERGED_FROM = "merged_from.json"       # in a merged folder: the adapter files i
 
 def merge_adapter(base_name: str, adapter_dir, target, tok, add_eos: bool, trust_remote_code=False,
                   pooling: Optional[str] = None, base_model: Optional[str] = None) -> None:
-    """Merge ``adapter_dir`` into a freshly loaded base in its stored (unquantized) precision, on CPU.
+    """Merge ``adapter_dir`` into a freshly loaded base in its stored (unquantized) precision, on CPU
+    (float16 when the stored one would not fit half the available RAM: :func:`merge_dtype`).
 
     ``base_name`` may itself be an adapter folder (a student that was a previous round's
     ``lora_epoch_n``): its own adapter(s) are merged into their base first, as the trainer loaded it."""
     from peft import PeftModel
 
     from helpers.common.memory import stored_bytes
-    check_free_disk(Path(target).parent, stored_bytes(base_model or base_name), f"the merged model {Path(target).name}")
-    base = load_base_model(base_name, dtype="auto", trust_remote_code=trust_remote_code, base_model=base_model)
+    dtype = merge_dtype(stored_bytes(base_model or base_name), _available_ram())
+    size = stored_bytes(base_model or base_name) // (2 if dtype == "float16" else 1)
+    check_free_disk(Path(target).parent, size, f"the merged model {Path(target).name}")
+    base = load_base_model(base_name, dtype=dtype, trust_remote_code=trust_remote_code, base_model=base_model)
     merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
 
     def save(tmp):
@@ -41,6 +44,25 @@ def merge_adapter(base_name: str, adapter_dir, target, tok, add_eos: bool, trust
         save_tokenizer(tok, tmp, add_eos, pooling)
         write_json(Path(tmp) / MERGED_FROM, {"adapter": files_fingerprint([adapter_dir]), "adapter_dir": str(adapter_dir)})
     save_dir_atomic(Path(target), save)
+
+
+def merge_dtype(stored: int, ram: int) -> str:
+    """The precision a merge loads its base in: as stored ("auto"), unless the stored model (a base
+    whose config says float32, 28 GB for a 7B) would take more than half the host's available RAM:
+    then float16 (said in the log)."""
+    if ram and stored > ram / 2:
+        log.info("merge in float16: the base as stored is %.1f GB, more than half the %.1f GB of available RAM",
+                 stored / 1e9, ram / 1e9)
+        return "float16"
+    return "auto"
+
+
+def _available_ram() -> int:
+    try:
+        with open("/proc/meminfo") as f:
+            return next(int(ln.split()[1]) * 1024 for ln in f if ln.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError):
+        return 0
 
 
 def merged_is_current(target, adapter_dir) -> bool:

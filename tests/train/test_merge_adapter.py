@@ -132,3 +132,13 @@ def test_a_merged_folder_is_current_only_for_the_adapter_it_was_merged_from(tmp_
     st = os.stat(adapter / "adapter_model.safetensors")              # the adapter trained again
     os.utime(adapter / "adapter_model.safetensors", ns=(st.st_atime_ns, st.st_mtime_ns + 10 ** 9))
     assert not merged_is_current(merged, adapter)
+
+
+def test_a_merge_that_would_not_fit_the_ram_is_done_in_float16(caplog):
+    import logging
+    from helpers.train.merge import merge_dtype
+    caplog.set_level(logging.INFO)
+    assert merge_dtype(28 * 10 ** 9, 30 * 10 ** 9) == "float16"       # a 7B base stored in float32 on Kaggle
+    assert "merge in float16" in caplog.text
+    assert merge_dtype(14 * 10 ** 9, 30 * 10 ** 9) == "auto"          # stored fp16: as stored
+    assert merge_dtype(10 ** 8, 0) == "auto"                          # RAM unknown: as stored
