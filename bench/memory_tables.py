@@ -195,7 +195,7 @@ def time_rows(profile: Path = SHIPPED_PROFILE, data: Mapping = EEDI):
     rows.append(("train_kd eval", f"{epochs} x ({n_test} queries + {n_c} passages), rank 0", epochs * ev))
     c = step("compare", "04_eval")
     tok = n_test * int(c["query_max_len"]) + n_c * int(c["passage_max_len"])
-    rows.append(("compare", f"base + 1 merged model, {tok / 1e6:.2f} M tokens each", 2 * 2 * emb.params * tok / rate(c) / 3600))
+    rows.append(("compare", f"base + the chosen adapter, {tok / 1e6:.2f} M tokens each", 2 * 2 * emb.params * tok / rate(c) / 3600))
     return rows
 
 

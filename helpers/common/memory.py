@@ -4,8 +4,7 @@ the trainer's gradient-checkpointing rule (:func:`checkpointing_rule`).
 
 Estimates from parameter counts and activation formulas, not measurements (bytes per GPU):
 - weights: params x bytes (fp16/bf16 2, fp32 4); 4-bit NF4: the linear layers ~0.56 B with their
-  scales, the embeddings and norms stay 16-bit, and QLoRA training (peft's
-  ``prepare_model_for_kbit_training``) casts those to fp32 (4 B);
+  scales, the embeddings and norms stay 16-bit (in QLoRA training too: they are frozen);
 - LoRA: r x (d_in + d_out) per target matrix per layer; fp32 weights + grads + two Adam moments
   = 16 B each; with DDP (several GPUs) a gradient bucket copy of 4 B each;
 - activations per layer (:func:`layer_activation_bytes`, the one activation formula): ~34 x tokens
@@ -17,6 +16,9 @@ Estimates from parameter counts and activation formulas, not measurements (bytes
 - LoRA input copies: each target module keeps its own 16-bit copy of its input for backward
   (2 B x tokens x (6 hidden + intermediate) per layer), plus a 1 B dropout mask when
   lora_dropout > 0; one layer's worth with checkpointing, every layer's without;
+- QLoRA (4-bit base, LoRA): the norms and embeddings stay 16-bit (helpers.train.lora.prepare_4bit; peft's
+  ``prepare_model_for_kbit_training`` would cast them to fp32, and the residual stream with them:
+  every activation term below would double), so activations count 2 B as for a 16-bit base;
 - inference (mining, scoring): one layer's activations live at a time; the embedder runs with
   ``use_cache=False`` (no key/value cache); the reranker's shared-prefix path keeps one;
 - CUDA context and allocator slack: 1.0 GiB.
@@ -77,10 +79,10 @@ class Arch:
 # ----------------------------------------------------------------------------- formulas
 def weight_bytes(a: Arch, *, four_bit: bool, train: bool = False, fp16: bool = True) -> float:
     """Bytes of the weights: 16-bit (``fp16``) or fp32; 4-bit: NF4 linear layers, the embeddings and
-    norms in 16-bit (fp32 for QLoRA training, ``train``)."""
+    norms in 16-bit (training too: :func:`helpers.train.lora.prepare_4bit` keeps them so)."""
     if not four_bit:
         return a.params * (2.0 if fp16 else 4.0)
-    rest = (a.embed_params + a.norm_params) * (4.0 if train else 2.0)
+    rest = (a.embed_params + a.norm_params) * 2.0
     return a.linear_params * FOUR_BIT_BYTES + rest
 
 

@@ -54,7 +54,8 @@ from helpers.train.loop import past_rows
 from helpers.train.distributed import agree, dataclass_argv, dist_info, init_distributed, inside_torchrun, launch
 from helpers.train.groups import GroupBatches, load_group_rows
 from helpers.train.losses import EmbedderLoss, TeacherEntropyMeter, loss_weights, warn_if_saturated
-from helpers.train.merge import choose_epoch, merge_adapter, merge_every_epoch, merged_is_current
+from helpers.train.merge import (CHOSEN_ADAPTER, choose_adapter, choose_epoch, merge_adapter, merge_every_epoch,
+                                 merged_is_current)
 
 log = logging.getLogger(__name__)
 EPOCH_KS = (25, 50, 75, 100)          # Recall@k reported after every epoch (the reference table's)
@@ -109,7 +110,8 @@ class KDArgs(EmbedderArgs, TrainArgs):
     max_examples: int = arg(5, "decoder-only-icl: 0..max_examples in-batch examples per training query")
     example_query_max_len: int = arg(64, "tokens of an example's query")
     example_passage_max_len: int = arg(96, "tokens of an example's response")
-    save_merged_lora_model: bool = arg(True, "write merged models (merged_model_lora_epoch_{n}); False: adapters only",
+    save_merged_lora_model: bool = arg(True, "write merged models (merged_model_lora_epoch_{n}); False: adapters only, "
+                                       "the merge_epoch's copied to chosen_adapter (what 04/05 evaluate, unmerged)",
                                        resume=False)
     merge_every_epoch: Optional[bool] = arg(None, "merge after every epoch; False: only --merge_epoch, once, at the end; "
                                             "None: auto (False on Kaggle, where a merged 7B is 14 GB of its 20 GB, else True)",
@@ -327,6 +329,10 @@ def _train(args: KDArgs, devices: list[str], on_log=None) -> list[dict]:
             log.info("merging epoch %d (merge_epoch %r) -> %s", n, args.merge_epoch, target)
             merge_adapter(args.model_name_or_path, out_dir / f"lora_epoch_{n}", target, tok, args.decoder,
                           args.trust_remote_code, pooling, args.base_model)
+    if rank == 0 and stopped is None and not args.save_merged_lora_model and args.use_lora:
+        n = choose_epoch(rows, args.merge_epoch)      # no merge: the chosen adapter is what 04 and 05 read
+        if n is not None:
+            choose_adapter(out_dir / f"lora_epoch_{n}", out_dir / CHOSEN_ADAPTER, n, args.merge_epoch)
     if rank == 0:
         log.info("kd_finetune %s in %.1f s -> %s", "stopped" if stopped else "done", time.time() - t0, args.output_dir)
     return rows

@@ -46,6 +46,25 @@ def merge_adapter(base_name: str, adapter_dir, target, tok, add_eos: bool, trust
     save_dir_atomic(Path(target), save)
 
 
+CHOSEN_ADAPTER = "chosen_adapter"     # a run that does not merge: a copy of its merge_epoch's adapter
+
+
+def choose_adapter(adapter_dir, target, epoch: int, rule: str) -> None:
+    """Copy the chosen epoch's adapter to ``target`` (``chosen_adapter``): one fixed path for the
+    comparison and the submission to read, unmerged on the base as it was evaluated in training
+    (a 4-bit base: no NF4 re-quantization of a merge). Redone when the adapter changed."""
+    import shutil
+    if merged_is_current(target, adapter_dir, need_config=False):
+        return
+
+    def save(tmp):
+        shutil.copytree(adapter_dir, tmp, dirs_exist_ok=True)
+        write_json(Path(tmp) / MERGED_FROM, {"adapter": files_fingerprint([adapter_dir]), "adapter_dir": str(adapter_dir),
+                                             "epoch": epoch, "merge_epoch": str(rule)})
+    save_dir_atomic(Path(target), save)
+    log.info("chosen adapter: epoch %d (merge_epoch %r) copied to %s", epoch, rule, target)
+
+
 def merge_dtype(stored: int, ram: int) -> str:
     """The precision a merge loads its base in: as stored ("auto"), unless the stored model (a base
     whose config says float32, 28 GB for a 7B) would take more than half the host's available RAM:
@@ -65,12 +84,12 @@ def _available_ram() -> int:
         return 0
 
 
-def merged_is_current(target, adapter_dir) -> bool:
-    """Whether ``target`` is the merge of ``adapter_dir`` as it is now (its ``merged_from.json`` records
-    the adapter's files): an old merged folder from another run, or from before the adapter was trained
-    again, is merged again instead of being kept."""
+def merged_is_current(target, adapter_dir, need_config: bool = True) -> bool:
+    """Whether ``target`` is the merge (or copy) of ``adapter_dir`` as it is now (its ``merged_from.json``
+    records the adapter's files): an old merged folder from another run, or from before the adapter was
+    trained again, is merged again instead of being kept."""
     rec = Path(target) / MERGED_FROM
-    if not (Path(target) / "config.json").exists() or not rec.exists():
+    if (need_config and not (Path(target) / "config.json").exists()) or not rec.exists():
         return False
     try:
         return json.loads(rec.read_text(encoding="utf-8")).get("adapter") == files_fingerprint([adapter_dir])

@@ -43,10 +43,11 @@ def test_kaggle_profile_uses_four_bit_where_needed(repo_root):
     prof = yaml.safe_load(open(repo_root / "configs" / "kaggle_eedi.yaml"))
     steps = {s["name"]: s["parameters"] for s in prof["steps"]}
     assert steps["mine"]["load_in_4bit"] and steps["train_kd"]["load_in_4bit"] and steps["compare"]["load_in_4bit"]
-    # issue 26 item 6: the adapters, unmerged on the 4-bit base, are evaluated and submitted (no merge, no NF4
-    # re-quantization of W + BA); the best epoch submits
+    # issue 26 item 6: the chosen adapter, unmerged on the 4-bit base, is evaluated and submitted (no merge, no
+    # NF4 re-quantization of W + BA)
     assert steps["train_kd"]["save_merged_lora_model"] is False
-    assert steps["compare"]["epoch_glob"].endswith("/kd/lora_epoch_*") and steps["compare"]["submission_model"] == "best"
+    assert steps["train_kd"]["merge_epoch"] == "best"
+    assert [m["path"] for m in steps["compare"]["models"]] == ["{run_dir}/kd/chosen_adapter"]
 
 
 def test_time_estimate_is_labelled_and_needs_two_sessions():

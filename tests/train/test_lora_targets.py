@@ -150,3 +150,19 @@ def test_kd_finetune_minilm_with_auto_targets(tmp_path):
     adapter = json.loads((out / "lora_epoch_1" / "adapter_config.json").read_text())
     assert sorted(adapter["target_modules"]) == ["query", "value"]
     assert (out / "merged_model_lora_epoch_1" / "model.safetensors").exists()
+
+
+def test_a_4bit_base_keeps_its_16_bit_norms_and_embeddings_under_lora():
+    """Issue 26, item 5: peft's prepare_model_for_kbit_training cast them to fp32 (and the residual stream
+    with them: ~1.5-2x the activation memory the plan counted, 16.7 GiB of a 14.7 GiB T4)."""
+    from helpers.train.args import TrainArgs
+    from helpers.train.lora import add_lora
+    from tests.fixtures.models import tiny_llama
+    model = tiny_llama().to(torch.float16)
+    model.is_loaded_in_4bit = True          # what bitsandbytes sets; the rule under test needs no GPU
+    lora = add_lora(model, TrainArgs(lora_rank=4, lora_alpha=8, target_modules="q_proj,v_proj",
+                                     gradient_checkpointing=True), gradient_checkpointing=True)
+    frozen = {n: p.dtype for n, p in lora.named_parameters() if not p.requires_grad}
+    assert frozen and set(frozen.values()) == {torch.float16}
+    assert all(p.dtype == torch.float32 for p in lora.parameters() if p.requires_grad)   # the LoRA weights
+    assert lora.base_model.model.is_gradient_checkpointing

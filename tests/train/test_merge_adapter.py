@@ -142,3 +142,23 @@ def test_a_merge_that_would_not_fit_the_ram_is_done_in_float16(caplog):
     assert "merge in float16" in caplog.text
     assert merge_dtype(14 * 10 ** 9, 30 * 10 ** 9) == "auto"          # stored fp16: as stored
     assert merge_dtype(10 ** 8, 0) == "auto"                          # RAM unknown: as stored
+
+
+def test_without_a_merge_the_chosen_epochs_adapter_is_copied_once_and_again_when_it_changed(tmp_path):
+    import json
+    import os
+    from helpers.train.merge import MERGED_FROM, choose_adapter
+    a = tmp_path / "lora_epoch_2"
+    a.mkdir()
+    (a / "adapter_config.json").write_text("{}")
+    (a / "adapter_model.safetensors").write_bytes(b"w")
+    target = tmp_path / "chosen_adapter"
+    choose_adapter(a, target, 2, "best")
+    assert sorted(os.listdir(target)) == sorted(["adapter_config.json", "adapter_model.safetensors", MERGED_FROM])
+    assert json.loads((target / MERGED_FROM).read_text())["epoch"] == 2
+    mtime = (target / MERGED_FROM).stat().st_mtime_ns
+    choose_adapter(a, target, 2, "best")                               # current: left as it is
+    assert (target / MERGED_FROM).stat().st_mtime_ns == mtime
+    (a / "adapter_model.safetensors").write_bytes(b"retrained")
+    choose_adapter(a, target, 2, "best")
+    assert (target / "adapter_model.safetensors").read_bytes() == b"retrained"
