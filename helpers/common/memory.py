@@ -357,6 +357,24 @@ def check_stage(stage: str, args, devices, model: Optional[str] = None, total_gi
     return plan
 
 
+def out_of_memory_advice(stage: str, args, devices, model: Optional[str] = None, peak_gib: Optional[float] = None) -> str:
+    """What a stage that ran out of CUDA memory says instead of a bare CUDA error: the plan's estimate
+    for its settings (which was short) and the settings the plan puts a fifth lower."""
+    p = _params(args)
+    a = arch_of(model or p.get("reranker_name_or_path" if stage == "score" else "model_name_or_path"),
+                lm_head=stage == "score")
+    world = max(1, len(cuda_devices(devices))) if stage == "train" else 1
+    terms, settings = stage_terms(stage, p, a, world)
+    gib = sum(terms.values()) / GIB
+    if peak_gib is None:
+        import torch
+        peak_gib = torch.cuda.max_memory_allocated() / GIB if torch.cuda.is_available() else 0.0
+    return (f"{stage}: CUDA out of memory. The memory plan estimated {gib:.1f} GiB per GPU for {settings} with "
+            f"{a.name} [{', '.join(f'{k} {v / GIB:.1f}' for k, v in terms.items())}]; the run needed more (peak "
+            f"allocated before the failure {peak_gib:.1f} GiB). Settings the plan puts a fifth lower: "
+            f"{_advice(stage, p, a, world, 0.8 * gib)}.")
+
+
 # ----------------------------------------------------------------------------- gradient checkpointing (auto)
 def _available_memory(device) -> tuple[int, str]:
     """Bytes free for activations on ``device`` -> (bytes, where)."""

@@ -307,13 +307,16 @@ def _train(args: KDArgs, devices: list[str], on_log=None) -> list[dict]:
                           args.trust_remote_code, pooling, args.base_model)
         return out
 
-    rows, stopped = fit_in_budget(model, loss_fn, train_b, len(train_b), args, device, stage="kd_finetune", past=past,
-                                  agree=lambda stop: agree(stop, device, world), run_keys={"world_size": world},
-                                  inputs=[args.train_data, args.eval_data, args.corpus_file, args.examples_for_task,
-                                          *model_folders],
-                                  eval_batches=(lambda: eval_b(0)) if eval_b else None, epoch_end=epoch_end,
-                                  save_extra=lambda d: save_tokenizer(tok, d, args.decoder, pooling), on_log=on_log,
-                                  eval_loss_fn=eval_fn)
+    try:
+        rows, stopped = fit_in_budget(
+            model, loss_fn, train_b, len(train_b), args, device, stage="kd_finetune", past=past,
+            agree=lambda stop: agree(stop, device, world), run_keys={"world_size": world},
+            inputs=[args.train_data, args.eval_data, args.corpus_file, args.examples_for_task, *model_folders],
+            eval_batches=(lambda: eval_b(0)) if eval_b else None, epoch_end=epoch_end,
+            save_extra=lambda d: save_tokenizer(tok, d, args.decoder, pooling), on_log=on_log, eval_loss_fn=eval_fn)
+    except torch.cuda.OutOfMemoryError as e:      # the plan's numbers and what would fit, not a bare CUDA error
+        from helpers.common.memory import out_of_memory_advice
+        raise MemoryError(out_of_memory_advice("train", args, [device] * world)) from e
     if world > 1:
         import torch.distributed as dist
         dist.destroy_process_group()

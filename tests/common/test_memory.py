@@ -1,6 +1,7 @@
 """The GPU memory plan's formulas (helpers/common/memory.py) and the check every GPU stage runs
 before it loads a model (faked total memory: no GPU here). The reference architectures and the
 filling of a profile step's defaults come from bench/memory_tables.py (the README tables)."""
+import re
 import json
 import sys
 from dataclasses import asdict
@@ -165,3 +166,15 @@ def test_check_refuses_what_cannot_fit_and_prints_its_plan(tmp_path, monkeypatch
     assert check_stage("train", dict(train, load_in_4bit=True), ["cuda:0", "cuda:1"], echo=lines.append)["fits"]
     monkeypatch.setenv(mp.SKIP_ENV, "1")                                        # the way round an estimate
     assert check_stage("train", train, ["cuda:0"], echo=lines.append)["fits"] is False
+
+
+def test_an_out_of_memory_error_says_the_plan_and_what_it_puts_lower(tmp_path):
+    """Issue 26, item 5: a CUDA out-of-memory in training ends with the plan's numbers, not a bare error."""
+    model = folder(tmp_path, "mistral", MISTRAL)
+    train = with_defaults("train", dict(
+        model_name_or_path=model, per_device_train_batch_size=8, train_group_size=8, query_max_len=512,
+        passage_max_len=64, lora_rank=64, load_in_4bit=True, gradient_checkpointing=True))
+    msg = mp.out_of_memory_advice("train", train, ["cuda:0", "cuda:1"], peak_gib=14.1)
+    assert msg.startswith("train: CUDA out of memory. The memory plan estimated 12.")
+    assert "DDP x 2" in msg and "peak allocated before the failure 14.1 GiB" in msg
+    assert re.search(r"lower: per_device_train_batch_size [1-4]\b", msg)
