@@ -9,8 +9,8 @@ import pytest
 import run_all
 from helpers.common.io_utils import read_jsonl
 
-STEPS = ["prepare", "zero_shot", "mine_r0", "st_mnrl_inbatch", "st_mnrl_hn", "train_r1", "train_teacher", "mine_r2", "score", "train_hn_r2",
-         "train_kd", "compare"]
+STEPS = ["prepare", "zero_shot", "mine_r0", "st_mnrl_inbatch", "st_mnrl_hn", "train_r1", "train_teacher", "mine_r2",
+         "score", "train_hn_r2", "train_kd", "compare"]
 
 
 @pytest.mark.integration
