@@ -370,6 +370,76 @@ def run_script(step: dict) -> float:
     return time.time() - t0
 
 
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (children, theirs, ...), read from /proc: a notebook's kernel and the
+    torchrun workers it started, whatever session or process group they put themselves in."""
+    children: dict[int, list[int]] = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(d))
+    out, todo = [], [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def end_descendants(grace: float = 10.0) -> list[int]:
+    """A stopped run_all ends what it started: SIGTERM to every descendant (listed first, so workers a
+    killed kernel leaves to init are still reached), SIGKILL after ``grace`` seconds. -> the pids."""
+    import signal
+    procs = descendants(os.getpid())
+    for p in procs:
+        try:
+            os.kill(p, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    end = time.time() + grace
+
+    def alive(p):
+        try:
+            os.kill(p, 0)
+            with open(f"/proc/{p}/stat") as f:
+                return f.read().rsplit(")", 1)[1].split()[0] != "Z"      # a zombie has ended
+        except (ProcessLookupError, OSError):
+            return False
+    while time.time() < end and any(alive(p) for p in procs):
+        time.sleep(0.2)
+    for p in procs:
+        if alive(p):
+            try:
+                os.kill(p, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    return procs
+
+
+def _stop_on_signal(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+class _restore:
+    """Put the signal handlers back when the chain ends (run_all.main may run inside another program)."""
+    def __init__(self, handlers: dict):
+        self.handlers = handlers
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        import signal
+        for sig, h in self.handlers.items():
+            signal.signal(sig, h)
+        return False
+
+
 def run_step(step: dict, run_dir: Path, index: int) -> float:
     if step.get("script"):
         return run_script(step)
@@ -477,7 +547,9 @@ def main(argv=None) -> int:
         index = {s["name"]: i for i, s in enumerate(steps)}
         report = run_dir / ".stop_report.jsonl"
         stop = None
-        with budget_env(deadline, report):     # the notebooks' kernels (and torchrun) inherit it
+        import signal
+        before = {sig: signal.signal(sig, _stop_on_signal) for sig in (signal.SIGTERM, signal.SIGHUP)}
+        with budget_env(deadline, report), _restore(before):   # the kernels (and torchrun) inherit the budget
             for s in chosen:
                 if deadline is not None:
                     left = deadline - time.time()
@@ -494,6 +566,8 @@ def main(argv=None) -> int:
                 try:
                     wall = run_step(s, run_dir, index[s["name"]])
                 except BaseException as e:
+                    if not isinstance(e, ChainError):    # stopped (Ctrl-C, SIGTERM, SIGHUP): end what it started,
+                        end_descendants()                # or torchrun workers go on writing with the lock free
                     manifest["steps"][s["name"]]["status"] = "failed"
                     manifest["steps"][s["name"]]["error"] = str(e).splitlines()[0] if str(e) else type(e).__name__
                     write_json(manifest_path, manifest)

@@ -1,5 +1,6 @@
 """run_all.py: profile checks, overrides, step selection, failure reporting, manifest, lock."""
 import fcntl
+import os
 import json
 
 import pytest
@@ -223,3 +224,30 @@ def test_resume_dir_copies_only_under_the_run_lock(tmp_path, capsys):
         assert run_all.main(["--profile", p, "--from", "b", "--resume_dir", str(src)]) == 1
     assert "another run_all.py is already running" in capsys.readouterr().err
     assert sorted(x.name for x in run_dir.iterdir()) == [".run_all.lock"]      # nothing copied
+
+
+def test_a_stopped_run_all_ends_every_process_it_started(tmp_path):
+    """Issue 27, item 9: a killed kernel left its torchrun workers writing; the tree is listed first,
+    so a grandchild that outlives its parent is still reached."""
+    import subprocess
+    import sys
+    import time
+    script = ("import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'], "
+              "start_new_session=True); time.sleep(60)")
+    child = subprocess.Popen([sys.executable, "-c", script])
+    for _ in range(100):                      # the grandchild is up
+        if len(run_all.descendants(child.pid)) == 1:
+            break
+        time.sleep(0.1)
+    tree = [child.pid] + run_all.descendants(child.pid)
+    assert len(tree) == 2
+    ended = run_all.end_descendants(grace=5)
+    assert set(tree) <= set(ended)
+    child.wait(timeout=10)
+    for _ in range(50):
+        if not any(os.path.exists(f"/proc/{p}") and open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
+                   for p in tree):
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError("a process of the tree is still running")
