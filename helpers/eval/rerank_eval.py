@@ -94,6 +94,28 @@ def rerank_eval(args: RerankEvalArgs, reranker=None) -> dict:
     return out
 
 
+def teacher_check(report_path) -> tuple[bool, str]:
+    """Does the teacher know more than its student? -> (better, one line with the numbers), from the
+    ``rerank_eval.json`` of :func:`rerank_eval` (the teacher re-ordering the student's top k). Better
+    means the paired MAP@k interval of reranked minus bi-encoder lies above zero."""
+    from pathlib import Path
+    path = Path(report_path)
+    if not path.is_file():
+        raise InputError(path, None, "teacher_report", "file does not exist (02a_train_reranker writes it "
+                         "with rankings_file given)")
+    rep = json.loads(path.read_text(encoding="utf-8"))
+    diff = rep.get("reranked - bi-encoder", {})
+    key = next((k for k in diff if k.startswith("MAP@")), None)
+    if key is None:
+        raise InputError(path, None, "reranked - bi-encoder", "no MAP@k comparison in the report")
+    d = diff[key]
+    better = d.get("verdict") == "better"
+    line = (f"teacher {rep.get('reranker')}: re-ordering its student's top {rep.get('top_k')} on "
+            f"{rep.get('n_queries')} queries moves {key} {rep['bi-encoder'][key]:.4f} -> {rep['reranked'][key]:.4f}, "
+            f"{d['mean_diff']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}], {d['verdict']}")
+    return better, line
+
+
 def main(argv=None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     a = dataclass_parser(RerankEvalArgs, __doc__, prog="python -m helpers.eval.rerank_eval").parse_args(argv)

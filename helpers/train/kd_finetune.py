@@ -103,6 +103,12 @@ class KDArgs(EmbedderArgs, TrainArgs):
                                           "0 with m3_kd_loss)", before=None)
     drop_suspect_negatives: bool = arg(True, "drop negatives marked neg_suspect by 02's teacher_filter mark (at least "
                                        "one kept per query, the lowest-scored); False: train on them", before=True)
+    teacher_report: Optional[str] = arg(None, "02a's rerank_eval.json (the teacher re-ordering its student's top k), "
+                                        "read before a KD run: a teacher not better than its student is named in "
+                                        "a warning, or stops the run (require_better_teacher)", resume=False)
+    require_better_teacher: bool = arg(False, "with teacher_report: stop a KD run whose teacher does not re-order "
+                                       "better than its student (interval above zero) instead of warning",
+                                       resume=False)
     negatives_cross_device: bool = arg(False, "share in-batch negatives across devices (DDP)")
     mask_false_negatives: bool = arg(False, "in-batch passages with the text of a query's positive (another "
                                      "query of the same misconception) are not its negatives: masked out of "
@@ -184,6 +190,14 @@ def retrieval_eval(model, tok, args: KDArgs, rows, corpus_ids, corpus_texts, poo
 def kd_finetune(args: KDArgs, on_log: Optional[Callable[[dict], None]] = None, echo=None) -> list[dict]:
     """Train (in process, or under torchrun when several devices are given) -> metrics rows."""
     args.devices = check_devices(args.devices, stage="kd_finetune")   # before anything is loaded
+    if args.knowledge_distillation and args.teacher_report:     # every rank reads it alike: all stop or none
+        from helpers.eval.rerank_eval import teacher_check
+        better, line = teacher_check(args.teacher_report)
+        if not better and args.require_better_teacher:
+            raise ValueError(f"{line}: a teacher that knows no more than its student has nothing to distil "
+                             "(require_better_teacher True); train a better teacher or set it False")
+        (log.info if better else log.warning)("%s%s", line, "" if better else
+                                               ": distilling from a teacher no better than its student")
     if getattr(args, "by_class", None):
         log.info("%s student: %s (the class defaults, kd_finetune.CLASS_DEFAULTS%s); set them to override",
                  args.embedder_model_class, ", ".join(f"{k} {v}" for k, v in args.by_class.items()),

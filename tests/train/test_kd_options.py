@@ -103,3 +103,30 @@ def test_student_settings_left_none_follow_its_class():
     mine = KDArgs(embedder_model_class="encoder-only-base", model_name_or_path="m", use_lora=True, learning_rate=2e-4)
     assert (mine.use_lora, mine.learning_rate, mine.temperature) == (True, 2e-4, 0.05)
     assert mine.by_class == {"temperature": 0.05}
+
+
+def _report(path, lo, hi, verdict):
+    import json
+    path.write_text(json.dumps({
+        "n_queries": 708, "top_k": 25, "reranker": "teacher/model_epoch_2",
+        "bi-encoder": {"MAP@25": 0.2478}, "reranked": {"MAP@25": 0.2478 + (lo + hi) / 2},
+        "reranked - bi-encoder": {"MAP@25": {"mean_diff": (lo + hi) / 2, "lo": lo, "hi": hi, "verdict": verdict}}}))
+    return str(path)
+
+
+def test_a_teacher_no_better_than_its_student_is_named_before_kd_and_can_stop_it(tmp_path, caplog):
+    """Issue 29, item 3: read the teacher's re-ordering report before distilling from it."""
+    from helpers.eval.rerank_eval import teacher_check
+    from helpers.train.kd_finetune import KDArgs, kd_finetune
+    weak = _report(tmp_path / "weak.json", -0.032, 0.007, "no difference")
+    better, line = teacher_check(weak)
+    assert not better and "MAP@25 0.2478 -> 0.2353, -0.0125 [-0.0320, +0.0070], no difference" in line
+    assert teacher_check(_report(tmp_path / "good.json", 0.01, 0.05, "better"))[0]
+    args = dict(model_name_or_path=str(tmp_path / "missing"), train_data=str(tmp_path / "missing.jsonl"),
+                output_dir=str(tmp_path / "o"), knowledge_distillation=True, teacher_report=weak)
+    with pytest.raises(ValueError, match="nothing to distil"):          # before the missing model is even looked for
+        kd_finetune(KDArgs(**args, require_better_teacher=True))
+    with pytest.raises(Exception) as e:                                   # warned, then the missing model
+        kd_finetune(KDArgs(**args))
+    assert "nothing to distil" not in str(e.value)
+    assert "distilling from a teacher no better than its student" in caplog.text
