@@ -96,8 +96,8 @@ def test_student_settings_left_none_follow_its_class():
     """Issue 28: encoder students get what won on eedi_dev; decoders keep FlagEmbedding's; set values stay."""
     from helpers.train.kd_finetune import KDArgs
     enc = KDArgs(embedder_model_class="encoder-only-base", model_name_or_path="m")
-    assert (enc.use_lora, enc.learning_rate, enc.temperature) == (False, 2e-5, 0.05)
-    assert enc.by_class == {"use_lora": False, "learning_rate": 2e-5, "temperature": 0.05}
+    assert (enc.use_lora, enc.learning_rate, enc.temperature) == (False, 5e-5, 0.05)
+    assert enc.by_class == {"use_lora": False, "learning_rate": 5e-5, "temperature": 0.05}
     dec = KDArgs(embedder_model_class="decoder-only-icl", model_name_or_path="m")
     assert (dec.use_lora, dec.learning_rate, dec.temperature) == (True, 1e-4, 0.02)
     mine = KDArgs(embedder_model_class="encoder-only-base", model_name_or_path="m", use_lora=True, learning_rate=2e-4)
