@@ -52,11 +52,14 @@ VARIANTS = {
                                                      "num_train_epochs": 2}),
     "full_t05_lr5e-5": ("full_t05, lr 5e-5", {**FULL, "temperature": 0.05, "learning_rate": 5e-5}),
     "full_t05_lr1e-4": ("full_t05, lr 1e-4", {**FULL, "temperature": 0.05, "learning_rate": 1e-4}),
+    "full_t05_lr2e-4": ("full_t05, lr 2e-4", {**FULL, "temperature": 0.05, "learning_rate": 2e-4}),
     # round 2: negatives mined again with a round-1 model, one more epoch from it (hard negatives only)
     "r2_full_t05": ("round 2 from full_t05: re-mined with it (ranks 2-100, 7), one more epoch, same settings",
                     {**FULL, "temperature": 0.05, "start": "full_t05"}),
     "r2_full_t05_lr5e-5": ("round 2 from full_t05_lr5e-5, the same way, same settings",
                            {**FULL, "temperature": 0.05, "learning_rate": 5e-5, "start": "full_t05_lr5e-5"}),
+    "r2_full_t05_lr1e-4": ("round 2 from full_t05_lr1e-4, the same way, same settings",
+                           {**FULL, "temperature": 0.05, "learning_rate": 1e-4, "start": "full_t05_lr1e-4"}),
 }
 
 
