@@ -231,7 +231,8 @@ for split in ("train", "test"):
 kd_finetune(KDArgs(model_name_or_path="demo:all-minilm-l6-v2", embedder_model_class="encoder-only-base",
                    train_data=str(scored / "train.jsonl"), eval_data=str(scored / "test.jsonl"),
                    corpus_file=str(data / "corpus.jsonl"), output_dir=str(kd), num_train_epochs=1,
-                   per_device_train_batch_size=4, train_group_size=3, lora_rank=4, target_modules="query,value",
+                   per_device_train_batch_size=4, train_group_size=3, use_lora=True, lora_rank=4,
+                   target_modules="query,value",
                    query_max_len=32, passage_max_len=32, gradient_checkpointing=False, devices="cpu",
                    show_progress=False, query_instruction_for_retrieval=None))
 m = run_evaluation(EvalArgs(model_name_or_path=str(kd / "merged_model_lora_epoch_1"), pooling_method="mean",

@@ -93,7 +93,9 @@ def test_command_line_flags():
     a = build_parser().parse_args(["--knowledge_distillation", "False", "--negatives_cross_device",
                                    "--train_data", "t.jsonl", "--save_merged", "False", "--devices", "None"])
     assert a.knowledge_distillation is False and a.negatives_cross_device is True
-    assert a.save_merged_lora_model is False and a.devices is None and a.temperature == 0.02
+    assert a.save_merged_lora_model is False and a.devices is None and a.temperature is None
+    from helpers.train.kd_finetune import KDArgs
+    assert KDArgs(**vars(a)).temperature == 0.02          # None: the class default (the decoder student's)
 
 
 def test_two_processes_under_torchrun_on_cpu(tiny, tmp_path):

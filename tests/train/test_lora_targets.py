@@ -143,7 +143,7 @@ def test_kd_finetune_minilm_with_auto_targets(tmp_path):
         model_name_or_path="demo:all-minilm-l6-v2", embedder_model_class="encoder-only-base",
         train_data=str(tmp_path / "train.jsonl"), eval_data=str(tmp_path / "train.jsonl"),
         corpus_file=str(tmp_path / "corpus.jsonl"), output_dir=str(out), num_train_epochs=1,
-        per_device_train_batch_size=4, train_group_size=4, lora_rank=4, lora_alpha=8, target_modules=None,
+        per_device_train_batch_size=4, train_group_size=4, use_lora=True, lora_rank=4, lora_alpha=8, target_modules=None,
         query_max_len=16, passage_max_len=16, gradient_checkpointing=False, devices="cpu",
         show_progress=False, embedder_batch_size=8))
     assert [r["global_step"] for r in metrics] == [1] and "MAP@25" in metrics[0]
