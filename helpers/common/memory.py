@@ -28,8 +28,9 @@ complete mapping (the stage's dataclass, or ``asdict`` of it): no default is rep
 holding only part of them (a profile step) fills the rest from the stage's own dataclass first
 (``bench/memory_tables.py``, which prints the README's memory and time tables, does).
 
-Why this file is over 350 lines: the formulas, the per-stage terms built from them and the check
-that prints them are one model of memory, read and changed together; the tables went to bench/.
+Why this file is over 400 lines: the formulas, the per-stage terms built from them, the check that
+prints them and the out-of-memory advice that reuses them are one model of memory, read and changed
+together; the tables went to bench/.
 """
 from __future__ import annotations
 

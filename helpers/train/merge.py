@@ -33,7 +33,8 @@ def merge_adapter(base_name: str, adapter_dir, target, tok, add_eos: bool, trust
     from peft import PeftModel
 
     from helpers.common.memory import stored_bytes
-    dtype = merge_dtype(stored_bytes(base_model or base_name), _available_ram())
+    from helpers.common.memory import _available_memory
+    dtype = merge_dtype(stored_bytes(base_model or base_name), _available_memory("cpu")[0])
     size = stored_bytes(base_model or base_name) // (2 if dtype == "float16" else 1)
     check_free_disk(Path(target).parent, size, f"the merged model {Path(target).name}")
     base = load_base_model(base_name, dtype=dtype, trust_remote_code=trust_remote_code, base_model=base_model)
@@ -74,14 +75,6 @@ def merge_dtype(stored: int, ram: int) -> str:
                  stored / 1e9, ram / 1e9)
         return "float16"
     return "auto"
-
-
-def _available_ram() -> int:
-    try:
-        with open("/proc/meminfo") as f:
-            return next(int(ln.split()[1]) * 1024 for ln in f if ln.startswith("MemAvailable:"))
-    except (OSError, StopIteration, ValueError):
-        return 0
 
 
 def merged_is_current(target, adapter_dir, need_config: bool = True) -> bool:
