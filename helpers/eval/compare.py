@@ -103,7 +103,9 @@ def reuse_key(args: EvalArgs) -> dict:
 def evaluate_models(specs: Sequence[dict], queries_file: str, corpus_file: str, output_dir: str,
                     train_queries_file: Optional[str] = None, reuse_existing: bool = False,
                     reference_model: Optional[str] = None, n_resamples: int = 1000, bootstrap_seed: int = 0,
-                    min_queries: int = MIN_QUERIES, **common) -> dict:
+                    min_queries: int = MIN_QUERIES, reranker: Optional[dict] = None,
+                    rerank_models: Optional[Sequence[str]] = None, rerank_sweep_top_k: Sequence[int] = (10, 25, 50, 100),
+                    rerank_sweep_alpha: Sequence[float] = (), **common) -> dict:
     """Run :func:`run_evaluation` for each spec (its own folder ``output_dir/<label>``); write
     ``comparison.csv`` and ``comparison.json``; returns ``{label: metrics}`` (with ``epoch``).
 
@@ -116,7 +118,20 @@ def evaluate_models(specs: Sequence[dict], queries_file: str, corpus_file: str, 
     paired-bootstrap difference against that model per subset (see :func:`paired_comparisons`);
     ``comparison.csv`` gains the columns of :func:`comparison_columns`. A subset with fewer than
     ``min_queries`` queries gets the verdict "too few queries" (no better / worse).
+
+    ``reranker`` (a block of :class:`helpers.eval.cascade.RerankStage` settings; None or no
+    ``reranker_name_or_path``: none): each model of ``rerank_models`` (labels; None: every model)
+    also gets a cascade row, ``"<label> + reranker top k"`` (:func:`helpers.eval.cascade.run_cascade`
+    on its rankings, one reranker loaded for all, a sweep over ``rerank_sweep_top_k`` and
+    ``rerank_sweep_alpha``), compared like any model and, in its ``"cascade"`` entry, with its
+    embedder alone. The reference may be a cascade label.
     """
+    from helpers.eval.cascade import cascade_label, stage_from
+    stage = stage_from(reranker, devices=common.get("devices"), use_fp16=common.get("use_fp16"),
+                       trust_remote_code=common.get("trust_remote_code"))
+    if stage is not None:
+        from helpers.rerank.args import check_model_args
+        check_model_args(stage)         # a missing reranker fails before the first (slow) model runs
     names = {f.name for f in fields(EvalArgs)}
     common = canonical_flags(common)
     specs = [canonical_flags(s) for s in specs]
@@ -125,12 +140,18 @@ def evaluate_models(specs: Sequence[dict], queries_file: str, corpus_file: str, 
         if unknown:
             raise ValueError(f"model spec {s.get('label')!r}: unknown keys {sorted(unknown)}")
     labels = [s["label"] for s in specs]
-    if reference_model is not None and reference_model not in labels:
+    reranked = [] if stage is None else list(labels if rerank_models is None else rerank_models)
+    unknown = [x for x in reranked if x not in labels]
+    if unknown:
+        raise ValueError(f"rerank_models {unknown} are not among the models: {', '.join(map(repr, labels))}")
+    cascades = {x: cascade_label(x, stage) for x in reranked}
+    labels_all = labels + list(cascades.values())
+    if reference_model is not None and reference_model not in labels_all:
         raise ValueError(f"reference_model {reference_model!r} is not one of the models: "
-                         f"{', '.join(map(repr, labels))}")
+                         f"{', '.join(map(repr, labels_all))}")
     if isinstance(n_resamples, bool) or not isinstance(n_resamples, int) or n_resamples < 1:
         raise ValueError(f"n_resamples must be a positive integer, got {n_resamples!r}")
-    folders = {label: Path(output_dir) / slug(label) for label in labels}
+    folders = {label: Path(output_dir) / slug(label) for label in labels_all}
     clash = sorted({str(f) for f in folders.values() if list(folders.values()).count(f) > 1})
     if clash:
         raise ValueError(f"model labels share an output folder ({', '.join(clash)}): rename one")
@@ -155,6 +176,9 @@ def evaluate_models(specs: Sequence[dict], queries_file: str, corpus_file: str, 
         if key is not None:
             write_json(key_path, key)
         _free_memory()      # one model at a time: release the last one before loading the next
+    if cascades:
+        results.update(_cascades(stage, cascades, folders, queries_file, corpus_file, train_queries_file,
+                                 reuse_existing, rerank_sweep_top_k, rerank_sweep_alpha, n_resamples, bootstrap_seed))
     tables = {label: per_query_table(folders[label]) for label in results}
     for label, extra in paired_comparisons(tables, reference_model, n_resamples, bootstrap_seed,
                                             min_queries).items():
@@ -172,6 +196,31 @@ def evaluate_models(specs: Sequence[dict], queries_file: str, corpus_file: str, 
                          reference_model, st["mean_diff"], st["lo"], st["hi"], st["verdict"], 100 * st["better"],
                          100 * st["worse"])
     return results
+
+
+def _cascades(stage, cascades: dict, folders: dict, queries_file, corpus_file, train_queries_file, reuse_existing,
+              sweep_top_k, sweep_alpha, n_resamples, seed) -> dict:
+    """The cascade rows of :func:`evaluate_models`: one reranker, loaded once when something is to
+    be scored, re-orders each embedder's rankings."""
+    from helpers.eval.cascade import run_cascade
+    from helpers.rerank.args import build_reranker
+    loaded = {}
+
+    class Lazy:                      # loads the reranker on the first score_groups call only
+        def score_groups(self, queries, passages):
+            if "r" not in loaded:
+                loaded["r"] = build_reranker(stage)
+            return loaded["r"].score_groups(queries, passages)
+
+    out = {}
+    for emb, label in cascades.items():
+        m = run_cascade(stage, folders[emb], queries_file, corpus_file, folders[label], train_queries_file,
+                        sweep_top_k, sweep_alpha, label=label, reranker=Lazy(), reuse_existing=reuse_existing,
+                        n_resamples=n_resamples, bootstrap_seed=seed)
+        out[label] = {**{k: v for k, v in m.items() if k != "sweep"}, "epoch": None}
+    loaded.clear()
+    _free_memory()
+    return out
 
 
 # ----------------------------------------------------------------------------- per-query values, paired comparisons

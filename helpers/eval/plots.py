@@ -191,3 +191,38 @@ def plot_map_with_intervals(results: Mapping[str, Mapping], reference: str | Non
         ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     return _finish(fig, path)
+
+
+def plot_rerank_sweep(sweep: Sequence[Mapping], path=None, title: str = "rerank the embedder's top k"):
+    """The cascade's sweep (rows of :func:`helpers.eval.cascade.run_cascade`): MAP@25 by k, one line
+    per fusion weight (reranker alone: alpha None), the embedder alone dashed, its Recall@k (the
+    ceiling) dotted on the right axis; the seconds the second stage took written at each k."""
+    if not sweep:
+        raise ValueError("plot_rerank_sweep: nothing to plot")
+    key = next(k for k in sweep[0] if k.startswith("MAP@"))
+    fig, ax = _figure(7, 4.5)
+    ks = sorted({r["top_k"] for r in sweep})
+    for a in sorted({r["alpha"] for r in sweep}, key=lambda a: -1 if a is None else a):
+        rows = sorted((r for r in sweep if r["alpha"] == a), key=lambda r: r["top_k"])
+        ax.plot([r["top_k"] for r in rows], [r[key] for r in rows], marker="o", lw=1.6,
+                label="reranker score" if a is None else f"fusion alpha {a:g}")
+    ax.axhline(sweep[0][f"embedder {key}"], color="0.3", ls="--", lw=1, label="embedder alone")
+    first = {r["top_k"]: r for r in sweep if r["alpha"] is None}
+    for k in ks:
+        ax.annotate(f"{first[k]['seconds']:.0f}s", (k, first[k][key]), textcoords="offset points", xytext=(0, 6),
+                    ha="center", fontsize=7, color="0.35")
+    ax.set_xscale("log")
+    ax.set_xticks(ks)
+    ax.set_xticklabels([str(k) for k in ks])
+    ax.set_xlabel("k (embedder candidates re-ordered)")
+    ax.set_ylabel(key)
+    ax2 = ax.twinx()
+    ax2.plot(ks, [first[k]["embedder Recall@k"] for k in ks], color="0.6", ls=":", marker=".", label="embedder Recall@k")
+    ax2.set_ylabel("embedder Recall@k (ceiling)", color="0.45")
+    ax2.set_ylim(0, 1.02)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    lines = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
+    labels = ax.get_legend_handles_labels()[1] + ax2.get_legend_handles_labels()[1]
+    ax.legend(lines, labels, fontsize=8, loc="lower right")
+    return _finish(fig, path)

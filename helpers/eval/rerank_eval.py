@@ -20,19 +20,21 @@ import logging
 from dataclasses import asdict, dataclass, field
 from typing import Optional
 
-from helpers.rerank.add_reranker_score import ScoreArgs, build_reranker
+from helpers.rerank.args import RerankerArgs, build_reranker
 from helpers.common.cli import dataclass_parser
 from helpers.common.io_utils import InputError, load_corpus, read_jsonl, validate_queries, write_json
+from helpers.eval.cascade import rerank_order
 from helpers.eval.paired import paired_bootstrap, per_query_from_ranks
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class RerankEvalArgs(ScoreArgs):
+class RerankEvalArgs(RerankerArgs):
     rankings_file: str = field(default=None, metadata={"help": "rankings.jsonl of helpers.eval.evaluate (query_id, ranked_ids)"})
     queries_file: str = field(default=None, metadata={"help": "the queries those rankings are of (query text, pos_ids)"})
     corpus_file: str = field(default=None, metadata={"help": "corpus.jsonl (id -> passage text)"})
+    output_file: Optional[str] = field(default=None, metadata={"help": "the report (JSON); None: not written"})
     top_k: int = field(default=25, metadata={"help": "rerank the first top_k passages of each ranking"})
     n_resamples: int = field(default=1000, metadata={"help": "bootstrap resamples of the queries"})
     bootstrap_seed: int = field(default=0, metadata={"help": "seed of the resamples"})
@@ -46,10 +48,11 @@ class RerankEvalArgs(ScoreArgs):
 
 
 def rerank(ranked_ids: list[list[str]], queries: list[str], texts: dict, reranker, top_k: int) -> list[list[str]]:
-    """Each ranking's first ``top_k`` ids re-ordered by the reranker's score (stable)."""
+    """Each ranking's first ``top_k`` ids re-ordered by the reranker's score (the cascade's rule,
+    :func:`helpers.eval.cascade.rerank_order`; ties keep the bi-encoder's order)."""
     heads = [ids[:top_k] for ids in ranked_ids]
     scores = reranker.score_groups(queries, [[texts[i] for i in h] for h in heads])
-    return [[h[j] for j in sorted(range(len(h)), key=lambda j: -s[j])] for h, s in zip(heads, scores)]
+    return [rerank_order(h, s, top_k) for h, s in zip(heads, scores)]
 
 
 def gold_rank(ids: list[str], gold: list[str]) -> Optional[int]:

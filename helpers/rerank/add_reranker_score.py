@@ -20,47 +20,26 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Union
 
 from tqdm.auto import tqdm
 
 from helpers.common.devices import check_devices
 
-from helpers.common.cli import check_types, dataclass_parser, str2bool
+from helpers.common.cli import dataclass_parser, str2bool
 from helpers.rerank.filters import FILTER_MODES, apply_teacher_filter, check_filter, summary_line
 from helpers.common.io_utils import InputError, check_writable, exclusive_lock, read_jsonl, write_jsonl
-from helpers.common.prompts import RERANK_PROMPT, unescape
+from helpers.rerank.args import ALIASES, RerankerArgs, build_reranker, check_memory, check_model_args
 from helpers.rerank.progress import Progress, file_sha256, progress_path
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class ScoreArgs:
+class ScoreArgs(RerankerArgs):
+    """The reranker (:class:`~helpers.rerank.args.RerankerArgs`) and the files it scores."""
     input_file: str = field(default=None, metadata={"help": "Mined JSONL: query, pos, neg (+ ids, extra fields)."})
     output_file: str = field(default=None, metadata={"help": "Scored JSONL: the input rows plus pos_scores/neg_scores."})
-    reranker_name_or_path: str = field(default=None, metadata={"help": "Local HF folder or demo:<alias>; a "
-                                       "train_reranker output folder stands for its last model_epoch_n."})
-    reranker_model_class: str = field(default="decoder-only-base", metadata={
-        "help": "decoder-only-base (LLM 'Yes' logit) or encoder-only-base (cross-encoder)."})
-    query_instruction_for_rerank: Optional[str] = field(default="A: ", metadata={"help": "Query instruction."})
-    query_instruction_format: str = field(default="{}{}", metadata={"help": "Format of instruction and query."})
-    passage_instruction_for_rerank: Optional[str] = field(default="B: ", metadata={"help": "Passage instruction."})
-    passage_instruction_format: str = field(default="{}{}", metadata={"help": "Format of instruction and passage."})
-    prompt: Optional[str] = field(default=RERANK_PROMPT, metadata={"help": "Decoder prompt after the pair."})
-    reranker_max_length: int = field(default=384, metadata={"help": "Max tokens of the pair (FlagEmbedding's rule)."})
-    reranker_query_max_length: Optional[int] = field(default=None, metadata={
-        "help": "Max query tokens; default max_length * 3 // 4."})
-    use_fp16: bool = field(default=True, metadata={"help": "Half precision on GPU (fp16 below cc 8, else bf16); fp32 on CPU."})
-    reranker_batch_size: int = field(default=16, metadata={"help": "Pairs per forward pass."})
-    devices: Union[list, str, None] = field(default=None, metadata={"help": "Devices, e.g. cuda:0 cuda:1 (one worker each)."})
-    normalize: bool = field(default=False, metadata={"help": "Apply a sigmoid to the scores."})
     overwrite: bool = field(default=False, metadata={"help": "Replace an existing output, stale progress or scores."})
-    peft_adapter: Optional[str] = field(default=None, metadata={"help": "LoRA adapter folder merged into the reranker."})
-    trust_remote_code: bool = field(default=False, metadata={"help": "Allow custom model code."})
-    yes_only: bool = field(default=True, metadata={"help": "Fast path: project only onto the 'Yes' row."})
-    sort_by_length: bool = field(default=True, metadata={"help": "Fast path: batch by length."})
-    share_query_prefix: bool = field(default=True, metadata={"help": "Fast path: reuse each query's KV cache."})
     chunk_size: int = field(default=64, metadata={"help": "Queries per saved progress chunk."})
     teacher_filter: str = field(default="none", metadata={
         "help": "Suspected false negatives (teacher score > max positive score - margin): none | drop (removed "
@@ -70,51 +49,25 @@ class ScoreArgs:
         "help": "Margin of the teacher filter in score units: 0 flags negatives above the best positive; "
                 "larger flags more."})
 
-    def __post_init__(self):
-        check_types(self)
-        self.reranker_name_or_path = last_epoch_model(self.reranker_name_or_path)
-
     def score_settings(self) -> dict:
         """Everything that changes the scores (and so must match to resume); the filter does not."""
         skip = {"input_file", "output_file", "devices", "overwrite", "teacher_filter", "teacher_filter_margin"}
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
 
 
-def last_epoch_model(path):
-    """A train_reranker output folder (``model_epoch_1``, ``model_epoch_2``, ... and no model of its
-    own) stands for its last epoch's model; anything else is returned as it is."""
-    p = Path(str(path)) if path else None
-    if p is None or not p.is_dir() or (p / "config.json").exists():
-        return path
-    epochs = sorted((int(d.name.rsplit("_", 1)[1]), d) for d in p.glob("model_epoch_*")
-                    if d.name.rsplit("_", 1)[1].isdigit() and (d / "config.json").is_file())
-    if not epochs:
-        return path
-    log.info("reranker %s: a training folder, scoring with its last epoch %s", path, epochs[-1][1].name)
-    return str(epochs[-1][1])
-
-
 def _check_args(a: ScoreArgs):
     for name in ("input_file", "output_file", "reranker_name_or_path"):
         if not getattr(a, name):
             raise ValueError(f"--{name} is required")
-    for name in ("reranker_max_length", "reranker_batch_size", "chunk_size"):
-        if int(getattr(a, name)) < 1:
-            raise ValueError(f"--{name} must be at least 1, got {getattr(a, name)}")
+    if int(a.chunk_size) < 1:
+        raise ValueError(f"--chunk_size must be at least 1, got {a.chunk_size}")
     if Path(a.input_file).resolve() == Path(a.output_file).resolve():
         raise ValueError("--output_file must differ from --input_file")
     check_filter(a.teacher_filter, a.teacher_filter_margin)
 
 
 def _check_model_args(a: ScoreArgs):
-    from helpers.common.models import resolve_model
-    from helpers.rerank.reranker import MODEL_CLASSES as classes
-    if a.reranker_model_class not in classes:
-        raise ValueError(f"--reranker_model_class {a.reranker_model_class!r} is not supported; "
-                         f"choose one of {', '.join(classes)}")
-    from helpers.rerank.scorers import check_adapter
-    check_adapter(a.peft_adapter)                   # before the base is resolved (a GGUF is converted then)
-    resolve_model(a.reranker_name_or_path)          # a missing model folder fails here, not after loading
+    check_model_args(a)
 
 
 def check_rows(rows, path, overwrite=False):
@@ -234,33 +187,6 @@ def score_files(jobs: dict) -> tuple[dict, dict]:
 
     summaries = {name: add_reranker_score(a, load=shared) for name, a in jobs.items()}
     return summaries, {name: read_jsonl(a.output_file) for name, a in jobs.items()}
-
-
-def check_memory(args: ScoreArgs):
-    """:func:`helpers.common.memory.check_stage` for the reranker on its devices (nothing on CPU)."""
-    from helpers.common.devices import parse_devices
-    from helpers.common.memory import check_stage
-    return check_stage("score", args, parse_devices(args.devices))
-
-
-def build_reranker(args: ScoreArgs):
-    from helpers.rerank.reranker import load_reranker
-    check_memory(args)
-    return load_reranker(
-        args.reranker_name_or_path, args.reranker_model_class, peft_adapter=args.peft_adapter,
-        use_fp16=args.use_fp16, query_instruction_for_rerank=args.query_instruction_for_rerank,
-        query_instruction_format=unescape(args.query_instruction_format),
-        passage_instruction_for_rerank=args.passage_instruction_for_rerank,
-        passage_instruction_format=unescape(args.passage_instruction_format),
-        prompt=unescape(args.prompt), max_length=args.reranker_max_length,
-        query_max_length=args.reranker_query_max_length, batch_size=args.reranker_batch_size,
-        devices=args.devices, normalize=args.normalize, trust_remote_code=args.trust_remote_code,
-        yes_only=args.yes_only, sort_by_length=args.sort_by_length, share_prefix=args.share_query_prefix)
-
-
-ALIASES = {"query_instruction_format": ["--query_instruction_format_for_rerank"],
-           "passage_instruction_format": ["--passage_instruction_format_for_rerank"],
-           "peft_adapter": ["--reranker_peft_path"]}
 
 
 def parse_args(argv=None) -> ScoreArgs:

@@ -221,3 +221,51 @@ def test_an_optional_model_that_does_not_exist_is_left_out_with_a_warning(tmp_pa
     assert "model 'st' skipped" in caplog.text
     (tmp_path / "st").mkdir()
     assert [m["label"] for m in model_specs([{"label": "st", "path": str(tmp_path / "st"), "optional": True}])] == ["st"]
+
+
+class _KnowsGold:
+    """A reranker that scores the gold misconception of each test query (by its text) 1, else 0."""
+    loads = 0
+
+    def __init__(self, gold_by_query):
+        type(self).loads += 1
+        self.gold = gold_by_query
+
+    def score_groups(self, queries, passages):
+        return [[1.0 if p == self.gold[q] else 0.0 for p in g] for q, g in zip(queries, passages)]
+
+
+def test_a_reranker_block_adds_a_cascade_row_per_chosen_model(tmp_path, fake_models, monkeypatch):
+    import helpers.rerank.args as ra
+    from helpers.eval.cascade import cascade_table
+    from tests.eval.eval_inputs import CORPUS
+    d = eval_files(tmp_path)
+    gold = {r["query"]: CORPUS[IDS.index(r["pos_ids"][0])] for r in read_jsonl(d / "test_queries.jsonl")}
+    monkeypatch.setattr(ra, "build_reranker", lambda stage: _KnowsGold(gold))
+    (tmp_path / "rr").mkdir()
+    (tmp_path / "rr" / "config.json").write_text("{}")
+    block = {"reranker_name_or_path": str(tmp_path / "rr"), "reranker_model_class": "encoder-only-base", "top_k": 5}
+    with pytest.raises(ValueError, match=r"rerank_models \['nope'\] are not among the models"):
+        _cmp(tmp_path, reranker=block, rerank_models=["nope"])
+    with pytest.raises(FileNotFoundError):          # a missing reranker fails before any model runs
+        _cmp(tmp_path, reranker={**block, "reranker_name_or_path": str(tmp_path / "missing")})
+    assert fake_models == []
+    _KnowsGold.loads = 0
+    res = _cmp(tmp_path, reranker=block, rerank_models=["base", "same"], reference_model="base + reranker top 5",
+               rerank_sweep_top_k=[1, 5], n_resamples=50, min_queries=1, reuse_existing=True)
+    assert _KnowsGold.loads == 1                                   # one reranker for both cascades
+    assert list(res) == ["base", "good", "same", "base + reranker top 5", "same + reranker top 5"]
+    casc = res["base + reranker top 5"]
+    assert casc["MAP@25"] == 1.0 and casc["cascade"]["embedder MAP@25"] == 0.5 and casc["cascade"]["pairs"] == 15
+    assert casc["paired"]["reference"] is None and res["base"]["paired"]["all"]["MAP@25"]["mean_diff"] == -0.5
+    rows = cascade_table(res)
+    assert [(r["embedder"], r["k"], r["difference"], r["embedder Recall@k"]) for r in rows] == [
+        ("base", 5, 0.5, 1.0), ("same", 5, 0.5, 1.0)]
+    labels = {r["label"] for r in _csv_rows(tmp_path / "cmp" / "comparison.csv")}
+    assert "same + reranker top 5" in labels
+    assert (tmp_path / "cmp" / "base_reranker_top_5" / "sweep.png").is_file()
+    _KnowsGold.loads = 0
+    _cmp(tmp_path, reranker=block, rerank_models=["base", "same"], rerank_sweep_top_k=[1, 5], n_resamples=50,
+         reuse_existing=True)
+    assert _KnowsGold.loads == 0                                   # reused: nothing scored, nothing loaded
+    assert _cmp(tmp_path, reranker={**block, "reranker_name_or_path": ""}).keys() == {"base", "good", "same"}

@@ -217,7 +217,7 @@ def test_notebook_runs_on_tiny_inputs(tmp_path):
 
 
 def test_a_training_folder_stands_for_its_last_epoch(tmp_path, caplog):
-    from helpers.rerank.add_reranker_score import last_epoch_model
+    from helpers.rerank.args import last_epoch_model
     run = tmp_path / "teacher"
     for n in (1, 2, 10):
         (run / f"model_epoch_{n}").mkdir(parents=True)
