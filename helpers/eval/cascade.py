@@ -136,6 +136,85 @@ def score_in_bands(reranker, queries: Sequence[str], ranked_ids: Sequence[Sequen
     return scores, seconds
 
 
+# ----------------------------------------------------------------------------- the submission's second stage
+# Effective fp16/bf16 throughput assumed for a reranker forward pass, TFLOP/s: about a quarter of each
+# GPU's dense tensor peak. Assumptions for an estimate, not measurements (none was made on these GPUs).
+GPU_TFLOPS = {"T4": 16, "P100": 5, "L4": 30, "A10": 30, "A100": 80, "H100": 250, "H200": 250}
+HIDDEN_TEST_ROWS = 1800         # about the wrong answers of Eedi's hidden test (Kaggle's rerun)
+
+
+def time_estimate(stage: RerankStage, queries: Sequence[str], texts: Sequence[str], n_rows: int,
+                  device: str, params: Optional[float] = None, gpu: Optional[str] = None) -> Optional[float]:
+    """Seconds to rerank ``n_rows`` rows x ``stage.top_k`` candidates on one ``device``, an estimate:
+    tokens from characters (4 a token) of these ``queries`` and candidate ``texts``, the query run once
+    per row with a shared prefix (a decoder's fast path) else once a pair, 2 x parameters FLOPs a
+    token at :data:`GPU_TFLOPS`. None on a CPU or an unknown GPU (the progress bar gives the rate)."""
+    if not str(device).startswith("cuda") or params is None:
+        return None
+    name = gpu or ""
+    tflops = next((v for k, v in GPU_TFLOPS.items() if k in name.upper()), None)
+    if tflops is None:
+        return None
+    q = float(np.mean([len(x) for x in queries])) / 4 if queries else 100.0
+    p = float(np.mean([len(x) for x in texts])) / 4 if texts else 20.0
+    extra = 40                                  # prompt and separators
+    shared = stage.reranker_model_class == "decoder-only-base" and stage.share_query_prefix
+    per_row = (q + stage.top_k * (p + extra)) if shared else stage.top_k * (q + p + extra)
+    per_row = min(per_row, stage.top_k * (stage.reranker_max_length + extra))
+    return n_rows * per_row * 2 * params / (tflops * 1e12)
+
+
+def _estimate_line(stage: RerankStage, queries, texts) -> str:
+    from helpers.common.devices import parse_devices
+    devices = parse_devices(stage.devices)
+    try:
+        from helpers.common.memory import arch_of
+        params = arch_of(stage.reranker_name_or_path).linear_params     # FLOPs: the matrix multiplies
+    except Exception:       # a model without a readable config.json: no estimate
+        params = None
+    gpu = None
+    if devices[0].startswith("cuda"):
+        import torch
+        gpu = torch.cuda.get_device_name(devices[0])
+    n = len(devices)
+    parts = []
+    for rows, what in ((len(queries), "these rows"), (HIDDEN_TEST_ROWS, f"~{HIDDEN_TEST_ROWS} rows (hidden test)")):
+        sec = time_estimate(stage, queries, texts, rows, devices[0], params, gpu)
+        if sec is not None:
+            parts.append(f"{what}: {rows * stage.top_k:,} pairs, ~{sec / n / 60:.1f} min on {n} x {gpu}")
+    if not parts:
+        return (f"rerank time: {len(queries) * stage.top_k:,} pairs on {', '.join(devices)}; no estimate "
+                f"(CPU or a GPU without an assumed throughput): the progress bar shows the rate")
+    return "rerank time (estimate: characters / 4 tokens, assumed throughput helpers.eval.cascade.GPU_TFLOPS): " \
+        + "; ".join(parts)
+
+
+def rerank_rows(stage: RerankStage, queries: Sequence[str], ranked: Sequence[Sequence[str]], embedder_scores,
+                texts: dict, reranker=None) -> list[list[str]]:
+    """The submission's second stage: every row's first ``top_k`` ids re-ordered by the reranker
+    (:func:`rerank_order`). The time estimate is printed, then (CUDA) the memory plan, before the
+    reranker loads."""
+    import gc
+    gc.collect()
+    try:
+        import torch
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except ImportError:
+        pass
+    heads = [list(x[:stage.top_k]) for x in ranked]
+    line = _estimate_line(stage, queries, [texts[i] for h in heads[:200] for i in h])
+    print(line, flush=True)
+    log.info(line)
+    if reranker is None:
+        from helpers.rerank.args import build_reranker
+        reranker = build_reranker(stage)            # prints the memory plan on CUDA before loading
+    scores, seconds = score_in_bands(reranker, queries, ranked, texts, [stage.top_k])
+    emb = [list(map(float, s)) for s in embedder_scores] if stage.alpha is not None else [None] * len(ranked)
+    log.info("reranked %d rows x top %d in %.1fs", len(ranked), stage.top_k, seconds[stage.top_k])
+    return [rerank_order(list(x), s, stage.top_k, e, stage.alpha) for x, s, e in zip(ranked, scores, emb)]
+
+
 # ----------------------------------------------------------------------------- evaluation
 def reuse_key(stage: RerankStage, embedder_dir, files: Sequence, sweep: dict) -> dict:
     """What must not change for a cascade folder's results to stand: the stage, the sweep, the
@@ -279,6 +358,20 @@ def cascade_table(results: dict, digits: int = 4) -> list[dict]:
                     "difference": round(d["mean_diff"], digits), "95% CI": f"[{d['lo']:+.{digits}f}, {d['hi']:+.{digits}f}]",
                     "verdict": d["verdict"], "embedder Recall@k": round(c[f"embedder Recall@{k}"], digits),
                     "pairs": c["pairs"], "seconds": c["seconds"]})
+    return out
+
+
+def cascade_specs(results: dict, specs: Sequence[dict], block: Optional[dict]) -> list[dict]:
+    """Model specs (of :func:`helpers.eval.compare.model_specs`) for the cascade rows of ``results``:
+    the embedder's spec with the reranker ``block`` (its ``top_k`` / ``alpha`` as measured), so
+    :func:`helpers.eval.submission.submit_with` can submit a cascade by its label."""
+    by_label = {s["label"]: s for s in specs}
+    out = []
+    for label, m in results.items():
+        c = m.get("cascade")
+        if c and c["embedder"] in by_label:
+            out.append({**by_label[c["embedder"]], "label": label, "epoch": None,
+                        "reranker": {**(block or {}), "top_k": c["top_k"], "alpha": c["alpha"]}})
     return out
 
 

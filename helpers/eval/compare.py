@@ -19,6 +19,7 @@ from typing import Optional, Sequence
 from helpers.common.cli import canonical_flags
 from helpers.common.io_utils import atomic_path, read_jsonl, write_json, write_jsonl
 from helpers.common.models import folder_files, resolve_model
+from helpers.eval.cascade import SWEEP_TOP_K
 from helpers.eval.evaluate import PAIRED_KS, EvalArgs, default_label, per_query_rows, run_evaluation
 from helpers.eval.metrics import per_query
 from helpers.eval.paired import MIN_QUERIES, align, bootstrap_mean, paired_bootstrap
@@ -104,7 +105,7 @@ def evaluate_models(specs: Sequence[dict], queries_file: str, corpus_file: str, 
                     train_queries_file: Optional[str] = None, reuse_existing: bool = False,
                     reference_model: Optional[str] = None, n_resamples: int = 1000, bootstrap_seed: int = 0,
                     min_queries: int = MIN_QUERIES, reranker: Optional[dict] = None,
-                    rerank_models: Optional[Sequence[str]] = None, rerank_sweep_top_k: Sequence[int] = (10, 25, 50, 100),
+                    rerank_models: Optional[Sequence[str]] = None, rerank_sweep_top_k: Sequence[int] = SWEEP_TOP_K,
                     rerank_sweep_alpha: Sequence[float] = (), **common) -> dict:
     """Run :func:`run_evaluation` for each spec (its own folder ``output_dir/<label>``); write
     ``comparison.csv`` and ``comparison.json``; returns ``{label: metrics}`` (with ``epoch``).

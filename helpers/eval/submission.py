@@ -17,7 +17,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 from helpers.data.eedi import LETTERS, build_queries, corpus_rows, load_misconceptions, load_questions
 from helpers.embed.args import EmbedderArgs
@@ -133,24 +133,46 @@ class SubmissionArgs(EmbedderArgs):
     query_instruction: Optional[str] = field(default=None, metadata={
         "help": "retrieval instruction stored as each query's prompt (as the data stage); None or empty: the built-in one"})
     k: int = field(default=25, metadata={"help": "misconception ids per row"})
+    reranker: Union[dict, str, None] = field(default=None, metadata={
+        "help": "the second stage: a block of helpers.eval.cascade.RerankStage settings (reranker_name_or_path, "
+                "reranker_model_class, top_k, ...; a dict, JSON or a .json file); None or no reranker_name_or_path: "
+                "the embedder's ranking is written"})
 
     def __post_init__(self):        # None means the built-in text, as in the data stage
         super().__post_init__()
         self.query_template = self.query_template or QUERY_TEMPLATE
         self.query_instruction = self.query_instruction or RETRIEVAL_INSTRUCTION
+        if isinstance(self.reranker, str):
+            from helpers.eval.cascade import read_block
+            self.reranker = read_block(self.reranker) if self.reranker.strip() else None
+
+    def rerank_stage(self):
+        """The reranker block as a :class:`helpers.eval.cascade.RerankStage` (None: no second stage);
+        devices, fp16 and remote code follow the embedder's unless the block sets them."""
+        from helpers.eval.cascade import stage_from
+        return stage_from(self.reranker, devices=self.devices, use_fp16=self.use_fp16,
+                          trust_remote_code=self.trust_remote_code)
 
 
-def make_submission(args: SubmissionArgs, embedder=None) -> dict:
+def make_submission(args: SubmissionArgs, embedder=None, reranker=None) -> dict:
     """Queries from test.csv (every wrong answer), rank all misconceptions, write the file.
 
-    Returns ``{"rows", "output_file", "queries"}`` (the query rows, for a look in the notebook).
+    With a reranker block (``args.reranker``), the embedder's first ``top_k`` ids of each row are
+    re-ordered by the reranker (:func:`helpers.eval.cascade.rerank_order`, the rule the evaluation
+    measured); the embedder is released before the reranker loads, and the time estimate and the
+    memory plan are printed first. ``embedder`` / ``reranker``: loaded ones to use instead.
+    Returns ``{"rows", "output_file", "queries", "written_by"}`` (the query rows, for a look in the notebook).
     """
     args.devices = check_devices(args.devices, stage="submission")   # before anything is read or loaded
     t0 = time.time()
     if args.k < 1:
         raise ValueError(f"k must be at least 1, got {args.k}")
+    stage = args.rerank_stage()
     if embedder is None:
         resolve_model(args.model_name_or_path)      # a missing model folder fails before any work
+    if stage is not None and reranker is None:
+        from helpers.rerank.args import check_model_args
+        check_model_args(stage)                     # so does a missing reranker
     check_writable(args.output_file)
     mapping = load_misconceptions(args.misconception_csv)
     corpus = corpus_rows(mapping)
@@ -178,10 +200,18 @@ def make_submission(args: SubmissionArgs, embedder=None) -> dict:
     q = embedder.encode_queries(rows)
     p = embedder.encode_corpus([c["text"] for c in corpus])
     ids = [c["id"] for c in corpus]
-    ranked, _ = rank_corpus(q, p, ids, args.k)
+    depth = max(args.k, stage.top_k) if stage is not None else args.k
+    ranked, scores = rank_corpus(q, p, ids, min(depth, len(ids)))
+    written_by = f"embedder {args.model_name_or_path}"
+    if stage is not None:
+        del embedder, q, p                          # the embedder's memory goes before the reranker loads
+        from helpers.eval.cascade import rerank_rows
+        ranked = rerank_rows(stage, [r["query"] for r in rows], ranked, scores,
+                             {c["id"]: c["text"] for c in corpus}, reranker)
+        written_by += f" -> reranker {stage.reranker_name_or_path} on its top {stage.top_k}"
     write_submission(args.output_file, row_ids, ranked, args.k, expected, ids)
-    log.info("submission written in %.1fs -> %s", time.time() - t0, args.output_file)
-    return {"rows": len(row_ids), "output_file": str(args.output_file), "queries": rows}
+    log.info("submission by %s written in %.1fs -> %s", written_by, time.time() - t0, args.output_file)
+    return {"rows": len(row_ids), "output_file": str(args.output_file), "queries": rows, "written_by": written_by}
 
 
 def submission_spec(specs: Sequence[dict], label: Optional[str] = None, results: Optional[dict] = None) -> dict:

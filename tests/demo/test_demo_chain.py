@@ -105,7 +105,12 @@ def test_demo_chain_small(tmp_path, capsys):
     # comparison: four models, KD against round 2 HN-only with its interval, the figures, the submission
     comp = json.loads((run / "eval" / "comparison.json").read_text())
     assert list(comp) == ["baseline (zero-shot)", "round 1 (hard negatives)", "round 2 (hard negatives only)",
-                          "round 2 (KD)"]
+                          "round 2 (KD)", "round 2 (KD) + reranker top 25"]
+    casc = comp["round 2 (KD) + reranker top 25"]["cascade"]      # the teacher re-ordering KD's top 25
+    assert casc["embedder"] == "round 2 (KD)" and casc["pairs"] == 25 * len(test) and casc["seconds"] > 0
+    assert casc["diff"]["lo"] <= casc["diff"]["mean_diff"] <= casc["diff"]["hi"]
+    sweep = json.loads((run / "eval" / slug("round 2 (KD) + reranker top 25") / "sweep.json").read_text())
+    assert [r["top_k"] for r in sweep] == [10, 25]
     with open(run / "eval" / "comparison.csv", newline="") as f:
         kd = [r for r in csv.DictReader(f) if r["label"] == "round 2 (KD)" and r["subset"] == "all"][0]
     assert kd["reference"] == "round 2 (hard negatives only)"

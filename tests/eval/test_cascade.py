@@ -189,3 +189,16 @@ def test_the_rerank_eval_of_the_teacher_follows_the_same_rule():
     ids = [f"p{i}" for i in range(6)]
     assert rerank([ids], ["q"], texts, GoldFirst(), 5) == [rerank_order(ids[:5], [0, 0, 0, 1, 1], 5)]
     assert np.array_equal(zscore([1, 2, 3]), (np.array([1, 2, 3]) - 2) / np.std([1, 2, 3]))
+
+
+def test_time_estimate_counts_tokens_and_the_shared_prefix():
+    from helpers.eval.cascade import time_estimate
+    q, p = ["x" * 400], ["y" * 80]                       # 100 and 20 tokens
+    dec = RerankStage(reranker_name_or_path="m", top_k=25, reranker_max_length=512)
+    enc = RerankStage(reranker_name_or_path="m", reranker_model_class="encoder-only-base", top_k=25)
+    kw = dict(device="cuda:0", params=2e9, gpu="Tesla T4")
+    shared = time_estimate(dec, q, p, 1000, **kw)
+    assert shared == pytest.approx(1000 * (100 + 25 * 60) * 2 * 2e9 / 16e12)        # the query once a row
+    assert time_estimate(enc, q, p, 1000, **kw) == pytest.approx(1000 * 25 * 160 * 2 * 2e9 / 16e12)
+    assert time_estimate(dec, q, p, 1000, device="cpu", params=2e9) is None
+    assert time_estimate(dec, q, p, 1000, device="cuda:0", params=2e9, gpu="Mystery GPU") is None

@@ -122,7 +122,7 @@ def _tiny_kaggle_files(d, n=30):
 
 
 @pytest.mark.integration
-def test_notebook_runs_and_writes_everything(tmp_path, repo_root):
+def test_notebook_runs_and_writes_everything(tmp_path, repo_root, tiny_bert_cross_encoder_dir):
     import os
     import papermill as pm
     from helpers.common.models import resolve_model
@@ -145,7 +145,10 @@ def test_notebook_runs_and_writes_everything(tmp_path, repo_root):
                         devices="cpu",
                         training_metrics_file=str(kd / "metrics.jsonl"), reference_model="base",
                         n_resamples=200, test_csv=str(test_csv), sample_submission=None,
-                        submission_file=str(tmp_path / "submission.csv")))
+                        submission_file=str(tmp_path / "submission.csv"),
+                        reranker={"reranker_name_or_path": tiny_bert_cross_encoder_dir,   # the cascade, and its submission
+                                  "reranker_model_class": "encoder-only-base", "reranker_max_length": 64, "top_k": 5},
+                        rerank_models=["base"], rerank_sweep_top_k=[2, 5], submission_model="base + reranker top 5"))
     for name in ("recall_curves.png", "map_by_epoch.png", "seen_unseen.png", "training_by_epoch.png", "comparison.csv",
                  "map_intervals.png", "base/metrics.json", "epoch_1/rankings.jsonl", "epoch_1/per_query.jsonl"):
         assert (out / name).stat().st_size > 0, name
@@ -153,6 +156,13 @@ def test_notebook_runs_and_writes_everything(tmp_path, repo_root):
     comp = list(csv.DictReader((out / "comparison.csv").open()))
     epoch = [r for r in comp if r["label"] == "epoch 1" and r["subset"] == "all"][0]
     assert epoch["reference"] == "base" and float(epoch["dMAP@25"]) == 0.0     # the same model
+    casc = [r for r in comp if r["label"] == "base + reranker top 5" and r["subset"] == "all"][0]
+    assert casc["reference"] == "base" and float(casc["dMAP@25_lo"]) <= float(casc["dMAP@25"]) <= float(casc["dMAP@25_hi"])
+    sweep = list(csv.DictReader((out / "base_reranker_top_5" / "sweep.csv").open()))
+    assert [int(r["top_k"]) for r in sweep] == [2, 5] and all(float(r["seconds"]) >= 0 for r in sweep)
+    assert (out / "base_reranker_top_5" / "sweep.png").stat().st_size > 1000
+    nb = (tmp_path / "04_eval.out.ipynb").read_text()
+    assert "reranker" in nb and "embedder Recall@k" in nb                  # the cascade table was shown
     lines = (tmp_path / "submission.csv").read_text().splitlines()
     assert lines[0] == "QuestionId_Answer,MisconceptionId"
     assert sorted(x.split(",")[0] for x in lines[1:]) == ["5_A", "5_C", "5_D", "6_A", "6_B", "6_C"]

@@ -1,3 +1,5 @@
+import json
+
 import pytest
 
 from helpers.data.eedi import load_questions
@@ -161,3 +163,46 @@ def test_submission_model_best_is_the_highest_map_and_needs_the_metrics():
     assert submission_spec(specs, None, results)["label"] == "epoch 3"
     with pytest.raises(ValueError, match="needs the evaluated models' metrics"):
         submission_spec(specs, "best")
+
+
+class _LongestFirst:
+    """A reranker that prefers longer misconception names: a visible, known re-ordering."""
+    def score_groups(self, queries, passages):
+        return [[float(len(p)) for p in g] for g in passages]
+
+
+@pytest.mark.parametrize("top_k", [5, 40])
+def test_a_reranker_block_reorders_each_rows_top_k(repo_root, tmp_path, top_k, capsys):
+    """The written 25: the reranker's order of the embedder's top k, then the embedder's ranks k+1..25
+    (k < 25); the first 25 of the re-ordered top k (k >= 25)."""
+    import csv
+    from helpers.eval.submission import SubmissionArgs, make_submission
+    d = repo_root / "data" / "demo"
+    names = {r["MisconceptionId"]: r["MisconceptionName"] for r in csv.DictReader(open(d / "misconception_mapping.csv"))}
+    common = dict(model_name_or_path="unused", embedder_model_class="encoder-only-base", test_csv=str(d / "test.csv"),
+                  misconception_csv=str(d / "misconception_mapping.csv"), devices="cpu")
+    plain = make_submission(SubmissionArgs(**common, output_file=str(tmp_path / "plain.csv")), embedder=_FakeEmbedder())
+    assert plain["written_by"] == "embedder unused"
+    (tmp_path / "rr").mkdir()
+    (tmp_path / "rr" / "config.json").write_text("{}")
+    block = json.dumps({"reranker_name_or_path": str(tmp_path / "rr"), "reranker_model_class": "encoder-only-base",
+                        "top_k": top_k})
+    args = SubmissionArgs(**common, output_file=str(tmp_path / "casc.csv"), reranker=block)     # JSON, as on a command line
+    assert args.rerank_stage().top_k == top_k and args.rerank_stage().devices == "cpu"
+    res = make_submission(args, embedder=_FakeEmbedder(), reranker=_LongestFirst())
+    assert res["written_by"].endswith(f"on its top {top_k}")
+    assert "rerank time: " in capsys.readouterr().out                # the estimate line (CPU: the pair count)
+    emb = {r[0]: r[1].split() for r in list(csv.reader(open(tmp_path / "plain.csv")))[1:]}
+    got = {r[0]: r[1].split() for r in list(csv.reader(open(tmp_path / "casc.csv")))[1:]}
+    assert emb.keys() == got.keys()
+    for row, ids in got.items():
+        if top_k < 25:
+            assert ids[top_k:] == emb[row][top_k:]                   # ranks k+1..25 keep the embedder's order
+            assert sorted(ids[:top_k]) == sorted(emb[row][:top_k])
+        assert [len(names[i]) for i in ids[:min(top_k, 25)]] == sorted((len(names[i]) for i in ids[:min(top_k, 25)]),
+                                                                       reverse=True)
+    with pytest.raises(FileNotFoundError):                           # a missing reranker fails before any work
+        make_submission(SubmissionArgs(**common, output_file=str(tmp_path / "x.csv"),
+                                       reranker={"reranker_name_or_path": str(tmp_path / "nope")}),
+                        embedder=_FakeEmbedder())
+    assert not (tmp_path / "x.csv").exists()

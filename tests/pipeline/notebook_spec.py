@@ -76,11 +76,10 @@ NOTEBOOKS: dict[str, NotebookParameters] = {
     "02a_train_reranker": NotebookParameters(
         stages=("helpers.train.train_reranker.RerankerTrainArgs", "helpers.eval.rerank_eval.RerankEvalArgs"),
         # rerank_eval: the trained model (reranker_name_or_path, peft_adapter) and its lengths (max_len,
-        # query_max_len) come from the training; it writes output_dir/rerank_eval.json; it reads no
-        # input_file, writes no scores (normalize, overwrite, chunk_size) and filters nothing
+        # query_max_len) come from the training; it writes output_dir/rerank_eval.json; the order, not
+        # the scores, is what it reports (normalize)
         set_by_notebook=frozenset({"reranker_name_or_path", "peft_adapter", "reranker_max_length",
-                                   "reranker_query_max_length", "output_file", "input_file", "normalize",
-                                   "overwrite", "chunk_size", "teacher_filter", "teacher_filter_margin"}),
+                                   "reranker_query_max_length", "output_file", "normalize"}),
         paths=frozenset({"model_name_or_path", "train_data", "eval_data", "output_dir", "rankings_file",
                          "queries_file", "corpus_file"})),
     "03_kd_finetune": NotebookParameters(
@@ -101,7 +100,8 @@ NOTEBOOKS: dict[str, NotebookParameters] = {
             "helpers.eval.compare.model_specs": _f(models="", epoch_glob="", epoch_model_class="default_class"),
             "helpers.eval.compare.evaluate_models": _f(
                 queries_file="", corpus_file="", output_dir="", train_queries_file="", reuse_results="reuse_existing",
-                reference_model="", n_resamples="", bootstrap_seed=""),
+                reference_model="", n_resamples="", bootstrap_seed="", reranker="", rerank_models="",
+                rerank_sweep_top_k="", rerank_sweep_alpha=""),
             "helpers.eval.submission.submission_spec": _f(submission_model="label"),
             "helpers.eval.submission.submit_with": _f(test_csv="", submission_file="output_file",
                                                       misconception_csv="", sample_submission="")}),
