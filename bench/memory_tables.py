@@ -21,7 +21,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:            # run as a script: the repository's helpers
     sys.path.insert(0, str(REPO_ROOT))
 
-from helpers.common.memory import (GIB, PROMPT_TOKENS, Arch, cuda_devices,  # noqa: E402
+from helpers.common.memory import (GIB, GPU_TFLOPS, PROMPT_TOKENS, Arch, cuda_devices,  # noqa: E402
                                    stage_terms)
 
 T4_USABLE_GIB = 14.7          # torch.cuda.get_device_properties(i).total_memory of a Kaggle T4: 14.74 GiB
@@ -106,6 +106,14 @@ def shipped_rows(profile: Path = SHIPPED_PROFILE, gpu_gib: float = T4_USABLE_GIB
         terms, settings = stage_terms(stage, p, ARCHS[name], world)
         gib = sum(terms.values()) / GIB
         rows.append((f"shipped {Path(profile).stem}: {s['name']}", name, settings, gib, gib <= gpu_gib))
+        block = (s.get("parameters") or {}).get("reranker")
+        if s["notebook"] == "05_submit" and block:       # the optional second stage, after the student is released
+            p = with_defaults("score", block, "helpers.eval.cascade.RerankStage")
+            rr = "bge-reranker-v2-gemma (2.5B)"
+            terms, settings = stage_terms("score", p, ARCHS[rr])
+            gib = sum(terms.values()) / GIB
+            rows.append((f"shipped {Path(profile).stem}: {s['name']} reranker (var reranker set)", rr, settings,
+                         gib, gib <= gpu_gib))
     return rows
 
 
@@ -151,7 +159,7 @@ def markdown_table(gpu_gib: float = T4_USABLE_GIB) -> str:
 
 
 # ----------------------------------------------------------------------------- time (estimate)
-T4_EFFECTIVE_TFLOPS = 16.0    # assumed: 25% of a T4's 65 TFLOP/s fp16 tensor-core peak, per GPU
+T4_EFFECTIVE_TFLOPS = GPU_TFLOPS["T4"]    # assumed: 25% of a T4's 65 TFLOP/s fp16 tensor-core peak, per GPU
 FOUR_BIT_SLOWDOWN = 1.5       # assumed: dequantizing NF4 weights in every matmul
 EEDI = dict(queries=4370, corpus=2587, test_share=0.2)   # labelled (question, wrong answer) pairs; misconceptions
 
@@ -199,11 +207,38 @@ def time_rows(profile: Path = SHIPPED_PROFILE, data: Mapping = EEDI):
     return rows
 
 
+def submit_time_rows(profile: Path = SUBMIT_PROFILE, rows_hidden: Optional[int] = None,
+                     query_tokens: int = 150, passage_tokens: int = 20):
+    """Hours of the submission kernel on one T4 for the hidden test (~1,800 wrong answers): the
+    student embeds the rows and the misconceptions, then the optional reranker re-orders each row's
+    top k (:func:`helpers.eval.cascade.time_estimate`, the line the kernel prints). Texts at an
+    assumed length (``query_tokens``, ``passage_tokens``); not measured."""
+    from helpers.eval.cascade import HIDDEN_TEST_ROWS, stage_from, time_estimate
+    n = rows_hidden or HIDDEN_TEST_ROWS
+    sub = next(s for s in _steps(profile) if s["notebook"] == "05_submit")
+    p = with_defaults("embed", sub.get("parameters") or {}, NOTEBOOK_ARGS["05_submit"])
+    emb, rr = ARCHS["bge-en-icl (Mistral-7B)"], ARCHS["bge-reranker-v2-gemma (2.5B)"]
+    rate = GPU_TFLOPS["T4"] * 1e12 / (FOUR_BIT_SLOWDOWN if p.get("load_in_4bit") else 1.0)
+    tok = n * int(p["query_max_len"]) + EEDI["corpus"] * int(p["passage_max_len"])
+    rows = [("submit: embed", f"{n} rows + {EEDI['corpus']} misconceptions at their max length, 1 T4",
+             2 * emb.params * tok / rate / 3600)]
+    block = dict((sub.get("parameters") or {}).get("reranker") or {}, reranker_name_or_path="set")
+    stage = stage_from(block)
+    sec = time_estimate(stage, ["x" * 4 * query_tokens], ["x" * 4 * passage_tokens], n, "cuda:0",
+                        params=rr.linear_params, gpu="T4")
+    rows.append(("submit: rerank (var reranker set)", f"{n} rows x top {stage.top_k}, bge-reranker-v2-gemma, "
+                 f"~{query_tokens}-token queries, shared prefix, 1 T4", sec / 3600))
+    return rows
+
+
 def time_table(profile: Path = SHIPPED_PROFILE) -> str:
     rows = time_rows(profile)
     lines = ["| stage | work | hours (estimate) |", "|---|---|---|"]
     lines += [f"| {s} | {w} | {h:.1f} (estimate) |" for s, w, h in rows]
     lines.append(f"| total | | {sum(h for _, _, h in rows):.1f} (estimate) |")
+    sub = submit_time_rows()
+    lines += [f"| {s} | {w} | {h:.2f} (estimate) |" for s, w, h in sub]
+    lines.append(f"| submission kernel total | 9-hour limit | {sum(h for _, _, h in sub):.2f} (estimate) |")
     return "\n".join(lines)
 
 

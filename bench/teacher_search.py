@@ -35,6 +35,8 @@ PROFILE = {"init": "minilm", "negatives": "r0", "max_train_queries": 800, "num_t
 # name -> (what changes, overrides of PROFILE)
 VARIANTS = {
     "t_profile": ("the profile's teacher: MiniLM, zero-shot negatives (ranks 2-100), 800 queries, 2 epochs", {}),
+    "t_all": ("the profile's teacher on all train queries, 1 epoch",
+              {"max_train_queries": None, "num_train_epochs": 1}),
     "t_s25": ("initialised from the round-1 student, negatives from its top 25, all train queries, 1 epoch",
               {"init": "student", "negatives": "s25", "max_train_queries": None, "num_train_epochs": 1}),
     "t_m25": ("t_s25 initialised from MiniLM instead of the student",

@@ -48,6 +48,9 @@ GIB = 1024 ** 3
 CONTEXT_GIB = 1.0
 FOUR_BIT_BYTES = 0.56         # NF4 with double-quantized scales, per linear-layer parameter
 SKIP_ENV = "EEDI_SKIP_MEMORY_PLAN"
+# Effective fp16/bf16 throughput assumed for time estimates, TFLOP/s per GPU: about a quarter of each
+# GPU's dense tensor-core peak. Assumptions, not measurements (none was made on these GPUs).
+GPU_TFLOPS = {"T4": 16.0, "P100": 5.0, "L4": 30.0, "A10": 30.0, "A100": 80.0, "H100": 250.0, "H200": 250.0}
 
 
 class MemoryPlanError(ValueError):

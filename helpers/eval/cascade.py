@@ -137,9 +137,6 @@ def score_in_bands(reranker, queries: Sequence[str], ranked_ids: Sequence[Sequen
 
 
 # ----------------------------------------------------------------------------- the submission's second stage
-# Effective fp16/bf16 throughput assumed for a reranker forward pass, TFLOP/s: about a quarter of each
-# GPU's dense tensor peak. Assumptions for an estimate, not measurements (none was made on these GPUs).
-GPU_TFLOPS = {"T4": 16, "P100": 5, "L4": 30, "A10": 30, "A100": 80, "H100": 250, "H200": 250}
 HIDDEN_TEST_ROWS = 1800         # about the wrong answers of Eedi's hidden test (Kaggle's rerun)
 
 
@@ -148,7 +145,9 @@ def time_estimate(stage: RerankStage, queries: Sequence[str], texts: Sequence[st
     """Seconds to rerank ``n_rows`` rows x ``stage.top_k`` candidates on one ``device``, an estimate:
     tokens from characters (4 a token) of these ``queries`` and candidate ``texts``, the query run once
     per row with a shared prefix (a decoder's fast path) else once a pair, 2 x parameters FLOPs a
-    token at :data:`GPU_TFLOPS`. None on a CPU or an unknown GPU (the progress bar gives the rate)."""
+    token at :data:`helpers.common.memory.GPU_TFLOPS` (assumed). None on a CPU or an unknown GPU
+    (the progress bar gives the rate)."""
+    from helpers.common.memory import GPU_TFLOPS
     if not str(device).startswith("cuda") or params is None:
         return None
     name = gpu or ""
@@ -185,7 +184,7 @@ def _estimate_line(stage: RerankStage, queries, texts) -> str:
     if not parts:
         return (f"rerank time: {len(queries) * stage.top_k:,} pairs on {', '.join(devices)}; no estimate "
                 f"(CPU or a GPU without an assumed throughput): the progress bar shows the rate")
-    return "rerank time (estimate: characters / 4 tokens, assumed throughput helpers.eval.cascade.GPU_TFLOPS): " \
+    return "rerank time (estimate: characters / 4 tokens, assumed throughput helpers.common.memory.GPU_TFLOPS): " \
         + "; ".join(parts)
 
 

@@ -95,9 +95,31 @@ def sample_group(row: dict, group_size: int, rng: random.Random, with_scores: bo
     return passages, scores
 
 
+def no_duplicate_cut(order: list[int], keys: list, g: int, n_batches: int) -> tuple[list[list[int]], int]:
+    """``n_batches`` batches of ``g`` rows from ``order`` in which no two rows share a key (a row's
+    positive ids): each batch takes the first rows of the pool that clash with nothing in it; a row
+    that clashes waits for a later batch (sentence-transformers' NO_DUPLICATES, by id). A batch that
+    cannot be filled without a clash takes the next waiting rows anyway: -> (batches, how many did)."""
+    pool, out, forced = list(order), [], 0
+    for _ in range(n_batches):
+        batch, seen, rest = [], set(), []
+        for i in pool:
+            if len(batch) < g and not (keys[i] & seen):
+                batch.append(i)
+                seen |= keys[i]
+            else:
+                rest.append(i)
+        if len(batch) < g:
+            need = g - len(batch)
+            batch, rest, forced = batch + rest[:need], rest[need:], forced + 1
+        out.append(batch)
+        pool = rest
+    return out, forced
+
+
 def batch_indices(n: int, batch_size: int, seed: int, epoch: int, world_size: int = 1,
                   shuffle: bool = True, drop_last: bool = True, lengths: Optional[list[int]] = None,
-                  window: int = 64) -> list[list[int]]:
+                  window: int = 64, keys: Optional[list] = None) -> list[list[int]]:
     """Global batches (batch_size x world_size rows each) of one epoch, seeded by (seed, epoch).
 
     ``lengths`` (length grouping, training only): the shuffled order (the same rows as without it,
@@ -106,11 +128,23 @@ def batch_indices(n: int, batch_size: int, seed: int, epoch: int, world_size: in
     of the epoch are shuffled (seeded). Every row is still seen once per epoch and each batch is
     still a random draw of rows (of one length band), but queries of similar length are now each
     other's in-batch negatives more often (on Eedi: often the other wrong answers of the same
-    question), so the InfoNCE term sees other negatives than with plain shuffling."""
+    question), so the InfoNCE term sees other negatives than with plain shuffling.
+
+    ``keys`` (training only; a frozenset per row, its positive ids): no two rows of a global batch share
+    a key (:func:`no_duplicate_cut`); the number of batches is the same as without it."""
     order = list(range(n))
     if shuffle:
         random.Random(f"{seed}-{epoch}").shuffle(order)
     g = batch_size * world_size
+    if keys is not None and shuffle and drop_last:
+        if lengths is not None:          # the length-sorted order within windows, then cut without duplicates
+            order = [i for b in batch_indices(n, batch_size, seed, epoch, world_size, shuffle, drop_last, lengths,
+                                              window) for i in b] + order[n // g * g:]
+        out, forced = no_duplicate_cut(order, keys, g, n // g)
+        if forced:
+            log.info("epoch %d: %d of %d batches hold two queries with a shared positive (no other rows left)",
+                     epoch, forced, len(out))
+        return out
     if lengths is not None and shuffle:
         if drop_last:
             order = order[:n // g * g]
@@ -164,7 +198,13 @@ class GroupBatches:
 
     def __len__(self):
         return len(batch_indices(len(self.rows), self.batch_size, self.seed, 0, self.world,
-                                 self.train, self.train))
+                                 self.train, self.train))      # no_duplicate_positives keeps this number
+
+    def keys(self) -> Optional[list]:
+        """Each row's positive ids (frozenset), for batches without shared positives; None when off."""
+        if not (self.train and getattr(self.args, "no_duplicate_positives", False)):
+            return None
+        return [frozenset(r.get("pos_ids") or r["pos"]) for r in self.rows]
 
     def lengths(self) -> Optional[list[int]]:
         """Token length of each row's instructed query (no examples), for length grouping; None when off."""
@@ -180,7 +220,7 @@ class GroupBatches:
     def __call__(self, epoch: int):
         for step, idx in enumerate(batch_indices(len(self.rows), self.batch_size, self.seed, epoch,
                                                  self.world, self.train, self.train, self.lengths(),
-                                                 self.length_window)):
+                                                 self.length_window, self.keys())):
             local = idx[self.rank * self.batch_size:(self.rank + 1) * self.batch_size]
             if not local:
                 continue

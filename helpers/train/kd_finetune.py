@@ -95,7 +95,11 @@ class KDArgs(EmbedderArgs, TrainArgs):
                                        "is teacher_temperature); None: by student class (decoders 0.02, "
                                        "FlagEmbedding's; encoders 0.05: CLASS_DEFAULTS)", before=0.02)
     knowledge_distillation: bool = arg(True, "distill pos_scores/neg_scores; False: hard negatives only")
-    kd_loss_type: str = arg("kl_div", "kl_div (added to InfoNCE) | m3_kd_loss (alone)")
+    kd_loss_type: str = arg("kl_div", "kl_div (added to InfoNCE) | m3_kd_loss (alone) | margin_mse (teacher margins "
+                            "pos - neg, added to InfoNCE)")
+    kd_in_batch_score: Optional[float] = arg(None, "kl_div over the whole in-batch row (the 1st-place Eedi KD): other "
+                                             "groups' passages get this raw teacher score; None: the own group only "
+                                             "(FlagEmbedding)", before=None)
     teacher_temperature: float = arg(1.0, "teacher targets = softmax(scores / teacher_temperature) (FlagEmbedding: 1); "
                                      "a warning names the groups whose spread saturates it")
     kd_weight: float = arg(1.0, "loss = kd_weight * KD + infonce_weight * InfoNCE (with teacher scores)", before=1.0)
@@ -124,6 +128,9 @@ class KDArgs(EmbedderArgs, TrainArgs):
                                             resume=False)
     merge_epoch: str = arg("best", "the epoch merged at the end when not every epoch is: best (highest MAP@25, else "
                            "the last), last, or a number", resume=False)
+    no_duplicate_positives: bool = arg(False, "no two queries with a shared positive id in one batch (sentence-"
+                                       "transformers' NO_DUPLICATES, by id); the number of batches stays the same",
+                                       before=False)
     group_by_length: bool = arg(False, "batches of similar query length within shuffled windows of 64 batches (less "
                                 "padding; changes which queries are each other's in-batch negatives)", before=False)
 
@@ -141,6 +148,8 @@ class KDArgs(EmbedderArgs, TrainArgs):
         if str(self.merge_epoch) not in ("best", "last") and not str(self.merge_epoch).isdigit():
             raise ValueError(f"merge_epoch {self.merge_epoch!r}: best, last or an epoch number")
         loss_weights(self.kd_loss_type, self.kd_weight, self.infonce_weight)
+        if self.kd_in_batch_score is not None and self.kd_loss_type != "kl_div":
+            raise ValueError(f"kd_in_batch_score works with kd_loss_type kl_div, not {self.kd_loss_type}")
         if not self.normalize_embeddings:
             raise ValueError("normalize_embeddings False is not supported in training: the loss scores "
                              "L2-normalised embeddings (q.p / temperature)")
@@ -254,10 +263,12 @@ def _train(args: KDArgs, devices: list[str], on_log=None) -> list[dict]:
     loss = EmbedderLoss(temperature=args.temperature, kd_loss_type=args.kd_loss_type,
                         teacher_temperature=args.teacher_temperature,
                         negatives_cross_device=args.negatives_cross_device,
-                        mask_false_negatives=args.mask_false_negatives, world_size=world, rank=rank, **weights)
+                        mask_false_negatives=args.mask_false_negatives, kd_in_batch_score=args.kd_in_batch_score,
+                        world_size=world, rank=rank, **weights)
     eval_loss_fn = EmbedderLoss(temperature=args.temperature, kd_loss_type=args.kd_loss_type,
                                 teacher_temperature=args.teacher_temperature,
-                                mask_false_negatives=args.mask_false_negatives, **weights)
+                                mask_false_negatives=args.mask_false_negatives,
+                                kd_in_batch_score=args.kd_in_batch_score, **weights)
     log.info("loss: %s", f"{loss.kd_w:g} * {args.kd_loss_type} + {loss.nce_w:g} * InfoNCE (student temperature "
              f"{args.temperature:g}, teacher temperature {args.teacher_temperature:g})"
              if args.knowledge_distillation else f"InfoNCE (temperature {args.temperature:g})")

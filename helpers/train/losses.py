@@ -10,6 +10,13 @@ column is ``i * G``.
 - ``kl_div``: -mean_i sum_j softmax(teacher_i / teacher_temperature)_j * log_softmax(student_i)_j
   over query i's own group (a cross-entropy against soft targets), ADDED to InfoNCE, as
   FlagEmbedding does.
+- ``margin_mse`` (Hofstätter et al.; an option, not FlagEmbedding's): mean over query i and negative
+  j of ``((s_i0 - s_ij) - (t_i0 - t_ij))^2``, student scores ``s`` as above (q.p / temperature), teacher
+  ``t`` = raw score / teacher_temperature, over the query's own group; ADDED to InfoNCE.
+- ``kd_in_batch_score`` (an option, with ``kl_div``): the soft targets cover the whole in-batch row, not
+  only the query's group (the 1st-place Eedi solution's KD): the teacher's scores for the own group and
+  this fixed raw score for every other group's passage (unscored: "a negative the teacher would score
+  this low"); a masked false negative gets target 0.
 - ``m3_kd_loss``: FlagEmbedding's BGE-M3 distillation over the in-batch matrix, used ALONE (no
   InfoNCE added, as FlagEmbedding): for each group position j, cross-entropy towards column
   ``i*G+j`` with the columns of earlier positions masked out, weighted by the teacher's
@@ -37,7 +44,7 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
-KD_LOSS_TYPES = ("kl_div", "m3_kd_loss")
+KD_LOSS_TYPES = ("kl_div", "m3_kd_loss", "margin_mse")
 SATURATION_SPREAD = 80.0       # spread / teacher_temperature above this: exp(-spread) < 2e-35, the softmax saturates
 
 log = logging.getLogger(__name__)
@@ -118,6 +125,31 @@ def kl_div_loss(student_group: torch.Tensor, targets: torch.Tensor) -> torch.Ten
     return -(logp * targets).sum(dim=-1).mean()
 
 
+def margin_mse_loss(student_group: torch.Tensor, teacher_group: torch.Tensor) -> torch.Tensor:
+    """mean_ij ((s_i0 - s_ij) - (t_i0 - t_ij))^2 over the negatives j >= 1 of [B, G] group scores."""
+    if student_group.shape != teacher_group.shape:
+        raise ValueError(f"student {tuple(student_group.shape)} and teacher {tuple(teacher_group.shape)} "
+                         "group scores differ in shape")
+    if student_group.shape[1] < 2:
+        raise ValueError("margin_mse needs groups with at least one negative (train_group_size >= 2)")
+    s, t = student_group.float(), teacher_group.float()
+    return ((s[:, :1] - s[:, 1:]) - (t[:, :1] - t[:, 1:])).pow(2).mean()
+
+
+def in_batch_targets(teacher_group: torch.Tensor, n_cols: int, offset: int, fill: float,
+                     masked: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """[B, G] raw teacher scores (already / teacher_temperature) -> [B, n_cols] soft targets over the
+    whole in-batch row: query i's own group at columns (offset + i) * G + j, ``fill`` everywhere else,
+    0 where ``masked`` ([B, n_cols] bool: false negatives) is True."""
+    B, G = teacher_group.shape
+    row = torch.full((B, n_cols), float(fill), dtype=torch.float32, device=teacher_group.device)
+    cols = (torch.arange(B, device=row.device).unsqueeze(1) + offset) * G + torch.arange(G, device=row.device)
+    row = row.scatter(1, cols, teacher_group.float())
+    if masked is not None:
+        row = row.masked_fill(masked, float("-inf"))
+    return torch.softmax(row, dim=-1)
+
+
 def m3_kd_loss(scores: torch.Tensor, targets: torch.Tensor, group_size: int) -> torch.Tensor:
     """FlagEmbedding's m3_kd_loss over the [B, B*G] in-batch scores with [B, G] teacher targets."""
     B = scores.shape[0]
@@ -161,6 +193,7 @@ class EmbedderLoss:
     infonce_weight: Optional[float] = None      # None: 1 for kl_div, 0 for m3_kd_loss (FlagEmbedding's)
     negatives_cross_device: bool = False
     mask_false_negatives: bool = False          # other groups' copies of a query's positive are not its negatives
+    kd_in_batch_score: Optional[float] = None   # kl_div over the whole in-batch row; other groups' passages at this raw score
     world_size: int = 1
     rank: int = 0
     all_gather: Optional[Callable] = None
@@ -171,6 +204,8 @@ class EmbedderLoss:
         if not self.temperature > 0 or not math.isfinite(self.temperature):
             raise ValueError(f"temperature must be a positive number, got {self.temperature}")
         self.kd_w, self.nce_w = loss_weights(self.kd_loss_type, self.kd_weight, self.infonce_weight)
+        if self.kd_in_batch_score is not None and self.kd_loss_type != "kl_div":
+            raise ValueError(f"kd_in_batch_score works with kd_loss_type kl_div, not {self.kd_loss_type}")
 
     def __call__(self, q: torch.Tensor, p: torch.Tensor, teacher_scores=None,
                  passage_keys: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -197,14 +232,25 @@ class EmbedderLoss:
             keys = passage_keys.to(scores.device)
             if cross:
                 keys = gather_keep_grad(keys, self.world_size, self.rank, self.all_gather)
-            scores = scores.masked_fill(false_negative_mask(keys, G), torch.finfo(scores.dtype).min)
+            masked = false_negative_mask(keys, G)
+            scores = scores.masked_fill(masked, torch.finfo(scores.dtype).min)
         if targets is None:
             return infonce(scores, G)
-        if self.kd_loss_type == "kl_div":
-            local = own_group(scores, G)
-            if cross:
-                local = local[self.rank * B:(self.rank + 1) * B]
-            kd = kl_div_loss(local, targets)
+        lo = self.rank * B if cross else 0
+        if self.kd_loss_type == "kl_div" and self.kd_in_batch_score is not None:
+            raw = torch.as_tensor(teacher_scores, dtype=torch.float32, device=q.device).view(B, G)
+            rows = scores[lo:lo + B]
+            full = in_batch_targets(raw / self.teacher_temperature, rows.shape[1], lo,
+                                    self.kd_in_batch_score / self.teacher_temperature,
+                                    masked[lo:lo + B] if self.mask_false_negatives else None)
+            kd = kl_div_loss(rows, full)
+        elif self.kd_loss_type in ("kl_div", "margin_mse"):
+            local = own_group(scores, G)[lo:lo + B]
+            if self.kd_loss_type == "kl_div":
+                kd = kl_div_loss(local, targets)
+            else:
+                raw = torch.as_tensor(teacher_scores, dtype=torch.float32, device=q.device).view(B, G)
+                kd = margin_mse_loss(local, raw / self.teacher_temperature)
         else:
             if cross:
                 targets = gather_keep_grad(targets, self.world_size, self.rank, self.all_gather)
@@ -213,8 +259,8 @@ class EmbedderLoss:
 
 
 def loss_weights(kd_loss_type: str, kd_weight: float = 1.0, infonce_weight: Optional[float] = None):
-    """-> (kd_weight, infonce_weight) with None resolved (1 for kl_div, 0 for m3_kd_loss); checked."""
-    nce = (1.0 if kd_loss_type == "kl_div" else 0.0) if infonce_weight is None else infonce_weight
+    """-> (kd_weight, infonce_weight) with None resolved (1 for kl_div and margin_mse, 0 for m3_kd_loss); checked."""
+    nce = (0.0 if kd_loss_type == "m3_kd_loss" else 1.0) if infonce_weight is None else infonce_weight
     for name, v in (("kd_weight", kd_weight), ("infonce_weight", nce)):
         if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
             raise ValueError(f"{name} must be a number >= 0, got {v!r}")

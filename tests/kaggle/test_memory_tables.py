@@ -53,7 +53,11 @@ def test_kaggle_profile_uses_four_bit_where_needed(repo_root):
 def test_time_estimate_is_labelled_and_needs_two_sessions():
     rows = dict((s, h) for s, _, h in mt.time_rows())
     assert sum(rows.values()) > 11 and rows["train_kd"] > rows["mine"] + rows["score"]
-    assert mt.time_table().count("(estimate)") == len(rows) + 2                   # + the header and the total
+    sub = mt.submit_time_rows()
+    assert [s for s, _, _ in sub] == ["submit: embed", "submit: rerank (var reranker set)"]
+    assert sum(h for _, _, h in sub) < 9                                          # the kernel's 9-hour limit
+    # + the header, the total, and the submission kernel's rows and its total
+    assert mt.time_table().count("(estimate)") == len(rows) + 2 + len(sub) + 1
     assert "219 steps/epoch x 5 epochs" in mt.time_table()                       # 1,095 steps, as the reference run
 
 

@@ -141,3 +141,20 @@ def test_negatives_marked_by_the_teacher_filter_are_dropped_unless_told_otherwis
     bad = dict(a, neg_suspect=[True])
     with pytest.raises(InputError, match=r"bad.jsonl, line 1, field 'neg_suspect'"):
         load_group_rows(write(tmp_path / "bad.jsonl", [bad]), data_args(train_group_size=3))
+
+
+# ---------- batches without shared positives (issue 29, part 2) ----------
+def test_no_duplicate_batches_keep_the_count_and_share_no_positive():
+    from helpers.train.groups import batch_indices, no_duplicate_cut
+    keys = [frozenset({str(i % 10)}) for i in range(64)]           # 10 misconceptions, ~6 queries each
+    plain = batch_indices(64, 4, seed=3, epoch=0)
+    nodup = batch_indices(64, 4, seed=3, epoch=0, keys=keys)
+    assert len(nodup) == len(plain) == 16
+    assert all(len(b) == 4 and len(set().union(*(keys[i] for i in b))) == 4 for b in nodup)
+    assert len({i for b in nodup for i in b}) == 64                   # every row once
+    assert batch_indices(64, 4, seed=3, epoch=0, keys=keys) == nodup  # seeded
+    # two misconceptions only: batches of 4 cannot avoid a clash; they are filled anyway and counted
+    out, forced = no_duplicate_cut(list(range(8)), [frozenset({i % 2}) for i in range(8)], 4, 2)
+    assert [len(b) for b in out] == [4, 4] and forced == 2
+    with_lengths = batch_indices(64, 4, seed=3, epoch=0, keys=keys, lengths=[i % 7 for i in range(64)], window=2)
+    assert len(with_lengths) == 16 and all(len(set().union(*(keys[i] for i in b))) == 4 for b in with_lengths)

@@ -3,6 +3,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from helpers.train.losses import (EmbedderLoss, gather_keep_grad, infonce, kl_div_loss, m3_kd_loss,
                             own_group, teacher_targets)
@@ -322,3 +323,71 @@ def test_masking_across_two_simulated_devices_equals_one_device():
             q.split(2)[rank], p.split(4)[rank], passage_keys=keys.split(4)[rank]).item())
     assert losses[0] == pytest.approx(full.item(), rel=1e-5) and losses[1] == pytest.approx(full.item(), rel=1e-5)
     assert full.item() != pytest.approx(EmbedderLoss(temperature=0.1)(q, p).item(), rel=1e-3)
+
+
+# ---------- the 1st-place Eedi KD options (issue 29, part 2) ----------
+def test_margin_mse_matches_its_formula_and_ignores_a_common_shift():
+    from helpers.train.losses import margin_mse_loss
+    s = torch.tensor([[3.0, 1.0, 0.0], [2.0, 2.0, 1.0]])
+    t = torch.tensor([[5.0, 4.0, 1.0], [0.0, 1.0, 0.0]])
+    want = (((3 - 1) - (5 - 4)) ** 2 + ((3 - 0) - (5 - 1)) ** 2 + (0 - (-1)) ** 2 + (1 - 0) ** 2) / 4
+    assert float(margin_mse_loss(s, t)) == pytest.approx(want)
+    assert float(margin_mse_loss(s + 7, t - 3)) == pytest.approx(want)         # margins only
+    with pytest.raises(ValueError, match="differ in shape"):
+        margin_mse_loss(s, t[:, :2])
+    with pytest.raises(ValueError, match="at least one negative"):
+        margin_mse_loss(s[:, :1], t[:, :1])
+
+
+def test_margin_mse_in_the_loss_is_added_to_infonce():
+    from helpers.train.losses import EmbedderLoss, infonce, margin_mse_loss, own_group, similarity
+    torch.manual_seed(0)
+    q = F.normalize(torch.randn(2, 4), dim=-1)
+    p = F.normalize(torch.randn(6, 4), dim=-1)
+    t = torch.tensor([3.0, 1.0, 0.0, 2.0, 2.5, -1.0])
+    got = EmbedderLoss(temperature=0.05, kd_loss_type="margin_mse", teacher_temperature=2.0)(q, p, t)
+    sc = similarity(q, p, 0.05)
+    want = margin_mse_loss(own_group(sc, 3), t.view(2, 3) / 2.0) + infonce(sc, 3)
+    assert float(got) == pytest.approx(float(want), rel=1e-6)
+
+
+def test_in_batch_targets_put_the_group_at_its_columns_and_mask_to_zero():
+    from helpers.train.losses import in_batch_targets
+    t = torch.tensor([[2.0, 0.0], [1.0, 1.0]])
+    full = in_batch_targets(t, 4, 0, fill=-1.0)
+    row0 = torch.softmax(torch.tensor([2.0, 0.0, -1.0, -1.0]), 0)
+    row1 = torch.softmax(torch.tensor([-1.0, -1.0, 1.0, 1.0]), 0)
+    assert torch.allclose(full, torch.stack([row0, row1]))
+    masked = torch.tensor([[False, False, True, False], [False, False, False, False]])
+    m = in_batch_targets(t, 4, 0, fill=-1.0, masked=masked)
+    assert m[0, 2] == 0 and torch.allclose(m.sum(-1), torch.ones(2))
+    assert torch.allclose(in_batch_targets(t[1:], 4, 1, fill=-1.0), full[1:])      # rank 1's rows: offset 1
+
+
+def test_in_batch_kd_with_one_query_is_the_group_kd():
+    """One query: the in-batch row is its group, so whatever the fill the loss is kl_div's."""
+    from helpers.train.losses import EmbedderLoss
+    torch.manual_seed(1)
+    q = F.normalize(torch.randn(1, 4), dim=-1)
+    p = F.normalize(torch.randn(4, 4), dim=-1)
+    t = torch.tensor([2.0, 1.0, 0.5, -1.0])
+    a = EmbedderLoss(temperature=0.05)(q, p, t)
+    b = EmbedderLoss(temperature=0.05, kd_in_batch_score=-3.0)(q, p, t)
+    assert float(a) == pytest.approx(float(b), rel=1e-6)
+    with pytest.raises(ValueError, match="kd_in_batch_score works with kd_loss_type kl_div"):
+        EmbedderLoss(kd_loss_type="m3_kd_loss", kd_in_batch_score=-3.0)
+
+
+def test_in_batch_kd_pushes_other_groups_passages_down():
+    """Two queries: with a very low fill, the in-batch KD's gradient lowers the other group's scores
+    too, which the group KD never touches."""
+    from helpers.train.losses import EmbedderLoss
+    torch.manual_seed(2)
+    q = F.normalize(torch.randn(2, 4), dim=-1).requires_grad_(True)
+    p = F.normalize(torch.randn(4, 4), dim=-1)
+    t = torch.tensor([2.0, 0.0, 2.0, 0.0])
+    for fill, differs in ((None, False), (-20.0, True)):
+        kw = {} if fill is None else {"kd_in_batch_score": fill}
+        g1 = torch.autograd.grad(EmbedderLoss(temperature=0.05, infonce_weight=0, **kw)(q, p, t), q)[0]
+        g0 = torch.autograd.grad(EmbedderLoss(temperature=0.05, infonce_weight=0)(q, p, t), q)[0]
+        assert (not torch.allclose(g0, g1)) == differs
