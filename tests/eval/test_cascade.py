@@ -202,3 +202,29 @@ def test_time_estimate_counts_tokens_and_the_shared_prefix():
     assert time_estimate(enc, q, p, 1000, **kw) == pytest.approx(1000 * 25 * 160 * 2 * 2e9 / 16e12)
     assert time_estimate(dec, q, p, 1000, device="cpu", params=2e9) is None
     assert time_estimate(dec, q, p, 1000, device="cuda:0", params=2e9, gpu="Mystery GPU") is None
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("kind", ["decoder-only-base", "encoder-only-base"])
+def test_the_cascade_scores_pairs_exactly_as_the_scoring_stage(tmp_path, kind, tiny_gemma_reranker_dir,
+                                                               tiny_bert_cross_encoder_dir):
+    """One implementation: the second stage's scores of (query, candidate) pairs are stage 02's scores
+    of the same pairs (token layout, prompt, length sorting, shared prefix, "Yes" row)."""
+    from helpers.rerank.add_reranker_score import ScoreArgs, add_reranker_score
+    from helpers.rerank.args import build_reranker
+    model = tiny_gemma_reranker_dir if kind == "decoder-only-base" else tiny_bert_cross_encoder_dir
+    texts = {f"m{i}": f"misconception {i}: " + "adds the numerators " * (i % 3 + 1) for i in range(12)}
+    queries = ["What is 1/2 + 1/3? Wrong answer: 2/5", "Area of a 2 by 3 rectangle? Wrong answer: 10"]
+    ranked = [[f"m{i}" for i in range(12)], [f"m{(i * 5) % 12}" for i in range(12)]]
+    rows = [{"query_id": f"q{k}", "query": q, "pos": [texts[r[0]]], "pos_ids": [r[0]],
+             "neg": [texts[x] for x in r[1:10]], "neg_ids": r[1:10]} for k, (q, r) in enumerate(zip(queries, ranked))]
+    write_jsonl(tmp_path / "mined.jsonl", rows)
+    common = dict(reranker_name_or_path=model, reranker_model_class=kind, reranker_max_length=48,
+                  reranker_batch_size=4, devices="cpu")
+    add_reranker_score(ScoreArgs(**common, input_file=str(tmp_path / "mined.jsonl"),
+                                 output_file=str(tmp_path / "scored.jsonl")))
+    scored = read_jsonl(tmp_path / "scored.jsonl")
+    stage = RerankStage(**common, top_k=10)
+    got, _ = score_in_bands(build_reranker(stage), queries, ranked, texts, [4, 10])      # two bands
+    for r, g in zip(scored, got):
+        assert g == pytest.approx(r["pos_scores"] + r["neg_scores"], abs=1e-4)

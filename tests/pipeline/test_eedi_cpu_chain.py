@@ -48,11 +48,16 @@ def test_eedi_cpu_chain_on_the_sample(shared_dir, tmp_path, capsys):
         rows = [r for r in csv.DictReader(f) if r["subset"] == "all"]
     assert [r["label"] for r in rows] == ["zero-shot", "round 1 (hard negatives)", "round 2 (hard negatives only)",
                                           "round 2 (KD)", "sentence-transformers MNRL",
-                                          "sentence-transformers MNRL + 1 mined negative"]
+                                          "sentence-transformers MNRL + 1 mined negative",
+                                          "round 2 (KD) + reranker top 25"]
     kd = rows[3]
+    # the cascade: the teacher re-orders KD's top 25, paired against KD alone and against the reference
+    casc = json.loads((run / "eval" / "comparison.json").read_text())["round 2 (KD) + reranker top 25"]["cascade"]
+    assert casc["embedder"] == "round 2 (KD)" and casc["pairs"] == 25 * len(read_jsonl(run / "data" / "test_queries.jsonl"))
+    assert rows[-1]["reference"] == "round 2 (hard negatives only)" and rows[-1]["dMAP@25_lo"] != ""
     # the side by side: sentence-transformers trained on the same mined file, paired against our round 2
     st = json.loads((run / "st_mnrl_hn" / "st_run.json").read_text())
-    assert st["queries"] == 32 and st["steps"] >= 1 and rows[-1]["dMAP@25_lo"] != ""
+    assert st["queries"] == 32 and st["steps"] >= 1 and rows[-2]["dMAP@25_lo"] != ""
     assert kd["reference"] == "round 2 (hard negatives only)" and kd["dMAP@25_lo"] != ""
     with open(run / "submission.csv", newline="") as f:
         sub = list(csv.reader(f))
