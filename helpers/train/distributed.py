@@ -53,6 +53,25 @@ def agree(flag: bool, device, world: Optional[int] = None) -> bool:
     return bool(t.item() > 0)
 
 
+def all_gather_object(obj) -> list:
+    """``[obj of rank 0, rank 1, ...]`` on every rank (``torch.distributed.all_gather_object``)."""
+    import torch.distributed as dist
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def interleave(parts: list):
+    """Rows ``r::world`` of ``parts[r]`` back into one array in the original row order: the inverse
+    of sharding rows by rank (``rows[rank::world]``)."""
+    import numpy as np
+    first = np.asarray(parts[0])
+    out = np.empty((sum(len(x) for x in parts),) + first.shape[1:], dtype=first.dtype)
+    for r, x in enumerate(parts):
+        out[r::len(parts)] = x
+    return out
+
+
 def inside_torchrun() -> bool:
     return "LOCAL_RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1
 

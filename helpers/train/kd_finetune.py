@@ -46,12 +46,13 @@ from helpers.data.formatting import load_examples
 from helpers.embed.loading import (adapter_chain, check_memory, _encoder_pooling_default, load_embedding_model, manual_eos,
                                    save_tokenizer)
 from helpers.embed.prefix import PrefixSharing
-from helpers.eval.retrieval import evaluate_embedder
+from helpers.eval.retrieval import evaluate_embedder, evaluate_embeddings
 from helpers.train.args import TrainArgs
 from helpers.train.guards import check_run_disk, fit_in_budget
 from helpers.train.lora import add_lora, trainable_count
 from helpers.train.loop import past_rows
-from helpers.train.distributed import agree, dataclass_argv, dist_info, init_distributed, inside_torchrun, launch
+from helpers.train.distributed import (agree, all_gather_object, dataclass_argv, dist_info, init_distributed,
+                                      inside_torchrun, interleave, launch)
 from helpers.train.groups import GroupBatches, load_group_rows
 from helpers.train.losses import EmbedderLoss, TeacherEntropyMeter, loss_weights, warn_if_saturated
 from helpers.train.merge import (CHOSEN_ADAPTER, choose_adapter, choose_epoch, merge_adapter, merge_every_epoch,
@@ -189,10 +190,24 @@ def encode(model, inputs: dict, pooling: str, buckets: bool = False, overhead: i
         model, input_ids, attention_mask, pooling, prefix=prefix), {"input_ids": ids, "attention_mask": mask}, overhead)
 
 
-def retrieval_eval(model, tok, args: KDArgs, rows, corpus_ids, corpus_texts, pooling: str) -> dict:
-    """The epoch's MAP@25 / Recall@k: the evaluation stage's own code on an Embedder around the model."""
-    emb = Embedder(args, model, tok, pooling=pooling, show_progress=args.show_progress)
-    m = evaluate_embedder(emb, rows, corpus_ids, corpus_texts, ks=EPOCH_KS)
+def retrieval_eval(model, tok, args: KDArgs, rows, corpus_ids, corpus_texts, pooling: str,
+                   rank: int = 0, world: int = 1, gather: Optional[Callable] = None) -> dict:
+    """The epoch's MAP@25 / Recall@k: the evaluation stage's own code on an Embedder around the model.
+
+    With ``world`` > 1 every rank embeds its share (queries and passages ``rank::world``) and
+    ``gather(obj) -> [obj of rank 0, 1, ...]`` (default ``torch.distributed.all_gather_object``)
+    brings them to rank 0, which ranks and scores; the other ranks return {}. The embeddings are the
+    same rows in the same order as on one device (each text is embedded alone of the others)."""
+    emb = Embedder(args, model, tok, pooling=pooling, show_progress=args.show_progress and rank == 0)
+    if world <= 1:
+        m = evaluate_embedder(emb, rows, corpus_ids, corpus_texts, ks=EPOCH_KS)
+    else:
+        mine = (emb.encode_queries(list(rows[rank::world])), emb.encode_corpus(list(corpus_texts[rank::world])))
+        parts = (gather or all_gather_object)(mine)
+        if rank != 0:
+            return {}
+        q, p = (interleave([part[i] for part in parts]) for i in (0, 1))
+        m = evaluate_embeddings(q, p, rows, corpus_ids, ks=EPOCH_KS)
     return {k: m[k] for k in ("MAP@25", *(f"Recall@{k}" for k in EPOCH_KS)) if k in m}
 
 
@@ -312,13 +327,14 @@ def _train(args: KDArgs, devices: list[str], on_log=None) -> list[dict]:
                        once_bytes=merged if args.save_merged_lora_model and not each else 0,
                        what="adapters" + (" and merged models" if args.save_merged_lora_model else ""))
 
+    def epoch_eval(epoch, m):          # every rank embeds its share of the evaluation (none idles)
+        t = time.time()
+        out = retrieval_eval(m, tok, args, eval_rows, corpus_ids, corpus_texts, pooling, rank, world)
+        return {**out, "eval_seconds": round(time.time() - t, 2)} if rank == 0 else {}
+
     def epoch_end(epoch, m, adapter_dir):
         out = entropy.result()          # teacher_entropy, teacher_entropy_rel of this epoch's groups
         entropy.reset()
-        if corpus_ids is not None:
-            t = time.time()
-            out.update(retrieval_eval(m, tok, args, eval_rows, corpus_ids, corpus_texts, pooling))
-            out["eval_seconds"] = round(time.time() - t, 2)
         if args.save_merged_lora_model and not args.use_lora:     # full fine-tuning: the model itself
             def save(tmp):
                 m.save_pretrained(str(tmp), safe_serialization=True)
@@ -338,6 +354,7 @@ def _train(args: KDArgs, devices: list[str], on_log=None) -> list[dict]:
             agree=lambda stop: agree(stop, device, world), run_keys={"world_size": world},
             inputs=[args.train_data, args.eval_data, args.corpus_file, args.examples_for_task, *model_folders],
             eval_batches=(lambda: eval_b(0)) if eval_b else None, epoch_end=epoch_end,
+            epoch_eval=epoch_eval if corpus_ids is not None else None,
             save_extra=lambda d: save_tokenizer(tok, d, args.decoder, pooling), on_log=on_log, eval_loss_fn=eval_fn)
     except torch.cuda.OutOfMemoryError as e:      # the plan's numbers and what would fit, not a bare CUDA error
         from helpers.common.memory import out_of_memory_advice

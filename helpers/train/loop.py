@@ -107,12 +107,15 @@ def fit(model, loss_fn: Callable, batches: Callable[[int], Iterable], num_batche
         epoch_end: Optional[Callable[[int, object, Path], dict]] = None,
         save_extra: Optional[Callable[[Path], None]] = None,
         on_log: Optional[Callable[[dict], None]] = None,
-        eval_loss_fn: Optional[Callable] = None, run_keys: Optional[dict] = None) -> list[dict]:
+        eval_loss_fn: Optional[Callable] = None, run_keys: Optional[dict] = None,
+        epoch_eval: Optional[Callable[[int, object], dict]] = None) -> list[dict]:
     """Train ``model`` (already LoRA-wrapped and on ``device``) as ``args`` say; return the metrics rows.
 
     ``batches(epoch)`` yields this rank's batches (``num_batches`` of them); ``eval_batches()``
     the evaluation batches (loss without gradient, dropout off, seeded); ``epoch_end(epoch,
-    model, adapter_dir) -> dict`` extra metrics (rank 0); ``save_extra(dir)`` adds files (the
+    model, adapter_dir) -> dict`` extra metrics (rank 0); ``epoch_eval(epoch, model) -> dict``:
+    evaluation work every rank takes part in (the per-epoch retrieval metrics, each rank embedding
+    its share: no rank idles), called on every rank after the epoch's steps, rank 0's dict kept; ``save_extra(dir)`` adds files (the
     tokenizer) to each adapter folder; ``on_log(row)`` sees every loss/metrics row (live plots);
     ``eval_loss_fn`` (default ``loss_fn``) is the loss for evaluation, which runs on rank 0 alone
     and so must not use collectives (no cross-device gather). A run resumes only with the same
@@ -244,6 +247,7 @@ def fit(model, loss_fn: Callable, batches: Callable[[int], Iterable], num_batche
         if seen != num_batches:
             raise RuntimeError(f"epoch {epoch}: {seen} batches, expected {num_batches}")
         train_time = time.perf_counter() - t0
+        shared = epoch_eval(epoch, model) if epoch_eval is not None else {}
         if rank == 0:
             metrics = {"epoch": epoch, "global_step": step,
                        "train_loss": sum(h["loss"] for h in history if h["epoch"] == epoch)
@@ -261,6 +265,7 @@ def fit(model, loss_fn: Callable, batches: Callable[[int], Iterable], num_batche
             if eval_batches is not None:
                 metrics["eval_loss"] = evaluate_loss(model, eval_loss_fn or loss_fn, eval_batches, device, compute,
                                                      args.seed)
+            metrics.update(shared or {})
             if epoch_end is not None:
                 metrics.update(epoch_end(epoch, model, adapter_dir) or {})
             rows.append(metrics)

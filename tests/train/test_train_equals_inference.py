@@ -5,6 +5,7 @@ import json
 import logging
 import random
 
+import numpy as np
 import pytest
 import torch
 
@@ -228,3 +229,30 @@ def test_one_default_for_the_query_side_flags(repo_root):
     a = args_from(EvalArgs, {"query_instruction_format_for_retrieval": "{}{}", "model_name_or_path": "m",
                              "queries_file": "q", "corpus_file": "c", "output_dir": "o", "unrelated": 1})
     assert a.query_instruction_format == "{}{}"
+
+
+def test_per_epoch_eval_split_across_ranks_gives_the_one_device_metrics(smol_tok):
+    """Issue 26, item 9: each rank embeds rows rank::world, rank 0 re-interleaves them and scores;
+    the same metrics as one device (two ranks simulated in turn)."""
+    from helpers.train.distributed import interleave
+    from helpers.train.kd_finetune import retrieval_eval
+    from tests.fixtures.models import tiny_llama
+    a = KDArgs(eval_data="x", corpus_file="y", query_max_len=128, passage_max_len=16, embedder_batch_size=2,
+               show_progress=False)
+    model = tiny_llama(seed=0, vocab_size=len(smol_tok), num_hidden_layers=1).eval()
+    rows = [dict(eedi_row(i), pos_ids=[str(i % 5)]) for i in range(1, 8)]
+    ids, texts = [str(i) for i in range(5)], [f"Adds {i} to the denominator" for i in range(5)]
+    one = retrieval_eval(model, smol_tok, a, rows, ids, texts, "last_token")
+    parts = {}
+
+    def gather(rank):
+        def g(obj):
+            parts[rank] = obj
+            return [parts.get(r) for r in range(2)]
+        return g
+    assert retrieval_eval(model, smol_tok, a, rows, ids, texts, "last_token", rank=1, world=2, gather=gather(1)) == {}
+    two = retrieval_eval(model, smol_tok, a, rows, ids, texts, "last_token", rank=0, world=2, gather=gather(0))
+    assert two == pytest.approx(one)
+    assert [len(parts[r][0]) for r in (0, 1)] == [4, 3] and [len(parts[r][1]) for r in (0, 1)] == [3, 2]
+    x = np.arange(7)[:, None] * np.ones((1, 2))
+    assert np.array_equal(interleave([x[0::2], x[1::2]]), x) and np.array_equal(interleave([x]), x)
