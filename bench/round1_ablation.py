@@ -60,7 +60,21 @@ VARIANTS = {
                            {**FULL, "temperature": 0.05, "learning_rate": 5e-5, "start": "full_t05_lr5e-5"}),
     "r2_full_t05_lr1e-4": ("round 2 from full_t05_lr1e-4, the same way, same settings",
                            {**FULL, "temperature": 0.05, "learning_rate": 1e-4, "start": "full_t05_lr1e-4"}),
+    # round 2 with knowledge distillation (issue 29): the same start, mined file, steps and seed as
+    # r2_full_t05_lr5e-5 (the HN-only control), the mined file scored by --teacher (bench/teacher_search.py)
+    "r2kd": ("round 2 KD from full_t05_lr5e-5: FlagEmbedding's kl_div over the group + InfoNCE, teacher T 1",
+             {**FULL, "temperature": 0.05, "learning_rate": 5e-5, "start": "full_t05_lr5e-5", "reuse_mined":
+              "r2_full_t05_lr5e-5", "knowledge_distillation": True}),
+    "r2kd_1st": ("r2kd the 1st-place way: KD over the whole in-batch row (other groups at the file's 5th percentile "
+                 "of negative scores), false negatives masked by id, no two queries of a misconception in a batch",
+                 {**FULL, "temperature": 0.05, "learning_rate": 5e-5, "start": "full_t05_lr5e-5", "reuse_mined":
+                  "r2_full_t05_lr5e-5", "knowledge_distillation": True, "kd_in_batch_score": "p5",
+                  "mask_false_negatives": True, "no_duplicate_positives": True}),
+    "r2kd_margin": ("r2kd with margin-MSE instead of kl_div (+ InfoNCE)",
+                    {**FULL, "temperature": 0.05, "learning_rate": 5e-5, "start": "full_t05_lr5e-5", "reuse_mined":
+                     "r2_full_t05_lr5e-5", "knowledge_distillation": True, "kd_loss_type": "margin_mse"}),
 }
+TEACHER = {"path": None}        # --teacher: a reranker folder (a train_reranker output stands for its last epoch)
 
 
 def mine_command(model: Path, run_dir: Path, out: Path) -> list[str]:
@@ -77,18 +91,44 @@ def mine_command(model: Path, run_dir: Path, out: Path) -> list[str]:
     return cmd
 
 
+def scored_file(run_dir: Path, out: Path) -> Path:
+    """Shared by the KD variants: the control's mined file scored once per teacher (by folder name)."""
+    name = "_".join(Path(str(TEACHER["path"])).parts[-2:])
+    return run_dir / "ablation" / "scored" / name / "train_scored.jsonl"
+
+
+def score_command(spec: dict, run_dir: Path, out: Path) -> list[str]:
+    """The control's mined file scored by the teacher (stage 02's command)."""
+    mined = run_dir / "ablation" / spec["reuse_mined"] / "mined" / "train_mined.jsonl"
+    cmd = [sys.executable, "-m", "helpers.rerank.add_reranker_score", "--input_file", str(mined),
+           "--output_file", str(scored_file(run_dir, out)), "--reranker_name_or_path", str(TEACHER["path"]),
+           "--reranker_model_class", "encoder-only-base", "--reranker_max_length", "192",
+           "--reranker_batch_size", "64", "--overwrite", "True"]
+    return cmd
+
+
+def percentile_neg_score(path: Path, q: float = 5) -> float:
+    import numpy as np
+    scores = [s for line in path.read_text().splitlines() if line.strip() for s in json.loads(line)["neg_scores"]]
+    return round(float(np.percentile(scores, q)), 4)
+
+
 def train_command(name: str, spec, run_dir: Path, out: Path) -> list[str]:
     train = run_dir / "mined_r0" / "train_mined.jsonl"
     if isinstance(spec, dict) and "start" in spec:         # round 2: from a round-1 variant, on its own mining
         spec = dict(spec)
         start = spec.pop("start")
         train = out / "mined" / "train_mined.jsonl"
+        if spec.pop("reuse_mined", None):                  # KD: the control's mined file, scored by the teacher
+            train = scored_file(run_dir, out)
+            if spec.get("kd_in_batch_score") == "p5":
+                spec["kd_in_batch_score"] = percentile_neg_score(train) if train.exists() else 0.0
         spec["model_name_or_path"] = str(model_path(VARIANTS[start][1], run_dir / "ablation" / start))
     if isinstance(spec, str):
         return [sys.executable, str(ROOT / "bench" / "st_mnrl.py"), "--train_data", str(train),
                 "--output_dir", str(out / "model"), "--hard_negatives", spec.split(":")[1], "--model", STUDENT]
-    flags = {**BASE, "model_name_or_path": STUDENT, **spec, "embedder_model_class": "encoder-only-base",
-             "train_data": str(train), "output_dir": str(out / "train"), "knowledge_distillation": False,
+    flags = {**BASE, "model_name_or_path": STUDENT, "knowledge_distillation": False, **spec,
+             "embedder_model_class": "encoder-only-base", "train_data": str(train), "output_dir": str(out / "train"),
              "query_max_len": 256, "passage_max_len": 64, "seed": 42, "overwrite_output_dir": True,
              "show_progress": False, "logging_steps": 20}
     cmd = [sys.executable, "-m", "helpers.train.kd_finetune"]
@@ -100,7 +140,7 @@ def train_command(name: str, spec, run_dir: Path, out: Path) -> list[str]:
 def model_path(spec, out: Path) -> Path:
     if isinstance(spec, str):
         return out / "model"
-    epochs = {**BASE, **{k: v for k, v in spec.items() if k != "start"}}["num_train_epochs"]
+    epochs = {**BASE, **{k: v for k, v in spec.items() if k not in ("start", "reuse_mined")}}["num_train_epochs"]
     return out / "train" / f"merged_model_lora_epoch_{epochs}"
 
 
@@ -123,11 +163,12 @@ def per_query(out: Path) -> dict:
 def table(results: dict, run_dir: Path) -> str:
     from helpers.eval.paired import paired_bootstrap
     pq = {n: per_query(run_dir / "ablation" / n) for n in results}
-    lines = ["| variant | what changes | MAP@25 | R@25 | R@100 | train s | minus ST+HN [95%] | minus base [95%] |",
+    lines = ["| variant | what changes | MAP@25 | R@25 | R@100 | train s | minus ST+HN [95%] | minus base (KD: minus "
+             "r2_full_t05_lr5e-5, its HN-only control) [95%] |",
              "|---|---|---:|---:|---:|---:|---|---|"]
     for n, r in results.items():
         cells = []
-        for ref in (REFERENCE, "base"):
+        for ref in (REFERENCE, "r2_full_t05_lr5e-5" if n.startswith("r2kd") else "base"):
             if ref not in pq or ref == n:
                 cells.append("")
                 continue
@@ -145,7 +186,10 @@ def main(argv=None) -> int:
     p.add_argument("--only", help="comma-separated variants (default: all, in table order)")
     p.add_argument("--redo", action="store_true", help="train the chosen variants again")
     p.add_argument("--list", action="store_true")
+    p.add_argument("--teacher", help="the reranker that scores the KD variants' file (e.g. "
+                   "model_output/eedi_dev/teacher_search/t_all/model)")
     a = p.parse_args(argv)
+    TEACHER["path"] = a.teacher
     if a.list:
         for n, (what, spec) in VARIANTS.items():
             print(f"{n:22s} {what}")
@@ -183,8 +227,17 @@ def main(argv=None) -> int:
                 if not start_model.is_dir():
                     print(f"{n}: run {spec['start']} first ({start_model} does not exist)")
                     return 2
-                rc = subprocess.run(mine_command(start_model, run_dir, out), cwd=ROOT, stdout=f,
-                                    stderr=subprocess.STDOUT).returncode
+                if spec.get("reuse_mined"):
+                    if not TEACHER["path"]:
+                        print(f"{n}: a KD variant needs --teacher")
+                        return 2
+                    if not scored_file(run_dir, out).exists():
+                        rc = subprocess.run(score_command(spec, run_dir, out), cwd=ROOT, stdout=f,
+                                            stderr=subprocess.STDOUT).returncode
+                    cmd = train_command(n, spec, run_dir, out)     # the fill score is read from the scored file
+                else:
+                    rc = subprocess.run(mine_command(start_model, run_dir, out), cwd=ROOT, stdout=f,
+                                        stderr=subprocess.STDOUT).returncode
             rc = rc or subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT).returncode
         seconds = time.time() - t0
         if rc:
@@ -194,6 +247,8 @@ def main(argv=None) -> int:
             seconds = json.loads((out / "model" / "st_run.json").read_text()).get("process_seconds", seconds)
         m = evaluate(model_path(spec, out), run_dir, out)
         r = {"variant": n, "train_seconds": round(seconds, 1), **{k: m[k] for k in ("MAP@25", "Recall@25", "Recall@100")}}
+        if isinstance(spec, dict) and spec.get("reuse_mined"):
+            r["teacher"] = TEACHER["path"]
         done[n] = r
         with open(log, "a") as f:
             f.write(json.dumps(r) + "\n")

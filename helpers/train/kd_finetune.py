@@ -27,7 +27,7 @@ import logging
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Union
 
 import torch
 
@@ -54,7 +54,8 @@ from helpers.train.loop import past_rows
 from helpers.train.distributed import (agree, all_gather_object, dataclass_argv, dist_info, init_distributed,
                                       inside_torchrun, interleave, launch)
 from helpers.train.groups import GroupBatches, load_group_rows
-from helpers.train.losses import EmbedderLoss, TeacherEntropyMeter, loss_weights, warn_if_saturated
+from helpers.train.losses import (EmbedderLoss, TeacherEntropyMeter, auto_teacher_temperature, loss_weights,
+                                  warn_if_saturated)
 from helpers.train.merge import (CHOSEN_ADAPTER, choose_adapter, choose_epoch, merge_adapter, merge_every_epoch,
                                  merged_is_current)
 
@@ -101,8 +102,12 @@ class KDArgs(EmbedderArgs, TrainArgs):
     kd_in_batch_score: Optional[float] = arg(None, "kl_div over the whole in-batch row (the 1st-place Eedi KD): other "
                                              "groups' passages get this raw teacher score; None: the own group only "
                                              "(FlagEmbedding)", before=None)
-    teacher_temperature: float = arg(1.0, "teacher targets = softmax(scores / teacher_temperature) (FlagEmbedding: 1); "
-                                     "a warning names the groups whose spread saturates it")
+    teacher_temperature: Union[float, str] = arg(1.0, "teacher targets = softmax(scores / teacher_temperature) "
+                                                 "(FlagEmbedding: 1); auto: the temperature whose mean group entropy "
+                                                 "is teacher_entropy_target x log(group size) on the train file "
+                                                 "(logged); a warning names the groups whose spread saturates it")
+    teacher_entropy_target: float = arg(0.5, "with teacher_temperature auto: the mean group entropy wanted, as a "
+                                        "share of log(group size) (1: uniform targets, 0: one-hot)", before=0.5)
     kd_weight: float = arg(1.0, "loss = kd_weight * KD + infonce_weight * InfoNCE (with teacher scores)", before=1.0)
     infonce_weight: Optional[float] = arg(None, "weight of InfoNCE beside KD; None: FlagEmbedding's (1 with kl_div, "
                                           "0 with m3_kd_loss)", before=None)
@@ -149,6 +154,11 @@ class KDArgs(EmbedderArgs, TrainArgs):
         if str(self.merge_epoch) not in ("best", "last") and not str(self.merge_epoch).isdigit():
             raise ValueError(f"merge_epoch {self.merge_epoch!r}: best, last or an epoch number")
         loss_weights(self.kd_loss_type, self.kd_weight, self.infonce_weight)
+        if isinstance(self.teacher_temperature, str) and self.teacher_temperature != "auto":
+            try:
+                self.teacher_temperature = float(self.teacher_temperature)
+            except ValueError:
+                raise ValueError(f"teacher_temperature must be a number > 0 or auto, got {self.teacher_temperature!r}") from None
         if self.kd_in_batch_score is not None and self.kd_loss_type != "kl_div":
             raise ValueError(f"kd_in_batch_score works with kd_loss_type kl_div, not {self.kd_loss_type}")
         if not self.normalize_embeddings:
@@ -246,6 +256,13 @@ def _train(args: KDArgs, devices: list[str], on_log=None) -> list[dict]:
     check_writable(Path(args.output_dir) / "metrics.jsonl")
     train_rows = load_group_rows(args.train_data, args)
     log.info("train %s", describe_instruction(train_rows, args.query_instruction_for_retrieval, args.row_prompts))
+    if args.teacher_temperature == "auto":       # every rank reads the same file: the same value
+        G = args.train_group_size
+        t = auto_teacher_temperature([(r["pos_scores"][:1] + r["neg_scores"])[:G] for r in train_rows]
+                                     if args.knowledge_distillation else [[0.0, 1.0]], args.teacher_entropy_target)
+        log.info("teacher_temperature auto: %.4g (mean group entropy %.2f of log %d on %s)", t,
+                 args.teacher_entropy_target, G, args.train_data)
+        args.teacher_temperature = t
     if args.knowledge_distillation and rank == 0:    # once, before any model loads
         warn_if_saturated([r["pos_scores"] + r["neg_scores"] for r in train_rows], args.teacher_temperature,
                           what=f"{args.train_data} (per query, all its scored passages)")

@@ -317,6 +317,30 @@ class TeacherEntropyMeter:
         return {"teacher_entropy": self.total / self.n, "teacher_entropy_rel": self.total_rel / self.n}
 
 
+def auto_teacher_temperature(groups, target: float = 0.5, lo: float = 1e-3, hi: float = 1e3) -> float:
+    """The teacher temperature whose mean group entropy (of softmax(scores / T), relative to log of
+    the group's size) is ``target`` (0 < target < 1; 1 = uniform targets, 0 = one-hot): entropy rises
+    with T, so a bisection on log T in [lo, hi] finds it. Groups of one passage are left out."""
+    if not 0 < target < 1:
+        raise ValueError(f"teacher entropy target must be in (0, 1), got {target}")
+    gs = [torch.tensor([float(x) for x in g], dtype=torch.float64) for g in groups if len(g) >= 2]
+    if not gs:
+        raise ValueError("auto teacher temperature: no group with two or more scores")
+
+    def rel(t: float) -> float:
+        return sum(float(teacher_entropy(torch.softmax(g / t, -1).unsqueeze(0))[0]) / math.log(len(g))
+                   for g in gs) / len(gs)
+    a, b = math.log(lo), math.log(hi)
+    if rel(math.exp(a)) >= target:
+        return lo
+    if rel(math.exp(b)) <= target:
+        return hi
+    for _ in range(60):
+        m = (a + b) / 2
+        a, b = (m, b) if rel(math.exp(m)) < target else (a, m)
+    return float(math.exp((a + b) / 2))
+
+
 def teacher_saturation(groups, teacher_temperature: float = 1.0, threshold: float = SATURATION_SPREAD) -> dict:
     """Score lists (one per group) -> how many saturate the float32 softmax at this temperature.
 

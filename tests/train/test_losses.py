@@ -391,3 +391,26 @@ def test_in_batch_kd_pushes_other_groups_passages_down():
         g1 = torch.autograd.grad(EmbedderLoss(temperature=0.05, infonce_weight=0, **kw)(q, p, t), q)[0]
         g0 = torch.autograd.grad(EmbedderLoss(temperature=0.05, infonce_weight=0)(q, p, t), q)[0]
         assert (not torch.allclose(g0, g1)) == differs
+
+
+def test_auto_teacher_temperature_hits_the_entropy_target():
+    from helpers.train.losses import auto_teacher_temperature, teacher_entropy
+    groups = [[4.0, 1.0, 0.0, -1.0], [2.0, 1.5, 1.0, -3.0], [0.0, 0.0, 0.0, 0.0]]   # the last: always uniform
+    for target in (0.4, 0.5, 0.8):
+        t = auto_teacher_temperature(groups, target)
+        rel = sum(float(teacher_entropy(torch.softmax(torch.tensor(g) / t, -1).unsqueeze(0))[0]) / math.log(4)
+                  for g in groups) / 3
+        assert rel == pytest.approx(target, abs=1e-4)
+    assert auto_teacher_temperature(groups, 0.4) < auto_teacher_temperature(groups, 0.8)   # softer: hotter
+    assert auto_teacher_temperature(groups, 0.3) == 1e-3               # below what the uniform group allows
+    assert auto_teacher_temperature([[1.0, 1.0]], 0.5) == 1e-3          # constant groups: already uniform
+    with pytest.raises(ValueError, match=r"in \(0, 1\)"):
+        auto_teacher_temperature(groups, 1.0)
+
+
+def test_kd_args_take_auto_or_a_number_for_the_teacher_temperature():
+    from helpers.train.kd_finetune import KDArgs
+    assert KDArgs(teacher_temperature="auto").teacher_temperature == "auto"
+    assert KDArgs(teacher_temperature="2").teacher_temperature == 2.0
+    with pytest.raises(ValueError, match="a number > 0 or auto"):
+        KDArgs(teacher_temperature="hot")
