@@ -180,6 +180,28 @@ def table(results: dict, run_dir: Path) -> str:
     return "\n".join(lines) + f"\n\n{n_q} test queries; paired bootstrap (2,000 resamples) of per-query AP@25."
 
 
+def pick(only, variants: dict):
+    """The variants named by ``--only`` (default: all, in table order); None (with an error line) for unknown ones."""
+    names = only.split(",") if only else list(variants)
+    unknown = [n for n in names if n not in variants]
+    if unknown:
+        print(f"error: unknown variant(s) {unknown}; known: {', '.join(variants)}")
+        return None
+    return names
+
+
+def read_results(log: Path) -> dict:
+    """``{variant: result row}`` of a results.jsonl (the last row of a variant wins); its folder made."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    done = {}
+    if log.exists():
+        for line in log.read_text().splitlines():
+            if line.strip():
+                r = json.loads(line)
+                done[r["variant"]] = r
+    return done
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run_dir", default="model_output/eedi_dev")
@@ -199,19 +221,11 @@ def main(argv=None) -> int:
         if not (run_dir / need).exists():
             print(f"error: {run_dir / need} does not exist (see this script's help for the run that makes it)")
             return 2
-    names = a.only.split(",") if a.only else list(VARIANTS)
-    unknown = [n for n in names if n not in VARIANTS]
-    if unknown:
-        print(f"error: unknown variant(s) {unknown}; known: {', '.join(VARIANTS)}")
+    names = pick(a.only, VARIANTS)
+    if names is None:
         return 2
     log = run_dir / "ablation" / "results.jsonl"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    done = {}
-    if log.exists():
-        for line in log.read_text().splitlines():
-            if line.strip():
-                r = json.loads(line)
-                done[r["variant"]] = r
+    done = read_results(log)
     for n in names:
         if n in done and not a.redo:
             continue

@@ -27,6 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from round1_ablation import pick, read_results  # noqa: E402  (bench/ is the script's folder)
+
 MINILM = "demo:all-minilm-l6-v2"
 STUDENT_VARIANT = "full_t05_lr5e-5"         # round1_ablation's round 1 at the encoder defaults
 # The profile's teacher (configs/eedi_cpu.yaml, train_teacher) as it was when issue 29 was filed.
@@ -122,19 +124,11 @@ def main(argv=None) -> int:
             print(f"error: {run_dir / need} does not exist (run bench/round1_ablation.py --only {STUDENT_VARIANT} "
                   "after the profile's prepare, zero_shot and mine_r0 steps)")
             return 2
-    names = a.only.split(",") if a.only else list(VARIANTS)
-    unknown = [n for n in names if n not in VARIANTS]
-    if unknown:
-        print(f"error: unknown variant(s) {unknown}; known: {', '.join(VARIANTS)}")
+    names = pick(a.only, VARIANTS)
+    if names is None:
         return 2
     log = run_dir / "teacher_search" / "results.jsonl"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    done = {}
-    if log.exists():
-        for line in log.read_text().splitlines():
-            if line.strip():
-                r = json.loads(line)
-                done[r["variant"]] = r
+    done = read_results(log)
     for n in names:
         if n in done and not a.redo:
             continue

@@ -380,6 +380,19 @@ def out_of_memory_advice(stage: str, args, devices, model: Optional[str] = None,
 
 
 # ----------------------------------------------------------------------------- gradient checkpointing (auto)
+def free_memory() -> None:
+    """Release what the last model held before the next loads: Python's garbage, then (CUDA) the
+    allocator's cached blocks."""
+    import gc
+    gc.collect()
+    try:
+        import torch
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except ImportError:
+        pass
+
+
 def _available_memory(device) -> tuple[int, str]:
     """Bytes free for activations on ``device`` -> (bytes, where)."""
     import torch

@@ -193,14 +193,8 @@ def rerank_rows(stage: RerankStage, queries: Sequence[str], ranked: Sequence[Seq
     """The submission's second stage: every row's first ``top_k`` ids re-ordered by the reranker
     (:func:`rerank_order`). The time estimate is printed, then (CUDA) the memory plan, before the
     reranker loads."""
-    import gc
-    gc.collect()
-    try:
-        import torch
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-    except ImportError:
-        pass
+    from helpers.common.memory import free_memory
+    free_memory()                                   # the embedder's memory, before the reranker loads
     heads = [list(x[:stage.top_k]) for x in ranked]
     line = _estimate_line(stage, queries, [texts[i] for h in heads[:200] for i in h])
     print(line, flush=True)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from helpers.common.cli import canonical_flags
+from helpers.common.memory import free_memory
 from helpers.common.io_utils import atomic_path, read_jsonl, write_json, write_jsonl
 from helpers.common.models import folder_files, resolve_model
 from helpers.eval.cascade import SWEEP_TOP_K
@@ -74,17 +75,6 @@ def model_specs(models: Sequence, epoch_glob: Optional[str] = None,
     if not out:
         raise ValueError("no model to evaluate (empty list and no epoch folder found)")
     return out
-
-
-def _free_memory():
-    import gc
-    gc.collect()
-    try:
-        import torch
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-    except ImportError:
-        pass
 
 
 def slug(label: str) -> str:
@@ -176,7 +166,7 @@ def evaluate_models(specs: Sequence[dict], queries_file: str, corpus_file: str, 
         results[s["label"]] = {**run_evaluation(args), "epoch": s.get("epoch")}
         if key is not None:
             write_json(key_path, key)
-        _free_memory()      # one model at a time: release the last one before loading the next
+        free_memory()      # one model at a time: release the last one before loading the next
     if cascades:
         results.update(_cascades(stage, cascades, folders, queries_file, corpus_file, train_queries_file,
                                  reuse_existing, rerank_sweep_top_k, rerank_sweep_alpha, n_resamples, bootstrap_seed))
@@ -220,7 +210,7 @@ def _cascades(stage, cascades: dict, folders: dict, queries_file, corpus_file, t
                         n_resamples=n_resamples, bootstrap_seed=seed)
         out[label] = {**{k: v for k, v in m.items() if k != "sweep"}, "epoch": None}
     loaded.clear()
-    _free_memory()
+    free_memory()
     return out
 
 
