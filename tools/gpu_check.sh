@@ -5,6 +5,10 @@
 # a 4-bit base (bitsandbytes) for mining and QLoRA, faiss on the GPU when faiss has GPU support,
 # torchrun with one process (the DDP code path), merge + per-epoch evaluation, and prints
 # throughput per stage. Models: $EMBEDDER / $RERANKER (default the demo aliases; any HF folder works).
+# Also: the T4 path on any GPU (EEDI_FORCE_FP16=1: fp16 + GradScaler even where bf16 exists), the
+# retrieve-then-rerank cascade (evaluation sweep and a submission with a reranker block), and the peak
+# GPU memory of each Python stage (torch.cuda.max_memory_allocated, printed by EEDI_REPORT_PEAK=1).
+# Not run here: DDP with two processes (NCCL refuses two ranks on one GPU; tests run it with gloo on CPU).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-/tmp/gpu_check}
@@ -13,6 +17,7 @@ RERANKER=${RERANKER:-demo:gemma-3-270m}
 NQ=${NQ:-64}                    # train queries used (the test split is used whole)
 PY=${PYTHON:-python}
 rm -rf "$OUT"; mkdir -p "$OUT"
+export EEDI_REPORT_PEAK=1       # every Python stage prints its peak GPU memory (grep "peak GPU" $OUT/*.log)
 declare -a REPORT
 status=0
 
@@ -66,7 +71,12 @@ TRAIN=(--model_name_or_path "$EMBEDDER" --embedder_model_class decoder-only-icl 
        --passage_max_len 64 --knowledge_distillation True --gradient_checkpointing True --fp16 True)
 step train_torchrun "$NQ" queries -- torchrun --standalone --nproc_per_node 1 -m helpers.train.kd_finetune "${TRAIN[@]}" --devices 0 --output_dir "$OUT/kd_torchrun"
 step train_qlora "$NQ" queries -- $PY -m helpers.train.kd_finetune "${TRAIN[@]}" --load_in_4bit True --devices 0 --output_dir "$OUT/kd_qlora"
+step train_fp16_forced "$NQ" queries -- env EEDI_FORCE_FP16=1 $PY -m helpers.train.kd_finetune "${TRAIN[@]}" --devices 0 --output_dir "$OUT/kd_fp16_forced"
 step evaluate "$NT" queries -- $PY -m helpers.eval.evaluate --model_name_or_path "$OUT/kd_torchrun/merged_model_lora_epoch_1" --embedder_model_class decoder-only-icl --queries_file "$OUT/data/test_queries.jsonl" --corpus_file "$OUT/data/corpus.jsonl" --output_dir "$OUT/eval" --devices 0
+
+BLOCK="{\"reranker_name_or_path\": \"$RERANKER\", \"reranker_max_length\": 256, \"reranker_batch_size\": 16, \"top_k\": 25, \"devices\": \"0\"}"
+step cascade $((NT * 25)) pairs -- $PY -m helpers.eval.cascade --embedder_dir "$OUT/eval" --queries_file "$OUT/data/test_queries.jsonl" --corpus_file "$OUT/data/corpus.jsonl" --output_dir "$OUT/eval_cascade" --sweep_top_k 10,25 --sweep_alpha 0.5 --reranker "$BLOCK"
+step submit_cascade 1 runs -- $PY -m helpers.eval.submission --model_name_or_path "$OUT/kd_torchrun/merged_model_lora_epoch_1" --embedder_model_class decoder-only-icl --test_csv data/demo/test.csv --misconception_csv data/demo/misconception_mapping.csv --output_file "$OUT/submission_cascade.csv" --devices 0 --reranker "$BLOCK"
 
 $PY - "$OUT" <<'PY'
 import json, sys
@@ -75,12 +85,21 @@ a = [json.loads(l) for l in open(f"{out}/test_scored.jsonl")]
 b = [json.loads(l) for l in open(f"{out}/test_scored_plain.jsonl")]
 d = max(abs(x - y) for r, s in zip(a, b) for x, y in zip(r["pos_scores"] + r["neg_scores"], s["pos_scores"] + s["neg_scores"]))
 print(f"fast vs plain reranker path, max |diff| in half precision: {d:.4f}")
-for f in ("kd_torchrun", "kd_qlora"):
+for f in ("kd_torchrun", "kd_qlora", "kd_fp16_forced"):
     try:
         rows = [json.loads(l) for l in open(f"{out}/{f}/metrics.jsonl")]
-        print(f, {k: rows[-1].get(k) for k in ("epoch", "eval_loss", "MAP@25", "Recall@25")})
+        print(f, {k: rows[-1].get(k) for k in ("epoch", "eval_loss", "MAP@25", "Recall@25", "skipped_steps")})
     except OSError as e:
         print(f, "no metrics:", e)
+try:
+    m = json.load(open(f"{out}/eval_cascade/metrics.json"))
+    c = m["cascade"]
+    print("cascade: MAP@25", round(c["embedder MAP@25"], 4), "->", round(m["MAP@25"], 4), "diff", round(c["diff"]["mean_diff"], 4),
+          [round(c["diff"]["lo"], 4), round(c["diff"]["hi"], 4)], "in", c["seconds"], "s")
+except OSError as e:
+    print("cascade: no metrics:", e)
 PY
+echo; echo "peak GPU memory per stage (the memory plan's estimate is the 'memory plan' line of the same log):"
+grep -H "peak GPU memory\|memory plan" "$OUT"/*.log | sed "s#$OUT/##"
 echo; echo "stage            wall        throughput"; printf '%s\n' "${REPORT[@]}"
 exit $status

@@ -18,8 +18,25 @@ from helpers.common.io_utils import InputError
 USER_ERRORS = (InputError, ValueError, FileNotFoundError, FileExistsError, NotADirectoryError)
 
 
+def peak_memory_line() -> Optional[str]:
+    """``peak GPU memory: cuda:0 5.21 GiB, ...`` (``torch.cuda.max_memory_allocated``); None without CUDA."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    if not torch.cuda.is_available():
+        return None
+    parts = [f"cuda:{i} {torch.cuda.max_memory_allocated(i) / 1024 ** 3:.2f} GiB" for i in range(torch.cuda.device_count())]
+    return "peak GPU memory (torch.cuda.max_memory_allocated): " + ", ".join(parts)
+
+
 def run(main: Callable[[Optional[list]], object], argv: Optional[list] = None) -> None:
-    """Call ``main(argv)``; exit 0 on success, 2 with one ``error:`` line on bad input."""
+    """Call ``main(argv)``; exit 0 on success, 2 with one ``error:`` line on bad input. With
+    ``$EEDI_REPORT_PEAK=1`` the command's peak GPU memory is printed at the end (tools/gpu_check.sh
+    sets it, to put beside the memory plan's estimate)."""
+    if os.environ.get("EEDI_REPORT_PEAK") == "1":
+        import atexit
+        atexit.register(lambda: print(peak_memory_line() or "peak GPU memory: no CUDA device", flush=True))
     try:
         rc = main(argv)
     except USER_ERRORS as e:

@@ -119,10 +119,17 @@ def parse_devices(devices) -> list[str]:
     return out
 
 
+FORCE_FP16_ENV = "EEDI_FORCE_FP16"      # 1: fp16 (and its GradScaler) on every GPU: the T4 path on an H100/H200
+
+
 def dtype_for(device, use_fp16: bool = True) -> torch.dtype:
-    """fp32 on CPU (no fast bf16 there) or when ``use_fp16`` is off; fp16 below cc 8; bf16 from 8."""
+    """fp32 on CPU (no fast bf16 there) or when ``use_fp16`` is off; fp16 below cc 8; bf16 from 8,
+    unless ``$EEDI_FORCE_FP16`` is 1 (then fp16 on any GPU: Kaggle's T4 path tested on a newer GPU)."""
+    import os
     device = torch.device(device)
     if device.type != "cuda" or not use_fp16:
         return torch.float32
+    if os.environ.get(FORCE_FP16_ENV) == "1":
+        return torch.float16
     major, _ = torch.cuda.get_device_capability(device)
     return torch.bfloat16 if major >= 8 else torch.float16

@@ -28,3 +28,14 @@ def test_right_types_pass_ints_as_floats_and_lists_where_declared():
     with pytest.raises(ValueError, match="ScoreArgs: reranker_batch_size=1.5 is float"):
         ScoreArgs(reranker_batch_size=1.5)
     ScoreArgs(reranker_batch_size=4)          # fields whose default is None take None
+
+
+def test_peak_memory_is_reported_only_where_there_is_cuda(monkeypatch):
+    import torch
+    from helpers.common.cli import peak_memory_line
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert peak_memory_line() is None
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda i: (i + 1) * 2 ** 30)
+    assert peak_memory_line().endswith("cuda:0 1.00 GiB, cuda:1 2.00 GiB")

@@ -99,3 +99,18 @@ def test_what_is_not_a_device_is_refused_by_name(devices):
     check_devices = dev.check_devices
     with pytest.raises(ValueError, match=r"devices=.*is not a device"):
         check_devices(devices)
+
+
+def test_fp16_can_be_forced_on_a_bf16_gpu(monkeypatch):
+    """The T4 path (fp16 + GradScaler) on an H100/H200: EEDI_FORCE_FP16=1; CPU stays fp32."""
+    import torch
+    from helpers.common.devices import FORCE_FP16_ENV, dtype_for
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None: (9, 0))
+    monkeypatch.delenv(FORCE_FP16_ENV, raising=False)
+    assert dtype_for("cuda:0") == torch.bfloat16
+    monkeypatch.setenv(FORCE_FP16_ENV, "1")
+    assert dtype_for("cuda:0") == torch.float16 and dtype_for("cpu") == torch.float32
+    assert dtype_for("cuda:0", use_fp16=False) == torch.float32
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None: (7, 5))
+    monkeypatch.delenv(FORCE_FP16_ENV)
+    assert dtype_for("cuda:0") == torch.float16                        # a T4 itself
