@@ -40,6 +40,7 @@ class RerankEvalArgs(RerankerArgs):
     bootstrap_seed: int = field(default=0, metadata={"help": "seed of the resamples"})
 
     def __post_init__(self):
+        super().__post_init__()         # types; a train_reranker folder stands for its last epoch
         for name in ("rankings_file", "queries_file", "corpus_file", "reranker_name_or_path"):
             if not getattr(self, name):
                 raise ValueError(f"--{name} is required")

@@ -59,3 +59,17 @@ def test_unknown_query_in_rankings_names_file_line_field(tmp_path):
         f.write(json.dumps({"query_id": "nope", "ranked_ids": []}) + "\n")
     with pytest.raises(InputError, match="r.jsonl.*line 7.*query_id"):
         rerank_eval(a, reranker=GoldFirst())
+
+
+def test_a_teacher_training_folder_stands_for_its_last_epoch(tmp_path):
+    """The teacher check reads a train_reranker output folder as stage 02 does (its last model_epoch_n)."""
+    run = tmp_path / "teacher"
+    for n in (1, 2):
+        (run / f"model_epoch_{n}").mkdir(parents=True)
+        (run / f"model_epoch_{n}" / "config.json").write_text("{}")
+    a = files(tmp_path)
+    a = RerankEvalArgs(rankings_file=a.rankings_file, queries_file=a.queries_file, corpus_file=a.corpus_file,
+                       reranker_name_or_path=str(run))
+    assert a.reranker_name_or_path == str(run / "model_epoch_2")
+    with pytest.raises(ValueError, match="top_k=.* is str"):
+        RerankEvalArgs(rankings_file="r", queries_file="q", corpus_file="c", reranker_name_or_path="m", top_k="5")
