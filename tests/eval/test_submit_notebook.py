@@ -28,7 +28,8 @@ def test_05_submit_runs_through_papermill_on_the_demo_data(tmp_path, repo_root):
     ids = {r["MisconceptionId"] for r in csv.DictReader((repo_root / "data/demo/misconception_mapping.csv").open())}
     assert all(len(set(r[1].split(" "))) == 25 and set(r[1].split(" ")) <= ids for r in rows[1:])
     executed = json.loads((tmp_path / "05.out.ipynb").read_text())
-    assert any("rows ->" in "".join(o.get("text", "")) for c in executed["cells"] for o in c.get("outputs", []))
+    assert any("rows by embedder demo:all-minilm-l6-v2 ->" in "".join(o.get("text", ""))
+               for c in executed["cells"] for o in c.get("outputs", []))   # which model wrote the file
 
 
 def test_an_adapter_is_submitted_with_its_base_at_another_path(tmp_path, repo_root):
