@@ -213,7 +213,8 @@ def submit_time_rows(profile: Path = SUBMIT_PROFILE, rows_hidden: Optional[int] 
     student embeds the rows and the misconceptions, then the optional reranker re-orders each row's
     top k (:func:`helpers.eval.cascade.time_estimate`, the line the kernel prints). Texts at an
     assumed length (``query_tokens``, ``passage_tokens``); not measured."""
-    from helpers.eval.cascade import HIDDEN_TEST_ROWS, stage_from, time_estimate
+    from helpers.eval.cascade import stage_from
+    from helpers.eval.rerank_submit import HIDDEN_TEST_ROWS, time_estimate
     n = rows_hidden or HIDDEN_TEST_ROWS
     sub = next(s for s in _steps(profile) if s["notebook"] == "05_submit")
     p = with_defaults("embed", sub.get("parameters") or {}, NOTEBOOK_ARGS["05_submit"])

@@ -205,7 +205,7 @@ def make_submission(args: SubmissionArgs, embedder=None, reranker=None) -> dict:
     written_by = f"embedder {args.model_name_or_path}"
     if stage is not None:
         del embedder, q, p                          # the embedder's memory goes before the reranker loads
-        from helpers.eval.cascade import rerank_rows
+        from helpers.eval.rerank_submit import rerank_rows
         ranked = rerank_rows(stage, [r["query"] for r in rows], ranked, scores,
                              {c["id"]: c["text"] for c in corpus}, reranker)
         written_by += f" -> reranker {stage.reranker_name_or_path} on its top {stage.top_k}"

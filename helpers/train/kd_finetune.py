@@ -19,6 +19,11 @@ large write. Merge any epoch later with
 ``run_all.py --time_budget`` sets it) stops training after the last epoch that ends before it, by
 the measured epoch time (:mod:`helpers.train.budget`); the run resumes from there
 (``overwrite_output_dir`` False). Several devices: :mod:`helpers.train.distributed`.
+
+Why this file is over 400 lines: ``KDArgs`` is the stage's one declaration of its ~50 settings (each
+with its help text, as the notebook and the command show them); the rest is the stage's driver
+(load, loss, batches, per-epoch evaluation, merge), which the loop, losses, groups and merge modules
+already keep small.
 """
 from __future__ import annotations
 

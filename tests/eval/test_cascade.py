@@ -192,7 +192,7 @@ def test_the_rerank_eval_of_the_teacher_follows_the_same_rule():
 
 
 def test_time_estimate_counts_tokens_and_the_shared_prefix():
-    from helpers.eval.cascade import time_estimate
+    from helpers.eval.rerank_submit import time_estimate
     q, p = ["x" * 400], ["y" * 80]                       # 100 and 20 tokens
     dec = RerankStage(reranker_name_or_path="m", top_k=25, reranker_max_length=512)
     enc = RerankStage(reranker_name_or_path="m", reranker_model_class="encoder-only-base", top_k=25)
