@@ -73,38 +73,63 @@ VARIANTS = {
     "r2kd_margin": ("r2kd with margin-MSE instead of kl_div (+ InfoNCE)",
                     {**FULL, "temperature": 0.05, "learning_rate": 5e-5, "start": "full_t05_lr5e-5", "reuse_mined":
                      "r2_full_t05_lr5e-5", "knowledge_distillation": True, "kd_loss_type": "margin_mse"}),
+    # the fused teacher (helpers/rerank/fusion.py): 0.5 * z(teacher) + 0.5 * z(round-1 student) per group; it
+    # re-orders the student's top 25 better than the student, where the teacher alone is worse (README)
+    "r2kd_fused": ("r2kd, the teacher fused with the round-1 student (alpha 0.5)",
+                   {**FULL, "temperature": 0.05, "learning_rate": 5e-5, "start": "full_t05_lr5e-5", "reuse_mined":
+                    "r2_full_t05_lr5e-5", "knowledge_distillation": True, "fusion_alpha": 0.5}),
+    "r2kd_self": ("r2kd_fused's control: alpha 0, the round-1 student's own scores (self-distillation)",
+                  {**FULL, "temperature": 0.05, "learning_rate": 5e-5, "start": "full_t05_lr5e-5", "reuse_mined":
+                   "r2_full_t05_lr5e-5", "knowledge_distillation": True, "fusion_alpha": 0.0}),
 }
 TEACHER = {"path": None}        # --teacher: a reranker folder (a train_reranker output stands for its last epoch)
 
 
-def mine_command(model: Path, run_dir: Path, out: Path) -> list[str]:
-    """The profile's mining (configs/eedi_cpu.yaml, mine_r2) with a round-1 model, train queries only."""
+def mine_command(model: Path, run_dir: Path, out: Path, keep_scores: bool = False) -> list[str]:
+    """The profile's mining (configs/eedi_cpu.yaml, mine_r2) with a round-1 model, train queries only;
+    ``keep_scores``: the same file plus the model's own scores (``mined_scores/``, for a fused teacher)."""
     flags = {"model_name_or_path": str(model), "embedder_model_class": "encoder-only-base",
              "input_file": str(run_dir / "data" / "train_queries.jsonl"),
              "candidate_pool": str(run_dir / "data" / "corpus.jsonl"),
-             "output_file": str(out / "mined" / "train_mined.jsonl"), "range_for_sampling": "2-100",
-             "negative_number": 7, "shuffle_data": True, "embedder_batch_size": 64, "query_max_len": 256,
-             "passage_max_len": 64, "seed": 42, "overwrite": True}
+             "output_file": str(out / ("mined_scores" if keep_scores else "mined") / "train_mined.jsonl"),
+             "range_for_sampling": "2-100", "negative_number": 7, "shuffle_data": True, "embedder_batch_size": 64,
+             "query_max_len": 256, "passage_max_len": 64, "seed": 42, "overwrite": True, "keep_scores": keep_scores}
     cmd = [sys.executable, "-m", "helpers.mine.hn_mine"]
     for k, v in flags.items():
         cmd += [f"--{k}", str(v)]
     return cmd
 
 
-def scored_file(run_dir: Path, out: Path) -> Path:
-    """Shared by the KD variants: the control's mined file scored once per teacher (by folder name)."""
-    name = "_".join(Path(str(TEACHER["path"])).parts[-2:])
+def scored_file(run_dir: Path, out: Path, alpha=None) -> Path:
+    """Shared by the KD variants: the control's mined file scored once per teacher (by folder name);
+    a fused teacher (``alpha``) has its own file."""
+    name = "_".join(Path(str(TEACHER["path"])).parts[-2:]) + ("" if alpha is None else f"_fused{alpha:g}")
     return run_dir / "ablation" / "scored" / name / "train_scored.jsonl"
 
 
 def score_command(spec: dict, run_dir: Path, out: Path) -> list[str]:
-    """The control's mined file scored by the teacher (stage 02's command)."""
-    mined = run_dir / "ablation" / spec["reuse_mined"] / "mined" / "train_mined.jsonl"
+    """The control's mined file scored by the teacher (stage 02's command); fused: the same file mined
+    again with the model's scores kept (seeded: the same negatives), stage 02 with --fusion_alpha."""
+    alpha = spec.get("fusion_alpha")
+    mined = run_dir / "ablation" / spec["reuse_mined"] / ("mined" if alpha is None else "mined_scores") / "train_mined.jsonl"
     cmd = [sys.executable, "-m", "helpers.rerank.add_reranker_score", "--input_file", str(mined),
-           "--output_file", str(scored_file(run_dir, out)), "--reranker_name_or_path", str(TEACHER["path"]),
+           "--output_file", str(scored_file(run_dir, out, alpha)), "--reranker_name_or_path", str(TEACHER["path"]),
            "--reranker_model_class", "encoder-only-base", "--reranker_max_length", "192",
            "--reranker_batch_size", "64", "--overwrite", "True"]
-    return cmd
+    return cmd + ([] if alpha is None else ["--fusion_alpha", str(alpha)])
+
+
+def refuse(src: Path, dst: Path, alpha: float) -> None:
+    """A fused scored file at another ``alpha``, from one that kept the reranker's raw scores (no rescoring)."""
+    from helpers.common.io_utils import read_jsonl, write_jsonl
+    from helpers.rerank.fusion import fuse_rows
+    rows = read_jsonl(src)
+    for r in rows:
+        r.pop("__line__", None)
+        r["pos_scores"], r["neg_scores"] = r.pop("pos_reranker_scores"), r.pop("neg_reranker_scores")
+    fuse_rows(rows, alpha)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    write_jsonl(dst, rows)
 
 
 def percentile_neg_score(path: Path, q: float = 5) -> float:
@@ -120,7 +145,7 @@ def train_command(name: str, spec, run_dir: Path, out: Path) -> list[str]:
         start = spec.pop("start")
         train = out / "mined" / "train_mined.jsonl"
         if spec.pop("reuse_mined", None):                  # KD: the control's mined file, scored by the teacher
-            train = scored_file(run_dir, out)
+            train = scored_file(run_dir, out, spec.pop("fusion_alpha", None))
             if spec.get("kd_in_batch_score") == "p5":
                 spec["kd_in_batch_score"] = percentile_neg_score(train) if train.exists() else 0.0
         spec["model_name_or_path"] = str(model_path(VARIANTS[start][1], run_dir / "ablation" / start))
@@ -140,7 +165,7 @@ def train_command(name: str, spec, run_dir: Path, out: Path) -> list[str]:
 def model_path(spec, out: Path) -> Path:
     if isinstance(spec, str):
         return out / "model"
-    epochs = {**BASE, **{k: v for k, v in spec.items() if k not in ("start", "reuse_mined")}}["num_train_epochs"]
+    epochs = {**BASE, **{k: v for k, v in spec.items() if k not in ("start", "reuse_mined", "fusion_alpha")}}["num_train_epochs"]
     return out / "train" / f"merged_model_lora_epoch_{epochs}"
 
 
@@ -245,9 +270,18 @@ def main(argv=None) -> int:
                     if not TEACHER["path"]:
                         print(f"{n}: a KD variant needs --teacher")
                         return 2
-                    if not scored_file(run_dir, out).exists():
-                        rc = subprocess.run(score_command(spec, run_dir, out), cwd=ROOT, stdout=f,
+                    alpha = spec.get("fusion_alpha")
+                    if alpha is not None and not (run_dir / "ablation" / spec["reuse_mined"] / "mined_scores").is_dir():
+                        rc = subprocess.run(mine_command(start_model, run_dir, run_dir / "ablation" / spec["reuse_mined"],
+                                                         keep_scores=True), cwd=ROOT, stdout=f,
                                             stderr=subprocess.STDOUT).returncode
+                    other = [scored_file(run_dir, out, x) for x in (0.5, 0.0) if x != alpha]
+                    if not rc and not scored_file(run_dir, out, alpha).exists():
+                        if alpha is not None and other[0].exists():
+                            refuse(other[0], scored_file(run_dir, out, alpha), alpha)
+                        else:
+                            rc = subprocess.run(score_command(spec, run_dir, out), cwd=ROOT, stdout=f,
+                                                stderr=subprocess.STDOUT).returncode
                     cmd = train_command(n, spec, run_dir, out)     # the fill score is read from the scored file
                 else:
                     rc = subprocess.run(mine_command(start_model, run_dir, out), cwd=ROOT, stdout=f,

@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 from helpers.common.io_utils import InputError, atomic_path, load_corpus, read_jsonl, validate_queries, write_json, write_jsonl
 from helpers.eval.metrics import per_query
 from helpers.eval.paired import paired_bootstrap
+from helpers.rerank.fusion import check_alpha, fuse, zscore  # noqa: F401  (zscore: the cascade's normalisation, re-exported)
 from helpers.eval.retrieval import metrics_csv, metrics_rows, score_rankings, seen_ids
 from helpers.rerank.args import RerankerArgs, reranker_spellings
 
@@ -58,8 +59,7 @@ class RerankStage(RerankerArgs):
         super().__post_init__()
         if int(self.top_k) < 1:
             raise ValueError(f"reranker top_k must be at least 1, got {self.top_k}")
-        if self.alpha is not None and not 0 <= float(self.alpha) <= 1:
-            raise ValueError(f"reranker alpha must be None or in [0, 1], got {self.alpha}")
+        check_alpha(self.alpha, "reranker alpha")
 
 
 def stage_from(block: Optional[dict], **defaults) -> Optional[RerankStage]:
@@ -88,12 +88,6 @@ def cascade_label(embedder_label: str, stage: RerankStage) -> str:
 
 
 # ----------------------------------------------------------------------------- the rule
-def zscore(x) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    sd = x.std()
-    return np.zeros_like(x) if sd == 0 or len(x) < 2 else (x - x.mean()) / sd
-
-
 def rerank_order(ranked_ids: Sequence[str], reranker_scores: Sequence[float], top_k: int,
                  embedder_scores: Optional[Sequence[float]] = None, alpha: Optional[float] = None) -> list[str]:
     """One query's cascade ranking: the first ``top_k`` of ``ranked_ids`` sorted by the reranker's
@@ -107,7 +101,7 @@ def rerank_order(ranked_ids: Sequence[str], reranker_scores: Sequence[float], to
     if alpha is not None:
         if embedder_scores is None or len(embedder_scores) < k:
             raise ValueError("rerank_order: fusion (alpha) needs the embedder's scores of the top k")
-        key = alpha * zscore(key) + (1 - alpha) * zscore(embedder_scores[:k])
+        key = fuse(key, embedder_scores[:k], alpha)
     order = sorted(range(k), key=lambda j: -key[j])           # stable: ties keep the embedder's order
     return [ranked_ids[j] for j in order] + list(ranked_ids[k:])
 

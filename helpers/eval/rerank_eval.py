@@ -11,7 +11,8 @@ keep the bi-encoder's order); a gold passage outside the top k stays outside (ra
 MAP@25 and Recall@k of the bi-encoder's order and of the reranked order, and the paired
 difference reranked - bi-encoder with its bootstrap 95% interval over queries
 (:func:`helpers.eval.paired.paired_bootstrap`). A teacher that does not beat its student here has
-nothing to teach it.
+nothing to teach it. ``--fusion_alpha`` checks a fused teacher (stage 02's): the sort key is
+``alpha * z(reranker) + (1 - alpha) * z(bi-encoder)`` (:mod:`helpers.rerank.fusion`).
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from helpers.common.cli import dataclass_parser
 from helpers.common.io_utils import InputError, load_corpus, read_jsonl, validate_queries, write_json
 from helpers.eval.cascade import rerank_order
 from helpers.eval.paired import paired_bootstrap, per_query_from_ranks
+from helpers.rerank.fusion import check_alpha
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +40,9 @@ class RerankEvalArgs(RerankerArgs):
     top_k: int = field(default=25, metadata={"help": "rerank the first top_k passages of each ranking"})
     n_resamples: int = field(default=1000, metadata={"help": "bootstrap resamples of the queries"})
     bootstrap_seed: int = field(default=0, metadata={"help": "seed of the resamples"})
+    fusion_alpha: Optional[float] = field(default=None, metadata={
+        "help": "check a fused teacher (stage 02's fusion_alpha): re-order by alpha * z(reranker) + (1 - alpha) * "
+                "z(bi-encoder) over the top k, the bi-encoder's scores read from rankings_file; None: the reranker alone"})
 
     def __post_init__(self):
         super().__post_init__()         # types; a train_reranker folder stands for its last epoch
@@ -46,14 +51,18 @@ class RerankEvalArgs(RerankerArgs):
                 raise ValueError(f"--{name} is required")
         if int(self.top_k) < 1:
             raise ValueError(f"top_k must be at least 1, got {self.top_k}")
+        check_alpha(self.fusion_alpha, "fusion_alpha")
 
 
-def rerank(ranked_ids: list[list[str]], queries: list[str], texts: dict, reranker, top_k: int) -> list[list[str]]:
-    """Each ranking's first ``top_k`` ids re-ordered by the reranker's score (the cascade's rule,
-    :func:`helpers.eval.cascade.rerank_order`; ties keep the bi-encoder's order)."""
+def rerank(ranked_ids: list[list[str]], queries: list[str], texts: dict, reranker, top_k: int,
+           embedder_scores=None, alpha: Optional[float] = None) -> list[list[str]]:
+    """Each ranking's first ``top_k`` ids re-ordered by the reranker's score, or its fusion with the
+    bi-encoder's scores (``alpha``): the cascade's rule, :func:`helpers.eval.cascade.rerank_order`
+    (ties keep the bi-encoder's order)."""
     heads = [ids[:top_k] for ids in ranked_ids]
     scores = reranker.score_groups(queries, [[texts[i] for i in h] for h in heads])
-    return [rerank_order(h, s, top_k) for h, s in zip(heads, scores)]
+    emb = embedder_scores or [None] * len(heads)
+    return [rerank_order(h, s, top_k, e, alpha) for h, s, e in zip(heads, scores, emb)]
 
 
 def gold_rank(ids: list[str], gold: list[str]) -> Optional[int]:
@@ -73,13 +82,18 @@ def rerank_eval(args: RerankEvalArgs, reranker=None) -> dict:
         bad = [i for i in r.get("ranked_ids", [])[:args.top_k] if i not in by_id]
         if bad:
             raise InputError(args.rankings_file, r["__line__"], "ranked_ids", f"ids not in the corpus: {bad[:3]}")
+        if args.fusion_alpha is not None and len(r.get("scores") or []) < min(args.top_k, len(r["ranked_ids"])):
+            raise InputError(args.rankings_file, r["__line__"], "scores", "a fused teacher (fusion_alpha) needs the "
+                             "bi-encoder's score of each of the top k ids")
     reranker = reranker or build_reranker(args)
     qids = [r["query_id"] for r in rankings]
     before = [r["ranked_ids"][:args.top_k] for r in rankings]
-    after = rerank(before, [rows[q]["query"] for q in qids], by_id, reranker, args.top_k)
+    emb = [r["scores"][:args.top_k] for r in rankings] if args.fusion_alpha is not None else None
+    after = rerank(before, [rows[q]["query"] for q in qids], by_id, reranker, args.top_k, emb, args.fusion_alpha)
     gold = [rows[q]["pos_ids"] for q in qids]
     ks = tuple(k for k in (1, 5, 10, 25) if k <= args.top_k)
-    out = {"n_queries": len(qids), "top_k": args.top_k, "reranker": args.reranker_name_or_path}
+    out = {"n_queries": len(qids), "top_k": args.top_k, "reranker": args.reranker_name_or_path,
+           "fusion_alpha": args.fusion_alpha}
     per = {}
     for name, lists in (("bi-encoder", before), ("reranked", after)):
         pq = per_query_from_ranks([gold_rank(l, g) for l, g in zip(lists, gold)], map_k=25, ks=ks)
@@ -114,7 +128,8 @@ def teacher_check(report_path) -> tuple[bool, str]:
         raise InputError(path, None, "reranked - bi-encoder", "no MAP@k comparison in the report")
     d = diff[key]
     better = d.get("verdict") == "better"
-    line = (f"teacher {rep.get('reranker')}: re-ordering its student's top {rep.get('top_k')} on "
+    fused = "" if rep.get("fusion_alpha") is None else f" fused with its student (alpha {rep['fusion_alpha']:g})"
+    line = (f"teacher {rep.get('reranker')}{fused}: re-ordering its student's top {rep.get('top_k')} on "
             f"{rep.get('n_queries')} queries moves {key} {rep['bi-encoder'][key]:.4f} -> {rep['reranked'][key]:.4f}, "
             f"{d['mean_diff']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}], {d['verdict']}")
     return better, line

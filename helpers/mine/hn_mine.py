@@ -82,6 +82,10 @@ class HnMineArgs(EmbedderArgs):
     overwrite: bool = field(default=True, metadata={"help": "replace an existing output_file (False: refuse)"})
     max_queries: Optional[int] = field(default=None, metadata={
         "help": "mine only a seeded sample of this many queries (input order kept); default: all"})
+    keep_scores: bool = field(default=False, metadata={
+        "help": "also write pos_embedder_scores / neg_embedder_scores: this model's similarity of each "
+                "positive and negative (aligned with pos / neg), which a fused teacher reads (stage 02's "
+                "--fusion_alpha); False: FlagEmbedding's fields only"})
 
     def embedder(self) -> Embedder:
         """The mining embedder of these flags (loads the model); in-context examples drawn with ``seed``."""
@@ -170,6 +174,10 @@ def hn_mine(args: HnMineArgs, embedder: Optional[Embedder] = None,
     pos_sim = np.array([float(q_emb[i] @ p_emb[id_to_idx[r["pos_ids"][0]]]) for i, r in enumerate(mined)],
                        dtype=np.float32)
     neg_sim = [[float(q_emb[i] @ p_emb[id_to_idx[n]]) for n in r["neg_ids"]] for i, r in enumerate(mined)]
+    if args.keep_scores:
+        for i, r in enumerate(mined):
+            r["pos_embedder_scores"] = [round(float(q_emb[i] @ p_emb[id_to_idx[p]]), 6) for p in r["pos_ids"]]
+            r["neg_embedder_scores"] = [round(s, 6) for s in neg_sim[i]]
     metrics = score_rankings(ids_from_indices(indices, corpus_ids), rows, ks=(25, 50, 75, 100))
     order = list(range(len(mined)))
     if args.shuffle_data:

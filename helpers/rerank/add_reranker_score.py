@@ -11,6 +11,10 @@ and writes the same bytes; the output file appears only when complete.
 scores above the best positive minus the margin (likely false negatives) and drops or marks them
 (:mod:`helpers.rerank.filters`). It runs on the final rows, after every chunk is scored, so it
 never enters the progress file: a run may resume under another filter setting.
+
+``--fusion_alpha a`` writes a fused teacher, ``a * z(reranker) + (1 - a) * z(mining model)`` over
+each query's group (:mod:`helpers.rerank.fusion`, the cascade's rule), from a file mined with
+``--keep_scores True``; like the filter it runs on the final rows (before the filter).
 """
 from __future__ import annotations
 
@@ -20,12 +24,14 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 from tqdm.auto import tqdm
 
 from helpers.common.devices import check_devices
 
 from helpers.common.cli import dataclass_parser, str2bool
+from helpers.rerank.fusion import check_alpha, check_embedder_scores, fuse_rows
 from helpers.rerank.filters import FILTER_MODES, apply_teacher_filter, check_filter, summary_line
 from helpers.common.io_utils import InputError, check_writable, exclusive_lock, read_jsonl, write_jsonl
 from helpers.rerank.args import ALIASES, RerankerArgs, build_reranker, check_memory, check_model_args
@@ -48,10 +54,16 @@ class ScoreArgs(RerankerArgs):
     teacher_filter_margin: float = field(default=0.0, metadata={
         "help": "Margin of the teacher filter in score units: 0 flags negatives above the best positive; "
                 "larger flags more."})
+    fusion_alpha: Optional[float] = field(default=None, metadata={
+        "help": "A fused teacher: the written score is alpha * z(reranker) + (1 - alpha) * z(mining model) over "
+                "each query's group, the cascade's fusion (helpers/rerank/fusion.py); the input must be mined "
+                "with keep_scores True. The raw scores stay as pos_reranker_scores/neg_reranker_scores. "
+                "None: the reranker's scores."})
 
     def score_settings(self) -> dict:
         """Everything that changes the scores (and so must match to resume); the filter does not."""
-        skip = {"input_file", "output_file", "devices", "overwrite", "teacher_filter", "teacher_filter_margin"}
+        skip = {"input_file", "output_file", "devices", "overwrite", "teacher_filter", "teacher_filter_margin",
+                "fusion_alpha"}
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
 
 
@@ -64,6 +76,7 @@ def _check_args(a: ScoreArgs):
     if Path(a.input_file).resolve() == Path(a.output_file).resolve():
         raise ValueError("--output_file must differ from --input_file")
     check_filter(a.teacher_filter, a.teacher_filter_margin)
+    check_alpha(a.fusion_alpha, "fusion_alpha")
 
 
 def _check_model_args(a: ScoreArgs):
@@ -124,6 +137,8 @@ def _score(args: ScoreArgs, reranker, load) -> dict:
     out = Path(args.output_file)
     rows = read_jsonl(args.input_file)
     check_rows(rows, args.input_file, args.overwrite)
+    if args.fusion_alpha is not None:
+        check_embedder_scores(rows, args.input_file)
     prog_path = progress_path(out)
     if out.exists() and not prog_path.exists() and not args.overwrite:
         raise ValueError(f"{out} exists; pass --overwrite True to replace it")
@@ -157,6 +172,10 @@ def _score(args: ScoreArgs, reranker, load) -> dict:
     for i, rec in sorted(progress.done.items()):
         for r, ps, ns in zip(rows[i * c:(i + 1) * c], rec["pos_scores"], rec["neg_scores"]):
             r["pos_scores"], r["neg_scores"] = ps, ns
+    if args.fusion_alpha is not None:           # like the filter, after every chunk: not in the progress file
+        fuse_rows(rows, float(args.fusion_alpha))
+        log.info("fused teacher: %g * z(reranker) + %g * z(mining model) over each group",
+                 args.fusion_alpha, 1 - args.fusion_alpha)
     rows, report = apply_teacher_filter(rows, args.teacher_filter, args.teacher_filter_margin)
     if args.teacher_filter != "none":
         log.info("%s", summary_line(report))

@@ -81,7 +81,7 @@ def test_stage_block():
         stage_from({"reranker_name_or_path": "m", "topk": 10})
     with pytest.raises(ValueError, match="top_k must be at least 1"):
         stage_from({"reranker_name_or_path": "m", "top_k": 0})
-    with pytest.raises(ValueError, match=r"alpha must be None or in \[0, 1\]"):
+    with pytest.raises(ValueError, match=r"alpha must be a number in \[0, 1\]"):
         stage_from({"reranker_name_or_path": "m", "alpha": 2})
     with pytest.raises(ValueError, match="top_k=.* is str"):
         stage_from({"reranker_name_or_path": "m", "top_k": "10"})

@@ -73,3 +73,29 @@ def test_a_teacher_training_folder_stands_for_its_last_epoch(tmp_path):
     assert a.reranker_name_or_path == str(run / "model_epoch_2")
     with pytest.raises(ValueError, match="top_k=.* is str"):
         RerankEvalArgs(rankings_file="r", queries_file="q", corpus_file="c", reranker_name_or_path="m", top_k="5")
+
+
+def test_a_fused_teacher_is_checked_with_the_bi_encoders_scores(tmp_path):
+    """alpha 0 is the bi-encoder's own order; in between, a reranker that ranks the gold last can be
+    outvoted by a bi-encoder that is sure of it; without scores in the rankings: file, line, field."""
+    class GoldLast:
+        def score_groups(self, queries, passages):
+            return [[-1.0 if p.startswith("gold") else 0.0 for p in g] for g in passages]
+    a = files(tmp_path, n=24)
+    rows = [json.loads(x) for x in open(a.rankings_file)]
+    with pytest.raises(InputError, match=r"r.jsonl.*line 1.*scores"):
+        rerank_eval(RerankEvalArgs(**{**a.__dict__, "fusion_alpha": 0.5}), reranker=GoldLast())
+    for r in rows:      # the bi-encoder is sure of the gold (rank 3, a score far above the rest)
+        r["scores"] = [10.0 if i.startswith("g") else 1.0 - 0.01 * k for k, i in enumerate(r["ranked_ids"])]
+    (tmp_path / "r.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    alone = rerank_eval(a, reranker=GoldLast())
+    assert alone["reranked - bi-encoder"]["MAP@25"]["verdict"] == "worse"
+    fused = rerank_eval(RerankEvalArgs(**{**a.__dict__, "fusion_alpha": 0.25}), reranker=GoldLast())
+    assert fused["fusion_alpha"] == 0.25 and fused["reranked"]["MAP@25"] > fused["bi-encoder"]["MAP@25"]
+    same = rerank_eval(RerankEvalArgs(**{**a.__dict__, "fusion_alpha": 0.0}), reranker=GoldLast())
+    assert same["reranked"]["MAP@25"] > same["bi-encoder"]["MAP@25"]        # alpha 0: sorted by the bi-encoder's scores
+    from helpers.eval.rerank_eval import teacher_check
+    better, line = teacher_check(a.output_file)
+    assert better is True and "fused with its student (alpha 0)" in line
+    with pytest.raises(ValueError, match="fusion_alpha must be a number in"):
+        RerankEvalArgs(**{**a.__dict__, "fusion_alpha": 2})

@@ -390,3 +390,20 @@ def test_hn_mine_filters_stats_and_flags(tmp_path):
         assert flag in help_text
     with pytest.raises(ValueError, match="relative_margin"):
         hn_mine(_args(d, relative_margin=2.0), embedder=HashEmbedder())
+
+
+def test_keep_scores_adds_the_models_similarities_and_changes_nothing_else(tmp_path):
+    d = write_inputs(tmp_path)
+    hn_mine(_args(d), embedder=HashEmbedder())
+    plain = [json.loads(x) for x in (d / "out" / "mined.jsonl").read_text().splitlines()]
+    hn_mine(_args(d, keep_scores=True), embedder=HashEmbedder())
+    kept = [json.loads(x) for x in (d / "out" / "mined.jsonl").read_text().splitlines()]
+    corpus = {json.loads(x)["id"]: json.loads(x)["text"] for x in (d / "corpus.jsonl").read_text().splitlines()}
+    e = HashEmbedder()
+    for a, b in zip(plain, kept):
+        assert {k: v for k, v in b.items() if k not in ("pos_embedder_scores", "neg_embedder_scores")} == a
+        q = e.encode_queries([b])[0]
+        for field, ids in (("pos_embedder_scores", b["pos_ids"]), ("neg_embedder_scores", b["neg_ids"])):
+            want = [float(q @ e._vec(corpus[i])) for i in ids]
+            assert len(b[field]) == len(ids) and np.allclose(b[field], want, atol=1e-6)
+    assert "pos_embedder_scores" not in plain[0]          # off by default: FlagEmbedding's fields only
