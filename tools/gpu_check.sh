@@ -8,7 +8,13 @@
 # Also: the T4 path on any GPU (EEDI_FORCE_FP16=1: fp16 + GradScaler even where bf16 exists), the
 # retrieve-then-rerank cascade (evaluation sweep and a submission with a reranker block), and the peak
 # GPU memory of each Python stage (torch.cuda.max_memory_allocated, printed by EEDI_REPORT_PEAK=1).
-# Not run here: DDP with two processes (NCCL refuses two ranks on one GPU; tests run it with gloo on CPU).
+# Two workers on the one GPU: mining and scoring with the GPU named twice (EEDI_SHARE_GPU=1) compared with
+# one worker, and DDP with two torchrun processes over gloo (EEDI_DDP_BACKEND=gloo: NCCL refuses two ranks
+# on one GPU). One overflowing and one NaN optimizer step on purpose (EEDI_FAULT_STEPS) in a forced-fp16
+# run: it must finish with the steps counted. The QLoRA adapter evaluated three ways (4-bit base + the
+# unmerged adapter, the merged model quantized again, the merged model in half precision) beside its
+# per-epoch MAP@25.
+# Not here: a probe with Mistral-7B's layer shapes, and 05_submit through run_all.py.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-/tmp/gpu_check}
@@ -58,11 +64,13 @@ MINE=(--embedder_name_or_path "$EMBEDDER" --embedder_model_class decoder-only-ic
       --embedder_query_max_length 256 --embedder_passage_max_length 64)
 step mine_fp16 "$NQ" queries -- $PY -m helpers.mine.hn_mine "${MINE[@]}" --input_file "$OUT/data/train_small.jsonl" --output_file "$OUT/train_mined.jsonl"
 step mine_test "$NT" queries -- $PY -m helpers.mine.hn_mine "${MINE[@]}" --input_file "$OUT/data/test_queries.jsonl" --output_file "$OUT/test_mined.jsonl"
+step mine_2workers "$NQ" queries -- env EEDI_SHARE_GPU=1 $PY -m helpers.mine.hn_mine "${MINE[@]}" --devices cuda:0 cuda:0 --input_file "$OUT/data/train_small.jsonl" --output_file "$OUT/train_mined_2workers.jsonl"
 step mine_4bit "$NQ" queries -- $PY -m helpers.mine.hn_mine "${MINE[@]}" --load_in_4bit True --input_file "$OUT/data/train_small.jsonl" --output_file "$OUT/train_mined_4bit.jsonl"
 
 SCORE=(--reranker_name_or_path "$RERANKER" --reranker_max_length 256 --reranker_batch_size 16 --use_fp16 True --devices 0)
 step score_train $((NQ * 8)) pairs -- $PY -m helpers.rerank.add_reranker_score "${SCORE[@]}" --input_file "$OUT/train_mined.jsonl" --output_file "$OUT/train_scored.jsonl"
 step score_test $((NT * 8)) pairs -- $PY -m helpers.rerank.add_reranker_score "${SCORE[@]}" --input_file "$OUT/test_mined.jsonl" --output_file "$OUT/test_scored.jsonl"
+step score_2workers $((NT * 8)) pairs -- env EEDI_SHARE_GPU=1 $PY -m helpers.rerank.add_reranker_score "${SCORE[@]}" --devices cuda:0 cuda:0 --input_file "$OUT/test_mined.jsonl" --output_file "$OUT/test_scored_2workers.jsonl"
 step score_plain $((NT * 8)) pairs -- $PY -m helpers.rerank.add_reranker_score "${SCORE[@]}" --yes_only False --share_query_prefix False --input_file "$OUT/test_mined.jsonl" --output_file "$OUT/test_scored_plain.jsonl"
 
 TRAIN=(--model_name_or_path "$EMBEDDER" --embedder_model_class decoder-only-icl --train_data "$OUT/train_scored.jsonl"
@@ -72,6 +80,12 @@ TRAIN=(--model_name_or_path "$EMBEDDER" --embedder_model_class decoder-only-icl 
 step train_torchrun "$NQ" queries -- torchrun --standalone --nproc_per_node 1 -m helpers.train.kd_finetune "${TRAIN[@]}" --devices 0 --output_dir "$OUT/kd_torchrun"
 step train_qlora "$NQ" queries -- $PY -m helpers.train.kd_finetune "${TRAIN[@]}" --load_in_4bit True --devices 0 --output_dir "$OUT/kd_qlora"
 step train_fp16_forced "$NQ" queries -- env EEDI_FORCE_FP16=1 $PY -m helpers.train.kd_finetune "${TRAIN[@]}" --devices 0 --output_dir "$OUT/kd_fp16_forced"
+step train_ddp2_gloo "$NQ" queries -- env EEDI_DDP_BACKEND=gloo torchrun --standalone --nproc_per_node 2 -m helpers.train.kd_finetune "${TRAIN[@]}" --negatives_cross_device True --devices 0 --output_dir "$OUT/kd_ddp2_gloo"
+step train_faults "$NQ" queries -- env EEDI_FORCE_FP16=1 EEDI_FAULT_STEPS=2:1e34,3:nan $PY -m helpers.train.kd_finetune "${TRAIN[@]}" --devices 0 --output_dir "$OUT/kd_faults"
+EV=(--embedder_model_class decoder-only-icl --queries_file "$OUT/data/test_queries.jsonl" --corpus_file "$OUT/data/corpus.jsonl" --devices 0)
+step eval_4bit_adapter "$NT" queries -- $PY -m helpers.eval.evaluate "${EV[@]}" --model_name_or_path "$OUT/kd_qlora/lora_epoch_1" --load_in_4bit True --output_dir "$OUT/eval_4bit_adapter"
+step eval_4bit_merged "$NT" queries -- $PY -m helpers.eval.evaluate "${EV[@]}" --model_name_or_path "$OUT/kd_qlora/merged_model_lora_epoch_1" --load_in_4bit True --output_dir "$OUT/eval_4bit_merged"
+step eval_half_merged "$NT" queries -- $PY -m helpers.eval.evaluate "${EV[@]}" --model_name_or_path "$OUT/kd_qlora/merged_model_lora_epoch_1" --output_dir "$OUT/eval_half_merged"
 step evaluate "$NT" queries -- $PY -m helpers.eval.evaluate --model_name_or_path "$OUT/kd_torchrun/merged_model_lora_epoch_1" --embedder_model_class decoder-only-icl --queries_file "$OUT/data/test_queries.jsonl" --corpus_file "$OUT/data/corpus.jsonl" --output_dir "$OUT/eval" --devices 0
 
 BLOCK="{\"reranker_name_or_path\": \"$RERANKER\", \"reranker_max_length\": 256, \"reranker_batch_size\": 16, \"top_k\": 25, \"devices\": \"0\"}"
@@ -85,12 +99,34 @@ a = [json.loads(l) for l in open(f"{out}/test_scored.jsonl")]
 b = [json.loads(l) for l in open(f"{out}/test_scored_plain.jsonl")]
 d = max(abs(x - y) for r, s in zip(a, b) for x, y in zip(r["pos_scores"] + r["neg_scores"], s["pos_scores"] + s["neg_scores"]))
 print(f"fast vs plain reranker path, max |diff| in half precision: {d:.4f}")
-for f in ("kd_torchrun", "kd_qlora", "kd_fp16_forced"):
+a2 = [json.loads(l) for l in open(f"{out}/test_scored_2workers.jsonl")]
+d2 = max(abs(x - y) for r, s in zip(a, a2) for x, y in zip(r["pos_scores"] + r["neg_scores"], s["pos_scores"] + s["neg_scores"]))
+print(f"reranker scores, two workers on the GPU vs one, max |diff|: {d2:.5f} (the order of the rows:",
+      "same)" if [r["query_id"] for r in a] == [r["query_id"] for r in a2] else "DIFFERS)")
+m1, m2 = (open(f"{out}/{f}").read() for f in ("train_mined.jsonl", "train_mined_2workers.jsonl"))
+print("mined file, two workers vs one:", "byte-identical" if m1 == m2 else "DIFFERS")
+for f in ("kd_torchrun", "kd_qlora", "kd_fp16_forced", "kd_ddp2_gloo", "kd_faults"):
     try:
         rows = [json.loads(l) for l in open(f"{out}/{f}/metrics.jsonl")]
         print(f, {k: rows[-1].get(k) for k in ("epoch", "eval_loss", "MAP@25", "Recall@25", "skipped_steps")})
     except OSError as e:
         print(f, "no metrics:", e)
+try:
+    json.load(open(f"{out}/kd_faults/loss_history.json"), parse_constant=lambda c: sys.exit(f"kd_faults: {c} in loss_history.json"))
+    print("kd_faults: loss_history.json is valid JSON (no nan/inf)")
+except OSError as e:
+    print("kd_faults: no loss history:", e)
+ways = {}
+for name in ("eval_4bit_adapter", "eval_4bit_merged", "eval_half_merged"):
+    try:
+        ways[name] = json.load(open(f"{out}/{name}/metrics.json"))["MAP@25"]
+    except OSError:
+        ways[name] = None
+try:
+    per_epoch = [json.loads(l) for l in open(f"{out}/kd_qlora/metrics.jsonl")][-1].get("MAP@25")
+except OSError:
+    per_epoch = None
+print("QLoRA adapter three ways, MAP@25 (per-epoch, in training:", per_epoch, "):", ways)
 try:
     m = json.load(open(f"{out}/eval_cascade/metrics.json"))
     c = m["cascade"]

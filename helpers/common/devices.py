@@ -69,8 +69,8 @@ def check_devices(devices, param: str = "devices", stage: str | None = None):
         return list(found) if isinstance(devices, (list, tuple)) else ",".join(found)
     if devices is None or devices == "" or devices == [] or int(os.environ.get("WORLD_SIZE", 1)) > 1:
         return devices
-    asked = [str(d).strip() for d in ([devices] if isinstance(devices, int) else
-                                      devices.replace(",", " ").split() if isinstance(devices, str) else devices)]
+    asked = [x for d in ([devices] if isinstance(devices, (int, str)) else devices)
+             for x in str(d).replace(",", " ").split()]     # "0,1", ["0,1"] and ["cuda:0", "cuda:1"] alike
     n = torch.cuda.device_count() if torch.cuda.is_available() else 0
     have = ", ".join(existing_devices()) if n else "no CUDA device (cpu only)"
     seen = set()
@@ -83,8 +83,9 @@ def check_devices(devices, param: str = "devices", stage: str | None = None):
         if not name.startswith("cuda:"):
             raise ValueError(f"{where}{param}={devices!r}: {d!r} is not a device (cpu, cuda, cuda:N, N, or auto); "
                              f"this machine has {have}")
-        if name in seen:
-            raise ValueError(f"{where}{param}={devices!r} gives {name} twice; this machine has {have}")
+        if name in seen and os.environ.get(SHARE_GPU_ENV) != "1":
+            raise ValueError(f"{where}{param}={devices!r} gives {name} twice; this machine has {have} "
+                             f"(two workers on one GPU only for checks: {SHARE_GPU_ENV}=1)")
         seen.add(name)
         idx = name.split(":", 1)[1] if ":" in name else "0"
         if not idx.isdigit():
@@ -106,8 +107,7 @@ def parse_devices(devices) -> list[str]:
         return existing_devices()
     if isinstance(devices, (int,)):
         devices = [devices]
-    if isinstance(devices, str):
-        devices = devices.replace(",", " ").split()
+    devices = [x for d in ([devices] if isinstance(devices, str) else devices) for x in str(d).replace(",", " ").split()]
     out = []
     for d in devices:
         d = str(d).strip()
@@ -119,6 +119,7 @@ def parse_devices(devices) -> list[str]:
     return out
 
 
+SHARE_GPU_ENV = "EEDI_SHARE_GPU"        # 1: a GPU may be named twice (two workers on one GPU: tools/gpu_check.sh)
 FORCE_FP16_ENV = "EEDI_FORCE_FP16"      # 1: fp16 (and its GradScaler) on every GPU: the T4 path on an H100/H200
 
 

@@ -23,13 +23,49 @@ def dist_info() -> tuple[int, int, int]:
             int(os.environ.get("LOCAL_RANK", 0)))
 
 
+BACKEND_ENV = "EEDI_DDP_BACKEND"     # gloo | nccl: gloo runs two ranks on ONE GPU (tools/gpu_check.sh), NCCL refuses
+
+
+def ddp_backend(device: str) -> str:
+    """nccl for CUDA, gloo for the CPU; ``$EEDI_DDP_BACKEND`` overrides (gloo: several ranks may
+    share one GPU, which NCCL refuses; the cross-device gather then goes through the CPU)."""
+    forced = os.environ.get(BACKEND_ENV, "").strip().lower()
+    if forced:
+        if forced not in ("gloo", "nccl"):
+            raise ValueError(f"{BACKEND_ENV}={forced!r}: choose gloo or nccl")
+        if forced == "nccl" and not str(device).startswith("cuda"):
+            raise ValueError(f"{BACKEND_ENV}=nccl needs CUDA devices, got {device}")
+        return forced
+    return "nccl" if str(device).startswith("cuda") else "gloo"
+
+
+def rank_device(local: int, n_visible: Optional[int] = None) -> str:
+    """The CUDA device of local rank ``local``: ``cuda:local``, wrapped round the visible GPUs
+    (``--nproc_per_node 2`` on one GPU: both ranks on cuda:0, which only gloo accepts)."""
+    n = torch.cuda.device_count() if n_visible is None else n_visible
+    return f"cuda:{local % max(1, n)}"
+
+
+def all_gather_tensors(parts: list, t: torch.Tensor) -> None:
+    """``torch.distributed.all_gather``; under gloo a CUDA tensor goes through the CPU (gloo
+    gathers CPU tensors only)."""
+    import torch.distributed as dist
+    if t.is_cuda and dist.get_backend() == "gloo":
+        cpu = [torch.empty_like(t, device="cpu") for _ in parts]
+        dist.all_gather(cpu, t.cpu())
+        for p, c in zip(parts, cpu):
+            p.copy_(c)
+    else:
+        dist.all_gather(parts, t)
+
+
 def init_distributed(device: str) -> None:
     import torch.distributed as dist
     _, world, local = dist_info()
     if world > 1 and not dist.is_initialized():
-        backend = "nccl" if str(device).startswith("cuda") else "gloo"
-        if backend == "nccl":
-            torch.cuda.set_device(local)
+        backend = ddp_backend(device)
+        if str(device).startswith("cuda"):
+            torch.cuda.set_device(torch.device(device))
         # rank 0 evaluates and merges alone after every epoch while the others wait: long timeout
         import datetime
         dist.init_process_group(backend, timeout=datetime.timedelta(hours=2))

@@ -56,8 +56,8 @@ from helpers.train.args import TrainArgs
 from helpers.train.guards import check_run_disk, fit_in_budget
 from helpers.train.lora import add_lora, trainable_count
 from helpers.train.loop import past_rows
-from helpers.train.distributed import (agree, all_gather_object, dataclass_argv, dist_info, init_distributed,
-                                      inside_torchrun, interleave, launch)
+from helpers.train.distributed import (agree, all_gather_object, all_gather_tensors, dataclass_argv, dist_info,
+                                      init_distributed, inside_torchrun, interleave, launch, rank_device)
 from helpers.train.groups import GroupBatches, load_group_rows
 from helpers.train.losses import (EmbedderLoss, TeacherEntropyMeter, auto_teacher_temperature, loss_weights,
                                   warn_if_saturated)
@@ -253,8 +253,9 @@ def kd_finetune(args: KDArgs, on_log: Optional[Callable[[dict], None]] = None, e
 def _train(args: KDArgs, devices: list[str], on_log=None) -> list[dict]:
     t0 = time.time()
     rank, world, local = dist_info()
-    # under torchrun each process takes its local rank's device (CUDA_VISIBLE_DEVICES is remapped)
-    device = devices[0] if world == 1 or devices[0] == "cpu" else f"cuda:{local}"
+    # under torchrun each process takes its local rank's device (CUDA_VISIBLE_DEVICES is remapped;
+    # more ranks than GPUs share them round robin: EEDI_DDP_BACKEND=gloo, tools/gpu_check.sh)
+    device = devices[0] if world == 1 or devices[0] == "cpu" else rank_device(local)
     init_distributed(device)
     log.info("kd_finetune arguments: %s", json.dumps(asdict(args), ensure_ascii=False))
     model_path = resolve_model(args.model_name_or_path)      # a missing model folder fails before any work
@@ -301,7 +302,7 @@ def _train(args: KDArgs, devices: list[str], on_log=None) -> list[dict]:
                         teacher_temperature=args.teacher_temperature,
                         negatives_cross_device=args.negatives_cross_device,
                         mask_false_negatives=args.mask_false_negatives, kd_in_batch_score=args.kd_in_batch_score,
-                        world_size=world, rank=rank, **weights)
+                        world_size=world, rank=rank, all_gather=all_gather_tensors if world > 1 else None, **weights)
     eval_loss_fn = EmbedderLoss(temperature=args.temperature, kd_loss_type=args.kd_loss_type,
                                 teacher_temperature=args.teacher_temperature,
                                 mask_false_negatives=args.mask_false_negatives,

@@ -26,6 +26,7 @@ import json
 import logging
 import math
 import time
+import os
 from pathlib import Path
 from typing import Callable, Iterable, Optional
 
@@ -68,6 +69,29 @@ def linear_schedule(optimizer, warmup: int, total: int):
             return (step + 1) / (warmup + 1)
         return max(0.0, (total - step) / max(1, total - warmup))
     return torch.optim.lr_scheduler.LambdaLR(optimizer, f)
+
+
+FAULT_ENV = "EEDI_FAULT_STEPS"     # "2:1e34,4:nan": multiply the loss of optimizer steps 2 and 4 (checks only)
+
+
+def fault_steps(spec: Optional[str] = None) -> dict:
+    """``$EEDI_FAULT_STEPS`` (or ``spec``) -> ``{optimizer step (1-based, whole run): loss factor}``:
+    the GPU check's way to make one fp16 overflow (x1e34) or one NaN step in a real run."""
+    spec = os.environ.get(FAULT_ENV, "") if spec is None else spec
+    out = {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        step, sep, factor = part.partition(":")
+        try:
+            out[int(step)] = float(factor)
+            if int(step) < 1 or not sep:
+                raise ValueError
+        except ValueError:
+            raise ValueError(f"{FAULT_ENV}={spec!r}: expected step:factor pairs such as 2:1e34,4:nan "
+                             "(steps from 1)") from None
+    if out:
+        log.warning("%s: the loss of optimizer step(s) %s is multiplied on purpose", FAULT_ENV,
+                    ", ".join(f"{k} (x{v:g})" for k, v in sorted(out.items())))
+    return out
 
 
 def trainable_state(model) -> dict:
@@ -148,6 +172,7 @@ def fit(model, loss_fn: Callable, batches: Callable[[int], Iterable], num_batche
     state = _resume_state(out, args, keys)
     start_epoch, step, history = 0, 0, []
     nonfinite_run, skipped = 0, {}       # skipped optimizer steps: in a row; per epoch
+    faults = fault_steps()
     rows = []
     if state is not None:
         start_epoch, step = int(state["epoch"]), int(state["global_step"])
@@ -185,6 +210,8 @@ def fit(model, loss_fn: Callable, batches: Callable[[int], Iterable], num_batche
             with sync:
                 with torch.autocast(device.type, dtype=compute, enabled=autocast):
                     loss = module(to_device(batch, device))
+                if step + 1 in faults:        # $EEDI_FAULT_STEPS: a bad step on purpose (tools/gpu_check.sh)
+                    loss = loss * faults[step + 1]
                 group = accum if i < (num_batches // accum) * accum else num_batches - (num_batches // accum) * accum
                 scaled = scaler.scale(loss / group)
                 if scaled.requires_grad:      # always: under DDP every rank must join the gradient sync

@@ -21,8 +21,28 @@ def test_two_gpus_asked_on_a_one_gpu_machine_is_one_clear_error(monkeypatch):
         dev.check_devices("0,1", stage="kd_finetune")
     with pytest.raises(ValueError, match=r"devices=\['cuda:0', 'cuda:3'\] asks for cuda:3.*has cuda:0"):
         dev.check_devices(["cuda:0", "cuda:3"])
-    with pytest.raises(ValueError, match="gives cuda:0 twice"):
+    with pytest.raises(ValueError, match="gives cuda:0 twice.*EEDI_SHARE_GPU=1"):
         dev.check_devices("0 cuda:0")
+
+
+def test_one_gpu_named_twice_only_by_the_check_switch(monkeypatch):
+    """tools/gpu_check.sh runs two workers on one GPU: EEDI_SHARE_GPU=1 lets a GPU repeat."""
+    gpus(monkeypatch, 1)
+    monkeypatch.setenv("EEDI_SHARE_GPU", "1")
+    assert dev.check_devices(["cuda:0", "cuda:0"]) == ["cuda:0", "cuda:0"]
+    monkeypatch.setenv("EEDI_SHARE_GPU", "0")
+    with pytest.raises(ValueError, match="twice"):
+        dev.check_devices(["cuda:0", "cuda:0"])
+
+
+def test_a_list_item_with_commas_is_several_devices(monkeypatch):
+    """``--devices 0,1`` on a stage whose flag takes a list gives ["0,1"]: two devices, as the string form."""
+    gpus(monkeypatch, 2)
+    assert dev.check_devices(["0,1"]) == ["0,1"]
+    assert dev.parse_devices(["0,1"]) == dev.parse_devices("0,1") == ["cuda:0", "cuda:1"]
+    assert dev.parse_devices(["cpu,cpu"]) == ["cpu", "cpu"]
+    with pytest.raises(ValueError, match="asks for cuda:2"):
+        dev.check_devices(["0,2"])
 
 
 def test_no_cuda_at_all_names_the_parameter(monkeypatch):

@@ -9,7 +9,7 @@ import pytest
 import run_all
 from helpers.common.io_utils import read_jsonl
 
-STEPS = ["prepare", "zero_shot", "mine_r0", "st_mnrl_inbatch", "st_mnrl_hn", "train_r1", "train_teacher", "mine_r2",
+STEPS = ["prepare", "zero_shot", "mine_r0", "st_mnrl_inbatch", "st_mnrl_hn", "train_r1", "eval_r1", "train_teacher", "mine_r2",
          "score", "train_hn_r2", "train_kd", "compare"]
 
 
@@ -21,7 +21,7 @@ def test_eedi_cpu_chain_on_the_sample(shared_dir, tmp_path, capsys):
             "max_train_queries=16",                     # the teacher
             "num_train_epochs=1", "per_device_train_batch_size=8", "train_group_size=4",
             "zero_shot.query_max_len=128", "mine_r0.query_max_len=128", "mine_r2.query_max_len=128",
-            "compare.query_max_len=128", "max_len=128", "reranker_max_length=128",
+            "compare.query_max_len=128", "eval_r1.query_max_len=128", "max_len=128", "reranker_max_length=128",
             "train_r1.query_max_len=128", "train_hn_r2.query_max_len=128", "train_kd.query_max_len=128",
             "negative_number=3", "top_k=10"]
     argv = ["--profile", "configs/eedi_cpu.yaml", "--output_root", str(tmp_path), "--run_name", "s",
@@ -41,8 +41,11 @@ def test_eedi_cpu_chain_on_the_sample(shared_dir, tmp_path, capsys):
     rer = json.loads((run / "teacher" / "rerank_eval.json").read_text())
     assert rer["n_queries"] == len(read_jsonl(run / "data" / "test_queries.jsonl"))
     assert {"lo", "hi", "verdict"} <= set(rer["reranked - bi-encoder"]["MAP@25"])
+    assert rer["fusion_alpha"] == 0.5              # the fused teacher stage 02 writes, checked against round 1
+    # the fused teacher: per group, 0.5 * z(cross-encoder) + 0.5 * z(round 1), the raw scores kept
     scored = read_jsonl(run / "scored" / "train_scored.jsonl")
-    assert all(len(r["neg_scores"]) == len(r["neg"]) == 3 for r in scored)
+    assert all(len(r["neg_scores"]) == len(r["neg"]) == len(r["neg_reranker_scores"]) == 3 for r in scored)
+    assert all(abs(sum(r["pos_scores"] + r["neg_scores"])) < 1e-4 for r in scored)      # z-scores sum to 0
 
     with open(run / "eval" / "comparison.csv", newline="") as f:
         rows = [r for r in csv.DictReader(f) if r["subset"] == "all"]

@@ -102,3 +102,36 @@ def test_torchrun_children_parse_the_parents_arguments(tmp_path, monkeypatch, re
         assert got["world_size"] == 2
         assert got["args"] == json.loads(json.dumps(asdict(parent))), "".join(lines)
     assert "model_output/demo" not in "".join(lines)
+
+
+def test_ddp_backend_and_rank_devices(monkeypatch):
+    """Two ranks on one GPU (tools/gpu_check.sh): gloo by the env switch, ranks round robin on the
+    visible GPUs; the default stays nccl for CUDA, gloo for the CPU; a bad value names the switch."""
+    from helpers.train.distributed import BACKEND_ENV, ddp_backend, rank_device
+    monkeypatch.delenv(BACKEND_ENV, raising=False)
+    assert (ddp_backend("cuda:0"), ddp_backend("cpu")) == ("nccl", "gloo")
+    monkeypatch.setenv(BACKEND_ENV, "GLOO")
+    assert ddp_backend("cuda:0") == "gloo"
+    monkeypatch.setenv(BACKEND_ENV, "nccl")
+    with pytest.raises(ValueError, match="nccl needs CUDA"):
+        ddp_backend("cpu")
+    monkeypatch.setenv(BACKEND_ENV, "mpi")
+    with pytest.raises(ValueError, match="EEDI_DDP_BACKEND='mpi': choose gloo or nccl"):
+        ddp_backend("cuda:0")
+    assert [rank_device(r, 1) for r in range(2)] == ["cuda:0", "cuda:0"]
+    assert [rank_device(r, 2) for r in range(3)] == ["cuda:0", "cuda:1", "cuda:0"]
+
+
+def test_all_gather_tensors_under_gloo_matches_the_plain_gather(tmp_path):
+    """One gloo process group of world 1 (CPU): the gather is torch's, in rank order."""
+    import torch
+    import torch.distributed as dist
+    from helpers.train.distributed import all_gather_tensors
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
+    try:
+        t = torch.arange(6.0).reshape(2, 3)
+        parts = [torch.empty_like(t)]
+        all_gather_tensors(parts, t)
+        assert torch.equal(parts[0], t)
+    finally:
+        dist.destroy_process_group()

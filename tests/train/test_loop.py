@@ -1,5 +1,6 @@
 """The generic LoRA loop on a toy model: schedule, accumulation, clipping, resume, refusal."""
 import json
+import math
 
 import pytest
 import torch
@@ -297,3 +298,21 @@ def test_a_nan_passage_embedding_skips_the_step_instead_of_raising(tmp_path):
     c = cfg(tmp_path, num_train_epochs=1)
     rows = fit(lora_toy(c), loss_fn, gen, n, c)
     assert rows[0]["skipped_steps"] == 1 and rows[0]["global_step"] == 4
+
+
+def test_fault_steps_switch_makes_the_chosen_steps_bad_and_the_run_finishes(tmp_path, monkeypatch):
+    """$EEDI_FAULT_STEPS (the GPU check's NaN / overflow step in a real run): the named optimizer
+    steps' losses are multiplied, skipped and counted; the history stays valid JSON; a bad spec is
+    one error naming the switch."""
+    from helpers.train.loop import fault_steps
+    assert fault_steps("") == {} and fault_steps("2:1e34, 4:nan")[2] == 1e34
+    assert math.isnan(fault_steps("4:nan")[4])
+    for bad in ("x:1", "0:2", "3"):
+        with pytest.raises(ValueError, match="EEDI_FAULT_STEPS.*step:factor"):
+            fault_steps(bad)
+    gen, n = batches_of(2)
+    monkeypatch.setenv("EEDI_FAULT_STEPS", "2:nan")
+    c = cfg(tmp_path, num_train_epochs=1)
+    rows = fit(lora_toy(c), toy_loss, gen, n, c)
+    assert rows[0]["skipped_steps"] == 1 and rows[0]["global_step"] == 4
+    json.loads((tmp_path / "loss_history.json").read_text(), parse_constant=lambda c: pytest.fail(c))
