@@ -14,7 +14,9 @@
 # run: it must finish with the steps counted. The QLoRA adapter evaluated three ways (4-bit base + the
 # unmerged adapter, the merged model quantized again, the merged model in half precision) beside its
 # per-epoch MAP@25.
-# Not here: a probe with Mistral-7B's layer shapes, and 05_submit through run_all.py.
+# 05_submit through run_all.py (configs/submit.yaml): the QLoRA adapter on its 4-bit base, and a merged model.
+# The shipped QLoRA step's s/step and peak GiB with Mistral-7B's layer shapes (bench/layer_probe.py: random 2- and
+# 4-layer models through the real stage, scaled to 32 layers, beside the memory plan; PROBE=0 skips it).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-/tmp/gpu_check}
@@ -91,6 +93,12 @@ step evaluate "$NT" queries -- $PY -m helpers.eval.evaluate --model_name_or_path
 BLOCK="{\"reranker_name_or_path\": \"$RERANKER\", \"reranker_max_length\": 256, \"reranker_batch_size\": 16, \"top_k\": 25, \"devices\": \"0\"}"
 step cascade $((NT * 25)) pairs -- $PY -m helpers.eval.cascade --embedder_dir "$OUT/eval" --queries_file "$OUT/data/test_queries.jsonl" --corpus_file "$OUT/data/corpus.jsonl" --output_dir "$OUT/eval_cascade" --sweep_top_k 10,25 --sweep_alpha 0.5 --reranker "$BLOCK"
 step submit_cascade 1 runs -- $PY -m helpers.eval.submission --model_name_or_path "$OUT/kd_torchrun/merged_model_lora_epoch_1" --embedder_model_class decoder-only-icl --test_csv data/demo/test.csv --misconception_csv data/demo/misconception_mapping.csv --output_file "$OUT/submission_cascade.csv" --devices 0 --reranker "$BLOCK"
+if [ "${PROBE:-1}" = 1 ]; then
+  step layer_probe 2 runs -- $PY bench/layer_probe.py --out "$OUT/probe"
+fi
+SUB=(--profile configs/submit.yaml --output_root "$OUT" --var data_dir=data/demo --var base_model="$EMBEDDER" --set embedder_batch_size=16)
+step submit_run_all_adapter 1 runs -- $PY run_all.py "${SUB[@]}" --run_name submit_adapter --var student="$OUT/kd_qlora/lora_epoch_1" --set submission_file="$OUT/submission_adapter.csv"
+step submit_run_all_merged 1 runs -- $PY run_all.py "${SUB[@]}" --run_name submit_merged --var student="$OUT/kd_torchrun/merged_model_lora_epoch_1" --set load_in_4bit=false --set submission_file="$OUT/submission_merged.csv"
 
 $PY - "$OUT" <<'PY'
 import json, sys
@@ -135,6 +143,7 @@ try:
 except OSError as e:
     print("cascade: no metrics:", e)
 PY
+[ -f "$OUT/probe/probe.json" ] && tail -n 1 "$OUT/layer_probe.log"
 echo; echo "peak GPU memory per stage (the memory plan's estimate is the 'memory plan' line of the same log):"
 grep -H "peak GPU memory\|memory plan" "$OUT"/*.log | sed "s#$OUT/##"
 echo; echo "stage            wall        throughput"; printf '%s\n' "${REPORT[@]}"

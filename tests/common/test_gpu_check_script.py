@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 
 SCRIPT = Path(__file__).resolve().parents[2] / "tools" / "gpu_check.sh"
 
@@ -48,3 +50,17 @@ def test_every_stage_command_uses_flags_the_stage_has():
     for mod, flags, line in commands:
         assert flags <= known[mod], f"{mod}: {sorted(flags - known[mod])} are not its flags (line: {line[:120]})"
     assert len(commands) >= 15
+
+
+@pytest.mark.integration
+def test_the_layer_probe_runs_the_real_stage_on_tiny_shapes(tmp_path):
+    """bench/layer_probe.py's path (random models, the shipped step's settings, kd_finetune, the
+    scaling) on a CPU; the numbers mean nothing here."""
+    import json
+    proc = subprocess.run([sys.executable, "bench/layer_probe.py", "--out", str(tmp_path), "--tiny", "--steps", "2"],
+                          cwd=SCRIPT.parents[1], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    r = json.loads((tmp_path / "probe.json").read_text())
+    assert r["runs"]["2"]["steps"] == r["runs"]["4"]["steps"] == 2 and r["s_per_step_32"] > 0
+    assert r["peak_gib_32"] is None and r["plan_gib_32"] > 0          # no GPU: no peak
+    assert "group 8" in r["settings"] and "checkpointing" in r["settings"]
