@@ -57,14 +57,15 @@ def make_model(folder: Path, layers: int, shapes: dict, device: str) -> None:
     import torch
     from transformers import AutoTokenizer, MistralConfig, MistralModel
     from helpers.common.models import resolve_model
-    tok = AutoTokenizer.from_pretrained(resolve_model("demo:smollm2-135m-instruct"))
+    trust_remote_code = False                # a known tokenizer folder: no model code
+    tok = AutoTokenizer.from_pretrained(resolve_model("demo:smollm2-135m-instruct"), trust_remote_code=trust_remote_code)
     cfg = MistralConfig(**shapes, num_hidden_layers=layers, vocab_size=len(tok), max_position_embeddings=4096,
                         pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
     torch.manual_seed(0)
     with torch.device(device):
         model = MistralModel(cfg).to(torch.float16 if device != "cpu" else torch.float32)
     tmp = folder.with_name(folder.name + ".tmp")
-    model.save_pretrained(tmp)
+    model.save_pretrained(tmp, safe_serialization=True)
     tok.save_pretrained(tmp)
     tmp.rename(folder)
 
