@@ -85,6 +85,14 @@ VARIANTS = {
                         {**FULL, "temperature": 0.05, "learning_rate": 5e-5, "start": "full_t05_lr5e-5", "reuse_mined":
                          "r2_full_t05_lr5e-5", "knowledge_distillation": True, "fusion_alpha": 0.5,
                          "teacher_temperature": 0.25}),
+    # the 1st-place batching: each query pulls in up to 3 queries whose positive is one of its mined negatives
+    "r2kd_1st_hnq": ("r2kd_1st + hard_negative_queries 3 (the 1st-place batching)",
+                     {**FULL, "temperature": 0.05, "learning_rate": 5e-5, "start": "full_t05_lr5e-5", "reuse_mined":
+                      "r2_full_t05_lr5e-5", "knowledge_distillation": True, "kd_in_batch_score": "p5",
+                      "mask_false_negatives": True, "no_duplicate_positives": True, "hard_negative_queries": 3}),
+    "r2_hnq": ("round 2 HN-only + hard_negative_queries 3 (the batching alone, no teacher)",
+               {**FULL, "temperature": 0.05, "learning_rate": 5e-5, "start": "full_t05_lr5e-5", "reuse_mined":
+                "r2_full_t05_lr5e-5", "knowledge_distillation": False, "hard_negative_queries": 3}),
     # the KD mechanism's control: a teacher that does know more on the KD groups, a better bi-encoder (round 1 at
     # lr 1e-4: top-1 0.723 on the groups vs the student's 0.674), its cosines at the student's temperature
     "r2kd_bi": ("r2kd, the teacher a better bi-encoder (full_t05_lr1e-4's cosines, teacher temperature 0.05)",
@@ -224,7 +232,7 @@ def table(results: dict, run_dir: Path) -> str:
              "|---|---|---:|---:|---:|---:|---|---|"]
     for n, r in results.items():
         cells = []
-        for ref in (REFERENCE, "r2_full_t05_lr5e-5" if n.startswith("r2kd") else "base"):
+        for ref in (REFERENCE, "r2_full_t05_lr5e-5" if n.startswith(("r2kd", "r2_hnq")) else "base"):
             if ref not in pq or ref == n:
                 cells.append("")
                 continue

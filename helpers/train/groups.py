@@ -117,9 +117,58 @@ def no_duplicate_cut(order: list[int], keys: list, g: int, n_batches: int) -> tu
     return out, forced
 
 
+def hard_negative_cut(order: list[int], pos_keys: list, neg_ids: list, g: int, n_batches: int, per_row: int,
+                      no_duplicates: bool = False) -> tuple[list[list[int]], int]:
+    """``n_batches`` batches of ``g`` rows in which each row brings in up to ``per_row`` rows whose
+    positive is one of its negatives (the 1st-place Eedi solution's batching: a query's hard negative
+    is then another in-batch query's positive, so the in-batch negatives are hard too).
+
+    Seeds are taken in ``order``; after each seed, for its first ``per_row`` negative ids, the first
+    unused row (in ``order``) whose positive ids hold that id joins the batch, while there is room.
+    Every row is used at most once; the rows left over when the batches are full are dropped, as
+    ``drop_last`` drops the remainder. ``no_duplicates``: a row whose positives clash with the batch's
+    is not taken (a seed waits for a later batch); a batch that cannot be filled otherwise takes the
+    next unused rows anyway -> (batches, how many did)."""
+    rank = {i: k for k, i in enumerate(order)}
+    by_pos: dict = {}
+    for i in order:
+        for pid in pos_keys[i]:
+            by_pos.setdefault(pid, []).append(i)
+    used, out, forced, start = set(), [], 0, 0
+    for _ in range(n_batches):
+        batch, seen = [], set()
+
+        def take(i):
+            batch.append(i)
+            used.add(i)
+            seen.update(pos_keys[i])
+        for i in order[start:]:
+            if len(batch) >= g:
+                break
+            if i in used or (no_duplicates and pos_keys[i] & seen):
+                continue
+            take(i)
+            for nid in list(neg_ids[i])[:per_row]:
+                if len(batch) >= g:
+                    break
+                mates = [j for j in by_pos.get(nid, ()) if j not in used and not (no_duplicates and pos_keys[j] & seen)]
+                if mates:
+                    take(min(mates, key=rank.__getitem__))
+        if len(batch) < g:                          # only clashing rows left: take them anyway
+            rest = [i for i in order[start:] if i not in used][:g - len(batch)]
+            for i in rest:
+                take(i)
+            forced += 1
+        while start < len(order) and order[start] in used:
+            start += 1
+        out.append(batch)
+    return out, forced
+
+
 def batch_indices(n: int, batch_size: int, seed: int, epoch: int, world_size: int = 1,
                   shuffle: bool = True, drop_last: bool = True, lengths: Optional[list[int]] = None,
-                  window: int = 64, keys: Optional[list] = None) -> list[list[int]]:
+                  window: int = 64, keys: Optional[list] = None,
+                  hard_negatives: Optional[tuple[list, int]] = None) -> list[list[int]]:
     """Global batches (batch_size x world_size rows each) of one epoch, seeded by (seed, epoch).
 
     ``lengths`` (length grouping, training only): the shuffled order (the same rows as without it,
@@ -131,11 +180,22 @@ def batch_indices(n: int, batch_size: int, seed: int, epoch: int, world_size: in
     question), so the InfoNCE term sees other negatives than with plain shuffling.
 
     ``keys`` (training only; a frozenset per row, its positive ids): no two rows of a global batch share
-    a key (:func:`no_duplicate_cut`); the number of batches is the same as without it."""
+    a key (:func:`no_duplicate_cut`); the number of batches is the same as without it.
+
+    ``hard_negatives`` (training only; ``(each row's negative ids, per_row)``, with ``keys``: each row's
+    positive ids): each row pulls up to ``per_row`` rows whose positive is one of its negatives into
+    its batch (:func:`hard_negative_cut`); the same number of batches. Not combined with ``lengths``."""
     order = list(range(n))
     if shuffle:
         random.Random(f"{seed}-{epoch}").shuffle(order)
     g = batch_size * world_size
+    if hard_negatives is not None and shuffle and drop_last:
+        neg_ids, per_row = hard_negatives
+        out, forced = hard_negative_cut(order, keys, neg_ids, g, n // g, per_row, no_duplicates=True)
+        if forced:
+            log.info("epoch %d: %d of %d batches hold two queries with a shared positive (no other rows left)",
+                     epoch, forced, len(out))
+        return out
     if keys is not None and shuffle and drop_last:
         if lengths is not None:          # the length-sorted order within windows, then cut without duplicates
             order = [i for b in batch_indices(n, batch_size, seed, epoch, world_size, shuffle, drop_last, lengths,
@@ -201,10 +261,18 @@ class GroupBatches:
                                  self.train, self.train))      # no_duplicate_positives keeps this number
 
     def keys(self) -> Optional[list]:
-        """Each row's positive ids (frozenset), for batches without shared positives; None when off."""
-        if not (self.train and getattr(self.args, "no_duplicate_positives", False)):
+        """Each row's positive ids (frozenset), for batches without shared positives (also the index
+        of hard-negative batching); None when both are off."""
+        if not (self.train and (getattr(self.args, "no_duplicate_positives", False) or self.hard_negatives())):
             return None
         return [frozenset(r.get("pos_ids") or r["pos"]) for r in self.rows]
+
+    def hard_negatives(self) -> Optional[tuple[list, int]]:
+        """``(each row's negative ids, hard_negative_queries)`` when that option is on (training)."""
+        k = int(getattr(self.args, "hard_negative_queries", 0) or 0)
+        if not (self.train and k > 0):
+            return None
+        return [r.get("neg_ids") or r["neg"] for r in self.rows], k
 
     def lengths(self) -> Optional[list[int]]:
         """Token length of each row's instructed query (no examples), for length grouping; None when off."""
@@ -220,7 +288,7 @@ class GroupBatches:
     def __call__(self, epoch: int):
         for step, idx in enumerate(batch_indices(len(self.rows), self.batch_size, self.seed, epoch,
                                                  self.world, self.train, self.train, self.lengths(),
-                                                 self.length_window, self.keys())):
+                                                 self.length_window, self.keys(), self.hard_negatives())):
             local = idx[self.rank * self.batch_size:(self.rank + 1) * self.batch_size]
             if not local:
                 continue

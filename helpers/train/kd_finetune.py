@@ -142,11 +142,19 @@ class KDArgs(EmbedderArgs, TrainArgs):
     no_duplicate_positives: bool = arg(False, "no two queries with a shared positive id in one batch (sentence-"
                                        "transformers' NO_DUPLICATES, by id); the number of batches stays the same",
                                        before=False)
+    hard_negative_queries: int = arg(0, "pull up to this many queries per query into its batch whose positive is one "
+                                     "of its negatives (by id; the 1st-place Eedi batching: in-batch negatives as hard "
+                                     "as the mined ones); implies no two queries with a shared positive in a batch; "
+                                     "0: off", before=0)
     group_by_length: bool = arg(False, "batches of similar query length within shuffled windows of 64 batches (less "
                                 "padding; changes which queries are each other's in-batch negatives)", before=False)
 
     def __post_init__(self):
         super().__post_init__()     # the embedder block's checks (pooling, examples), then the training block's
+        if int(self.hard_negative_queries) < 0:
+            raise ValueError(f"hard_negative_queries must be >= 0, got {self.hard_negative_queries}")
+        if self.hard_negative_queries and self.group_by_length:
+            raise ValueError("hard_negative_queries and group_by_length both choose each batch's rows: use one")
         self.by_class = {k: v for k, v in class_defaults(self.embedder_model_class).items() if getattr(self, k) is None}
         for k, v in self.by_class.items():      # not a field: what was chosen for the log, once
             setattr(self, k, v)

@@ -158,3 +158,40 @@ def test_no_duplicate_batches_keep_the_count_and_share_no_positive():
     assert [len(b) for b in out] == [4, 4] and forced == 2
     with_lengths = batch_indices(64, 4, seed=3, epoch=0, keys=keys, lengths=[i % 7 for i in range(64)], window=2)
     assert len(with_lengths) == 16 and all(len(set().union(*(keys[i] for i in b))) == 4 for b in with_lengths)
+
+
+# ---------- hard-negative batches: a query's negatives come in as other queries' positives ----------
+def test_hard_negative_cut_pulls_in_the_queries_whose_positive_is_a_negative():
+    from helpers.train.groups import batch_indices, hard_negative_cut
+    # row i: positive "p{i}"; negatives: the positives of rows i+1 and i+2 (mod 12)
+    pos = [frozenset({f"p{i}"}) for i in range(12)]
+    neg = [[f"p{(i + 1) % 12}", f"p{(i + 2) % 12}"] for i in range(12)]
+    order = [0, 5, 9, 3, 7, 1, 11, 2, 8, 4, 10, 6]
+    out, forced = hard_negative_cut(order, pos, neg, 3, 4, per_row=2)
+    assert out[0] == [0, 1, 2] and forced == 0                      # seed 0, then rows 1 and 2 (its negatives)
+    assert out[1] == [5, 6, 7] and out[2] == [9, 10, 11] and out[3] == [3, 4, 8]    # 8: no mate left, next seed
+    assert len({i for b in out for i in b}) == 12
+    # per_row 1: one partner each; a batch of 4 then has two seeds
+    out1, _ = hard_negative_cut(order, pos, neg, 4, 3, per_row=1)
+    assert out1[0] == [0, 1, 5, 6]
+    # shared positives are never in one batch; when only clashing rows are left, forced and counted
+    same = [frozenset({"x"})] * 4
+    out2, forced2 = hard_negative_cut([0, 1, 2, 3], same, [["x"]] * 4, 2, 2, per_row=1, no_duplicates=True)
+    assert [len(b) for b in out2] == [2, 2] and forced2 == 2
+    # through batch_indices: seeded, the same number of batches as plain shuffling, every row at most once
+    a = batch_indices(12, 3, seed=1, epoch=2, keys=pos, hard_negatives=(neg, 2))
+    assert a == batch_indices(12, 3, seed=1, epoch=2, keys=pos, hard_negatives=(neg, 2))
+    assert len(a) == len(batch_indices(12, 3, seed=1, epoch=2)) == 4
+    assert any(f"p{(a[0][0] + 1) % 12}" in pos[j] for j in a[0])     # the first seed's first negative is in
+
+
+def test_hard_negative_queries_flag_reaches_the_batches(tmp_path):
+    from helpers.train.groups import GroupBatches
+    rows = [{"query": f"q{i}", "pos": [f"p{i}"], "pos_ids": [str(i)], "neg": [f"p{(i + 1) % 8}"],
+             "neg_ids": [str((i + 1) % 8)]} for i in range(8)]
+    args = data_args(train_group_size=2, hard_negative_queries=1)
+    gb = GroupBatches(rows, None, args, batch_size=2, seed=0)
+    assert gb.hard_negatives() == ([[str((i + 1) % 8)] for i in range(8)], 1) and gb.keys() is not None
+    assert GroupBatches(rows, None, data_args(train_group_size=2), batch_size=2, seed=0).hard_negatives() is None
+    with pytest.raises(ValueError, match="hard_negative_queries and group_by_length"):
+        data_args(hard_negative_queries=1, group_by_length=True)
