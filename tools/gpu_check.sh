@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU check: the whole chain on small models through the CUDA paths, in at most ~8 minutes on one GPU.
 #   tools/gpu_check.sh [OUT_DIR]
-# Exercises: fp16 (cc < 8) / bf16 (cc >= 8) inference and autocast training with a GradScaler on fp16,
+# Exercises: fp16 (cc < 8) / bf16 (cc >= 8) inference (the reranker's half-precision scores against fp32) and autocast training with a GradScaler on fp16,
 # a 4-bit base (bitsandbytes) for mining and QLoRA, faiss on the GPU when faiss has GPU support,
 # torchrun with one process (the DDP code path), merge + per-epoch evaluation, and prints
 # throughput per stage. Models: $EMBEDDER / $RERANKER (default the demo aliases; any HF folder works).
@@ -73,6 +73,7 @@ SCORE=(--reranker_name_or_path "$RERANKER" --reranker_max_length 256 --reranker_
 step score_train $((NQ * 8)) pairs -- $PY -m helpers.rerank.add_reranker_score "${SCORE[@]}" --input_file "$OUT/train_mined.jsonl" --output_file "$OUT/train_scored.jsonl"
 step score_test $((NT * 8)) pairs -- $PY -m helpers.rerank.add_reranker_score "${SCORE[@]}" --input_file "$OUT/test_mined.jsonl" --output_file "$OUT/test_scored.jsonl"
 step score_2workers $((NT * 8)) pairs -- env EEDI_SHARE_GPU=1 $PY -m helpers.rerank.add_reranker_score "${SCORE[@]}" --devices cuda:0 cuda:0 --input_file "$OUT/test_mined.jsonl" --output_file "$OUT/test_scored_2workers.jsonl"
+step score_fp32 $((NT * 8)) pairs -- $PY -m helpers.rerank.add_reranker_score "${SCORE[@]}" --use_fp16 False --input_file "$OUT/test_mined.jsonl" --output_file "$OUT/test_scored_fp32.jsonl"
 step score_plain $((NT * 8)) pairs -- $PY -m helpers.rerank.add_reranker_score "${SCORE[@]}" --yes_only False --share_query_prefix False --input_file "$OUT/test_mined.jsonl" --output_file "$OUT/test_scored_plain.jsonl"
 
 TRAIN=(--model_name_or_path "$EMBEDDER" --embedder_model_class decoder-only-icl --train_data "$OUT/train_scored.jsonl"
@@ -107,6 +108,9 @@ a = [json.loads(l) for l in open(f"{out}/test_scored.jsonl")]
 b = [json.loads(l) for l in open(f"{out}/test_scored_plain.jsonl")]
 d = max(abs(x - y) for r, s in zip(a, b) for x, y in zip(r["pos_scores"] + r["neg_scores"], s["pos_scores"] + s["neg_scores"]))
 print(f"fast vs plain reranker path, max |diff| in half precision: {d:.4f}")
+c = [json.loads(l) for l in open(f"{out}/test_scored_fp32.jsonl")]
+d32 = max(abs(x - y) for r, s in zip(a, c) for x, y in zip(r["pos_scores"] + r["neg_scores"], s["pos_scores"] + s["neg_scores"]))
+print(f"reranker in half precision vs fp32 (Gemma-3 overflows in fp16: a large value here says so), max |diff|: {d32:.4f}")
 a2 = [json.loads(l) for l in open(f"{out}/test_scored_2workers.jsonl")]
 d2 = max(abs(x - y) for r, s in zip(a, a2) for x, y in zip(r["pos_scores"] + r["neg_scores"], s["pos_scores"] + s["neg_scores"]))
 print(f"reranker scores, two workers on the GPU vs one, max |diff|: {d2:.5f} (the order of the rows:",
