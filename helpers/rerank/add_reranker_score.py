@@ -36,6 +36,7 @@ from helpers.rerank.filters import FILTER_MODES, apply_teacher_filter, check_fil
 from helpers.common.io_utils import InputError, check_writable, exclusive_lock, read_jsonl, write_jsonl
 from helpers.rerank.args import ALIASES, RerankerArgs, build_reranker, check_memory, check_model_args
 from helpers.rerank.progress import Progress, file_sha256, progress_path
+from helpers.rerank.stats import teacher_vs_miner
 
 log = logging.getLogger(__name__)
 
@@ -179,9 +180,18 @@ def _score(args: ScoreArgs, reranker, load) -> dict:
     rows, report = apply_teacher_filter(rows, args.teacher_filter, args.teacher_filter_margin)
     if args.teacher_filter != "none":
         log.info("%s", summary_line(report))
+    versus = teacher_vs_miner(rows)            # the groups KD trains on: is the teacher ahead of the miner?
+    if versus:
+        t, m = versus["teacher"]["top1"], versus["miner"]["top1"]
+        (log.warning if t <= m else log.info)(
+            "teacher top-1 on these groups %.3f vs the mining model's %.3f%s", t, m,
+            ": the teacher is not ahead of the student on the groups KD trains on (README, issue 29: KD then "
+            "does not win)" if t <= m else "")
     write_jsonl(out, rows)
     progress.remove()
     summary = dict(queries=n, pairs=n_pairs, scored_now=done_pairs, seconds=round(time.time() - t0, 2),
+                   **({"teacher_top1": round(versus["teacher"]["top1"], 4), "miner_top1": round(versus["miner"]["top1"], 4)}
+                      if versus else {}),
                    pairs_per_s=round(done_pairs / dt, 2) if dt > 0 and done_pairs else None,
                    output_file=str(out))
     if args.teacher_filter != "none":

@@ -78,3 +78,25 @@ def test_the_filter_keeps_the_mining_scores_aligned(tmp_path):
     for o in (json.loads(x) for x in open(tmp_path / "out" / "scored.jsonl")):
         n = len(o["neg"])
         assert len(o["neg_scores"]) == len(o["neg_embedder_scores"]) == len(o["neg_reranker_scores"]) == n
+
+
+def test_stage_02_says_whether_the_teacher_is_ahead_of_the_miner_on_its_groups(tmp_path, caplog):
+    """With the mining model's scores in the file, stage 02 compares group top-1 of the teacher it writes
+    with the miner's; a teacher that is not ahead is a warning (KD from it did not win on eedi_dev)."""
+    import logging
+    from helpers.rerank.stats import teacher_vs_miner
+    rs = with_embedder_scores()             # the miner ranks every positive first (0.9 > 0.2)
+    for r in rs:
+        r["neg_embedder_scores"] = [0.0, 0.1, 0.2]
+    write(tmp_path / "mined.jsonl", rs)
+    with caplog.at_level(logging.INFO):
+        s = add_reranker_score(args(tmp_path), reranker=FakeReranker())
+    assert s["miner_top1"] == 1.0 and s["teacher_top1"] < 1.0
+    assert any(r.levelno == logging.WARNING and "not ahead of the student" in r.getMessage() for r in caplog.records)
+    out = [json.loads(x) for x in open(tmp_path / "out" / "scored.jsonl")]
+    v = teacher_vs_miner(out)
+    assert set(v) == {"teacher", "miner"} and v["miner"]["top1"] == 1.0
+    assert teacher_vs_miner(rows()) == {}                         # no mining scores: nothing to compare
+    add_reranker_score(args(tmp_path, fusion_alpha=0.5, overwrite=True), reranker=FakeReranker())
+    fused = [json.loads(x) for x in open(tmp_path / "out" / "scored.jsonl")]
+    assert set(teacher_vs_miner(fused)) == {"teacher", "miner", "reranker"}
