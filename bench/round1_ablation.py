@@ -161,11 +161,11 @@ def score_command(spec: dict, run_dir: Path, out: Path) -> list[str]:
 def refuse(src: Path, dst: Path, alpha: float) -> None:
     """A fused scored file at another ``alpha``, from one that kept the reranker's raw scores (no rescoring)."""
     from helpers.common.io_utils import read_jsonl, write_jsonl
-    from helpers.rerank.fusion import fuse_rows
+    from helpers.rerank.fusion import RAW_FIELDS, fuse_rows
     rows = read_jsonl(src)
     for r in rows:
         r.pop("__line__", None)
-        r["pos_scores"], r["neg_scores"] = r.pop("pos_reranker_scores"), r.pop("neg_reranker_scores")
+        r["pos_scores"], r["neg_scores"] = r.pop(RAW_FIELDS[0]), r.pop(RAW_FIELDS[1])
     fuse_rows(rows, alpha)
     dst.parent.mkdir(parents=True, exist_ok=True)
     write_jsonl(dst, rows)

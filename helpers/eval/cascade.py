@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 from helpers.common.io_utils import InputError, atomic_path, load_corpus, read_jsonl, validate_queries, write_json, write_jsonl
 from helpers.eval.metrics import per_query
 from helpers.eval.paired import paired_bootstrap
-from helpers.rerank.fusion import check_alpha, fuse, zscore  # noqa: F401  (zscore: the cascade's normalisation, re-exported)
+from helpers.rerank.fusion import check_alpha, fuse
 from helpers.eval.retrieval import metrics_csv, metrics_rows, score_rankings, seen_ids
 from helpers.rerank.args import RerankerArgs, reranker_spellings
 

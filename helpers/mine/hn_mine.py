@@ -171,12 +171,11 @@ def hn_mine(args: HnMineArgs, embedder: Optional[Embedder] = None,
                                     args.negative_number, args.seed, scores=scores, pos_scores=pos_scores,
                                     relative_margin=args.relative_margin, absolute_margin=args.absolute_margin,
                                     max_score=args.max_score, sampling=args.sampling, stats=mstats)
-    pos_sim = np.array([float(q_emb[i] @ p_emb[id_to_idx[r["pos_ids"][0]]]) for i, r in enumerate(mined)],
-                       dtype=np.float32)
+    pos_sim = np.array([s[0] for s in pos_scores], dtype=np.float32)      # mined[i] is rows[i]: its first positive
     neg_sim = [[float(q_emb[i] @ p_emb[id_to_idx[n]]) for n in r["neg_ids"]] for i, r in enumerate(mined)]
     if args.keep_scores:
         for i, r in enumerate(mined):
-            r["pos_embedder_scores"] = [round(float(q_emb[i] @ p_emb[id_to_idx[p]]), 6) for p in r["pos_ids"]]
+            r["pos_embedder_scores"] = [round(s, 6) for s in pos_scores[i]]
             r["neg_embedder_scores"] = [round(s, 6) for s in neg_sim[i]]
     metrics = score_rankings(ids_from_indices(indices, corpus_ids), rows, ks=(25, 50, 75, 100))
     order = list(range(len(mined)))

@@ -70,10 +70,10 @@ def fuse_rows(rows: Sequence[dict], alpha: float) -> None:
     """In place: ``pos_scores`` / ``neg_scores`` become the fusion over each row's group (positives
     and negatives together); the reranker's own scores move to ``pos_reranker_scores`` /
     ``neg_reranker_scores``. Scores are rounded to 6 decimals (the file is JSON)."""
+    (emb_pos, emb_neg), (raw_pos, raw_neg) = EMBEDDER_FIELDS, RAW_FIELDS
     for r in rows:
         n_pos = len(r["pos_scores"])
-        f = fuse(list(r["pos_scores"]) + list(r["neg_scores"]),
-                 list(r["pos_embedder_scores"]) + list(r["neg_embedder_scores"]), alpha)
-        r["pos_reranker_scores"], r["neg_reranker_scores"] = r["pos_scores"], r["neg_scores"]
+        f = fuse(list(r["pos_scores"]) + list(r["neg_scores"]), list(r[emb_pos]) + list(r[emb_neg]), alpha)
+        r[raw_pos], r[raw_neg] = r["pos_scores"], r["neg_scores"]
         r["pos_scores"] = [round(float(x), 6) for x in f[:n_pos]]
         r["neg_scores"] = [round(float(x), 6) for x in f[n_pos:]]

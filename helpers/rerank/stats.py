@@ -51,14 +51,17 @@ def teacher_vs_miner(rows) -> dict:
     ``hn_mine --keep_scores True``); {} when the rows carry no mining scores. On eedi_dev a fused teacher
     that re-orders the student's test top 25 better still put the positive first on fewer of these groups
     than the student (0.657 against 0.674), and KD with it lost (README, issue 29)."""
-    if not rows or any("pos_embedder_scores" not in r or "neg_embedder_scores" not in r for r in rows):
-        return {}
-    def of(pos, neg):
+    from helpers.rerank.fusion import EMBEDDER_FIELDS, RAW_FIELDS
+
+    def of(fields):
+        pos, neg = fields
         return group_rank_stats([{"query_id": r.get("query_id"), "pos_scores": r[pos], "neg_scores": r[neg]}
                                  for r in rows])
-    out = {"teacher": group_rank_stats(rows), "miner": of("pos_embedder_scores", "neg_embedder_scores")}
-    if all("pos_reranker_scores" in r for r in rows):
-        out["reranker"] = of("pos_reranker_scores", "neg_reranker_scores")
+    if not rows or any(f not in r for r in rows for f in EMBEDDER_FIELDS):
+        return {}
+    out = {"teacher": group_rank_stats(rows), "miner": of(EMBEDDER_FIELDS)}
+    if all(f in r for r in rows for f in RAW_FIELDS):
+        out["reranker"] = of(RAW_FIELDS)
     return out
 
 

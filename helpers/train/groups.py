@@ -129,8 +129,7 @@ def hard_negative_cut(order: list[int], pos_keys: list, neg_ids: list, g: int, n
     ``drop_last`` drops the remainder. ``no_duplicates``: a row whose positives clash with the batch's
     is not taken (a seed waits for a later batch); a batch that cannot be filled otherwise takes the
     next unused rows anyway -> (batches, how many did)."""
-    rank = {i: k for k, i in enumerate(order)}
-    by_pos: dict = {}
+    by_pos: dict = {}          # positive id -> rows holding it, in ``order``
     for i in order:
         for pid in pos_keys[i]:
             by_pos.setdefault(pid, []).append(i)
@@ -151,9 +150,10 @@ def hard_negative_cut(order: list[int], pos_keys: list, neg_ids: list, g: int, n
             for nid in list(neg_ids[i])[:per_row]:
                 if len(batch) >= g:
                     break
-                mates = [j for j in by_pos.get(nid, ()) if j not in used and not (no_duplicates and pos_keys[j] & seen)]
-                if mates:
-                    take(min(mates, key=rank.__getitem__))
+                mate = next((j for j in by_pos.get(nid, ()) if j not in used
+                             and not (no_duplicates and pos_keys[j] & seen)), None)
+                if mate is not None:
+                    take(mate)
         if len(batch) < g:                          # only clashing rows left: take them anyway
             rest = [i for i in order[start:] if i not in used][:g - len(batch)]
             for i in rest:

@@ -25,8 +25,8 @@ from __future__ import annotations
 import json
 import logging
 import math
-import time
 import os
+import time
 from pathlib import Path
 from typing import Callable, Iterable, Optional
 

@@ -7,7 +7,8 @@ import pytest
 
 from helpers.common.io_utils import read_jsonl, write_jsonl
 from helpers.eval.cascade import (RerankStage, cascade_label, cascade_table, read_block, rerank_order, run_cascade,
-                                  score_in_bands, stage_from, zscore)
+                                  score_in_bands, stage_from)
+from helpers.rerank.fusion import zscore
 
 
 class GoldFirst:
