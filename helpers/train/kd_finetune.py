@@ -105,7 +105,8 @@ class KDArgs(EmbedderArgs, TrainArgs):
     kd_loss_type: str = arg("kl_div", "kl_div (added to InfoNCE) | m3_kd_loss (alone) | margin_mse (teacher margins "
                             "pos - neg, added to InfoNCE)")
     kd_in_batch_score: Optional[float] = arg(None, "kl_div over the whole in-batch row (the 1st-place Eedi KD): other "
-                                             "groups' passages get this raw teacher score; None: the own group only "
+                                             "groups' passages get this raw teacher score, a copy of one the teacher "
+                                             "scored for the query keeps that score; None: the own group only "
                                              "(FlagEmbedding)", before=None)
     teacher_temperature: Union[float, str] = arg(1.0, "teacher targets = softmax(scores / teacher_temperature) "
                                                  "(FlagEmbedding: 1); auto: the temperature whose mean group entropy "

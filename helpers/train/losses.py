@@ -16,7 +16,8 @@ column is ``i * G``.
 - ``kd_in_batch_score`` (an option, with ``kl_div``): the soft targets cover the whole in-batch row, not
   only the query's group (the 1st-place Eedi solution's KD): the teacher's scores for the own group and
   this fixed raw score for every other group's passage (unscored: "a negative the teacher would score
-  this low"); a masked false negative gets target 0.
+  this low"), except another group's copy of a passage the teacher scored for this query (same text
+  key), which takes that score; a masked false negative gets target 0.
 - ``m3_kd_loss``: FlagEmbedding's BGE-M3 distillation over the in-batch matrix, used ALONE (no
   InfoNCE added, as FlagEmbedding): for each group position j, cross-entropy towards column
   ``i*G+j`` with the columns of earlier positions masked out, weighted by the teacher's
@@ -137,14 +138,28 @@ def margin_mse_loss(student_group: torch.Tensor, teacher_group: torch.Tensor) ->
 
 
 def in_batch_targets(teacher_group: torch.Tensor, n_cols: int, offset: int, fill: float,
-                     masked: Optional[torch.Tensor] = None) -> torch.Tensor:
+                     masked: Optional[torch.Tensor] = None, keys: Optional[torch.Tensor] = None) -> torch.Tensor:
     """[B, G] raw teacher scores (already / teacher_temperature) -> [B, n_cols] soft targets over the
     whole in-batch row: query i's own group at columns (offset + i) * G + j, ``fill`` everywhere else,
-    0 where ``masked`` ([B, n_cols] bool: false negatives) is True."""
+    0 where ``masked`` ([B, n_cols] bool: false negatives) is True.
+
+    ``keys`` ([n_cols] passage text keys of the row's columns): another group's copy of a passage that
+    the teacher scored for query i (one of i's own group) takes that score instead of ``fill``: a
+    cross pair the teacher did score (on Eedi a hard negative's own query, pulled into the batch by
+    ``hard_negative_queries``, brings exactly such a copy)."""
     B, G = teacher_group.shape
-    row = torch.full((B, n_cols), float(fill), dtype=torch.float32, device=teacher_group.device)
+    t = teacher_group.float()
+    row = torch.full((B, n_cols), float(fill), dtype=torch.float32, device=t.device)
+    if keys is not None:
+        if keys.numel() != n_cols:
+            raise ValueError(f"{keys.numel()} passage keys for a row of {n_cols} columns")
+        keys = keys.reshape(-1).to(t.device)
+        own_keys = keys.view(-1, G)[offset:offset + B]                       # [B, G]
+        same = own_keys.unsqueeze(2) == keys.view(1, 1, n_cols)              # [B, G, n_cols]
+        known = torch.where(same, t.unsqueeze(2), torch.full_like(t.unsqueeze(2), float("-inf"))).amax(dim=1)
+        row = torch.where(same.any(dim=1), known, row)
     cols = (torch.arange(B, device=row.device).unsqueeze(1) + offset) * G + torch.arange(G, device=row.device)
-    row = row.scatter(1, cols, teacher_group.float())
+    row = row.scatter(1, cols, t)
     if masked is not None:
         row = row.masked_fill(masked, float("-inf"))
     return torch.softmax(row, dim=-1)
@@ -210,7 +225,8 @@ class EmbedderLoss:
     def __call__(self, q: torch.Tensor, p: torch.Tensor, teacher_scores=None,
                  passage_keys: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``passage_keys``: [B*G] ints, equal for equal passage texts (:func:`helpers.train.groups.text_key`);
-        needed when ``mask_false_negatives``."""
+        needed when ``mask_false_negatives``; with ``kd_in_batch_score`` they let another group's copy of a
+        passage the teacher scored for this query keep that score (without them: ``fill`` for all others)."""
         G = group_size_of(q, p)
         B = q.shape[0]
         # Non-finite embeddings (an fp16 overflow) are not bad input: they make the loss NaN, and the
@@ -225,24 +241,27 @@ class EmbedderLoss:
         else:
             q_all, p_all = q, p
         scores = similarity(q_all.float(), p_all.float(), self.temperature)
-        if self.mask_false_negatives:
+        in_batch_kd = targets is not None and self.kd_in_batch_score is not None and self.kd_loss_type == "kl_div"
+        keys = None     # read by the false-negative mask and, when given, by the in-batch KD's known cross pairs
+        if self.mask_false_negatives or (in_batch_kd and passage_keys is not None):
             if passage_keys is None or passage_keys.numel() != p.shape[0]:
-                raise ValueError(f"mask_false_negatives needs one passage key per passage ({p.shape[0]}), got "
+                raise ValueError(f"passage_keys: one per passage ({p.shape[0]}) needed, got "
                                  f"{None if passage_keys is None else passage_keys.numel()}")
             keys = passage_keys.to(scores.device)
             if cross:
                 keys = gather_keep_grad(keys, self.world_size, self.rank, self.all_gather)
+        if self.mask_false_negatives:
             masked = false_negative_mask(keys, G)
             scores = scores.masked_fill(masked, torch.finfo(scores.dtype).min)
         if targets is None:
             return infonce(scores, G)
         lo = self.rank * B if cross else 0
-        if self.kd_loss_type == "kl_div" and self.kd_in_batch_score is not None:
+        if in_batch_kd:
             raw = torch.as_tensor(teacher_scores, dtype=torch.float32, device=q.device).view(B, G)
             rows = scores[lo:lo + B]
             full = in_batch_targets(raw / self.teacher_temperature, rows.shape[1], lo,
                                     self.kd_in_batch_score / self.teacher_temperature,
-                                    masked[lo:lo + B] if self.mask_false_negatives else None)
+                                    masked[lo:lo + B] if self.mask_false_negatives else None, keys)
             kd = kl_div_loss(rows, full)
         elif self.kd_loss_type in ("kl_div", "margin_mse"):
             local = own_group(scores, G)[lo:lo + B]

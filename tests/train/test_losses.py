@@ -296,7 +296,7 @@ def test_masking_leaves_the_own_group_kd_targets_alone_and_needs_keys():
     assert kd(emb(Q), emb(P), teacher, keys).item() == pytest.approx(ref(emb(Q), emb(P), teacher).item())
     assert torch.isfinite(EmbedderLoss(temperature=T, mask_false_negatives=True, kd_loss_type="m3_kd_loss")(
         emb(Q), emb(P), teacher, keys))
-    with pytest.raises(ValueError, match="one passage key per passage"):
+    with pytest.raises(ValueError, match=r"passage_keys: one per passage \(4\) needed, got None"):
         EmbedderLoss(temperature=T, mask_false_negatives=True)(emb(Q), emb(P))
 
 
@@ -362,6 +362,36 @@ def test_in_batch_targets_put_the_group_at_its_columns_and_mask_to_zero():
     m = in_batch_targets(t, 4, 0, fill=-1.0, masked=masked)
     assert m[0, 2] == 0 and torch.allclose(m.sum(-1), torch.ones(2))
     assert torch.allclose(in_batch_targets(t[1:], 4, 1, fill=-1.0), full[1:])      # rank 1's rows: offset 1
+
+
+def test_in_batch_targets_give_a_copy_of_a_scored_passage_its_teacher_score():
+    """Query 0 scored passages a (2.0) and b (0.0); query 1's group holds a copy of b and an unscored c:
+    the copy of b takes 0.0 in query 0's row, c the fill; query 1 scored neither of query 0's passages."""
+    from helpers.train.losses import in_batch_targets
+    a, b, c = 11, 12, 13
+    t = torch.tensor([[2.0, 0.0], [1.0, 3.0]])
+    keys = torch.tensor([a, b, c, b])
+    got = in_batch_targets(t, 4, 0, fill=-5.0, keys=keys)
+    assert torch.allclose(got[0], torch.softmax(torch.tensor([2.0, 0.0, -5.0, 0.0]), 0))
+    # query 1 scored c (1.0) and b (3.0): query 0's column b is a copy of its own b
+    assert torch.allclose(got[1], torch.softmax(torch.tensor([-5.0, 3.0, 1.0, 3.0]), 0))
+    masked = torch.tensor([[False, False, False, True], [False, False, False, False]])
+    assert in_batch_targets(t, 4, 0, fill=-5.0, masked=masked, keys=keys)[0, 3] == 0      # the mask wins
+    assert torch.allclose(in_batch_targets(t[1:], 4, 1, fill=-5.0, keys=keys), got[1:])  # rank 1: offset 1
+    with pytest.raises(ValueError, match="3 passage keys for a row of 4 columns"):
+        in_batch_targets(t, 4, 0, fill=-5.0, keys=keys[:3])
+
+
+def test_in_batch_kd_reads_the_passage_keys_it_is_given():
+    from helpers.train.losses import EmbedderLoss
+    torch.manual_seed(3)
+    q = F.normalize(torch.randn(2, 4), dim=-1)
+    p = F.normalize(torch.randn(4, 4), dim=-1)
+    t = torch.tensor([2.0, 0.5, 1.0, 3.0])
+    loss = EmbedderLoss(temperature=0.05, kd_in_batch_score=-5.0)
+    distinct, shared = torch.tensor([1, 2, 3, 4]), torch.tensor([1, 2, 3, 2])
+    assert float(loss(q, p, t, distinct)) == pytest.approx(float(loss(q, p, t)), rel=1e-6)
+    assert float(loss(q, p, t, shared)) != pytest.approx(float(loss(q, p, t)), rel=1e-4)
 
 
 def test_in_batch_kd_with_one_query_is_the_group_kd():
