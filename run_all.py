@@ -9,8 +9,8 @@
     python run_all.py --time_budget 11h        # stop at the last unit of work that fits, say how to continue
 
 A profile names a run and lists steps; a step is a notebook plus parameters, so a notebook may
-appear several times under different step names. ``{run_dir}`` in a string parameter is replaced
-by ``<output_root>/<run_name>``. Every parameter is checked against the notebook's ``parameters``
+appear several times under different step names. ``{run_dir}`` in a string parameter (or in a var) is
+replaced by ``<output_root>/<run_name>``, ``{output_root}`` by the output root, ``{<var>}`` by the var. Every parameter is checked against the notebook's ``parameters``
 cell before anything runs. Executed notebooks go to ``<run_dir>/notebooks/``; ``manifest.json``
 records parameters, versions, the git commit and per-step wall time.
 
@@ -34,6 +34,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 import yaml
 
@@ -340,13 +341,24 @@ def script_path(script: str) -> Path:
     return p
 
 
+def script_module(script: str) -> Optional[str]:
+    """The dotted name of a script that is a module of the package (``helpers/...``), else None."""
+    rel = script_path(script).relative_to(ROOT)
+    return ".".join(rel.with_suffix("").parts) if rel.parts[0] == "helpers" else None
+
+
 def script_parameters(script: str) -> dict:
     """A script step's parameters as papermill describes a notebook's: ``{flag: {"default": repr}}``,
     from the script's own ``build_parser()`` (so the same checks apply before anything runs)."""
+    import importlib
     import importlib.util
-    spec = importlib.util.spec_from_file_location(f"_step_{Path(script).stem}", script_path(script))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    module = script_module(script)
+    if module:
+        mod = importlib.import_module(module)
+    else:
+        spec = importlib.util.spec_from_file_location(f"_step_{Path(script).stem}", script_path(script))
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
     if not hasattr(mod, "build_parser"):
         raise ChainError(f"script {script} has no build_parser(): its parameters cannot be checked")
     return {a.dest: {"default": repr(a.default)} for a in mod.build_parser()._actions if a.dest != "help"}
@@ -358,8 +370,10 @@ def step_source(step: dict) -> str:
 
 def run_script(step: dict) -> float:
     """A step that is a script (a bench: optional dependencies, no notebook): ``--key value`` per
-    parameter, run from the repository root; its output streams here; a failure stops the chain."""
-    cmd = [sys.executable, str(script_path(step["script"]))]
+    parameter, run from the repository root; its output streams here; a failure stops the chain. A module
+    of the package (``helpers/...``) runs as ``python -m``, so it imports this checkout's package."""
+    module = script_module(step["script"])
+    cmd = [sys.executable, *(["-m", module] if module else [str(script_path(step["script"]))])]
     for k, v in (step.get("parameters") or {}).items():
         cmd += [f"--{k}", *([str(x) for x in v] if isinstance(v, list) else [str(v)])]
     print(f"\n=== step {step['name']} ({step['script']})", flush=True)
@@ -489,14 +503,16 @@ def main(argv=None) -> int:
         if a.print_run_dir:
             print(run_dir)
             return 0
-        ctx = {"run_dir": os.path.relpath(run_dir, ROOT) if run_dir.is_relative_to(ROOT) else str(run_dir)}
-        ctx.update({k: v for k, v in (prof.get("vars") or {}).items()})
+        here = {"run_dir": run_dir, "output_root": out_root}
+        base = {k: os.path.relpath(v, ROOT) if v.is_relative_to(ROOT) else str(v) for k, v in here.items()}
+        ctx = dict(base)                # a var's value may name {run_dir} or {output_root} too
+        ctx.update({k: substitute(v, base) for k, v in (prof.get("vars") or {}).items()})
         for item in a.vars:
             key, sep, value = item.partition("=")
             if not sep or key not in (prof.get("vars") or {}):
                 raise ChainError(f"--var {item!r}: expected KEY=VALUE with KEY one of the profile's vars: "
                                  f"{', '.join(prof.get('vars') or {}) or '(none)'}")
-            ctx[key] = value
+            ctx[key] = substitute(value, base)
         steps = [dict(s, parameters=canonical_flags(substitute(dict(s.get("parameters") or {}), ctx)))
                  for s in prof["steps"]]
         import papermill as pm

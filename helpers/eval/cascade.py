@@ -153,7 +153,7 @@ def run_cascade(stage: RerankStage, embedder_dir, queries_file: str, corpus_file
     paired difference to the embedder). ``reranker``: a loaded one (else :func:`build_reranker`,
     only when something is to be scored); ``reuse_existing``: a folder with the same
     :func:`reuse_key` is read back, not computed again."""
-    from helpers.rerank.args import build_reranker, check_model_args
+    from helpers.rerank.args import build_reranker, check_model_args, check_not_trained_on
     emb_dir, out = Path(embedder_dir), Path(output_dir)
     if not (emb_dir / "rankings.jsonl").is_file():
         raise FileNotFoundError(f"{emb_dir}: no rankings.jsonl (evaluate the embedder first: helpers.eval.evaluate)")
@@ -202,6 +202,7 @@ def run_cascade(stage: RerankStage, embedder_dir, queries_file: str, corpus_file
     n_pairs = sum(min(len(x), ks[-1]) for x in ranked)
     log.info("rerank %s: %d queries, top %s (%d pairs at k=%d) with %s", label or emb_dir, len(ranked), ks, n_pairs,
              ks[-1], stage.reranker_name_or_path)
+    check_not_trained_on(stage.reranker_name_or_path, [r["query_id"] for r in qrows], queries_file)
     reranker = reranker or build_reranker(stage)
     scores, seconds = score_in_bands(reranker, [r["query"] for r in qrows], ranked, by_id, ks)
 

@@ -21,7 +21,7 @@ import logging
 from dataclasses import asdict, dataclass, field
 from typing import Optional
 
-from helpers.rerank.args import RerankerArgs, build_reranker
+from helpers.rerank.args import RerankerArgs, build_reranker, check_not_trained_on
 from helpers.common.cli import dataclass_parser
 from helpers.common.io_utils import InputError, load_corpus, read_jsonl, validate_queries, write_json
 from helpers.eval.cascade import rerank_order
@@ -85,8 +85,9 @@ def rerank_eval(args: RerankEvalArgs, reranker=None) -> dict:
         if args.fusion_alpha is not None and len(r.get("scores") or []) < min(args.top_k, len(r["ranked_ids"])):
             raise InputError(args.rankings_file, r["__line__"], "scores", "a fused teacher (fusion_alpha) needs the "
                              "bi-encoder's score of each of the top k ids")
-    reranker = reranker or build_reranker(args)
     qids = [r["query_id"] for r in rankings]
+    check_not_trained_on(args.reranker_name_or_path, qids, args.queries_file)
+    reranker = reranker or build_reranker(args)
     before = [r["ranked_ids"][:args.top_k] for r in rankings]
     emb = [r["scores"][:args.top_k] for r in rankings] if args.fusion_alpha is not None else None
     after = rerank(before, [rows[q]["query"] for q in qids], by_id, reranker, args.top_k, emb, args.fusion_alpha)
@@ -135,9 +136,14 @@ def teacher_check(report_path) -> tuple[bool, str]:
     return better, line
 
 
+def build_parser():
+    """The command line (also what ``run_all.py`` checks a profile's ``script`` step against)."""
+    return dataclass_parser(RerankEvalArgs, __doc__, prog="python -m helpers.eval.rerank_eval")
+
+
 def main(argv=None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    a = dataclass_parser(RerankEvalArgs, __doc__, prog="python -m helpers.eval.rerank_eval").parse_args(argv)
+    a = build_parser().parse_args(argv)
     out = rerank_eval(RerankEvalArgs(**vars(a)))
     print(json.dumps({k: v for k, v in out.items() if k != "args"}, indent=1))
 

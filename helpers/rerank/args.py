@@ -8,6 +8,7 @@ names); :func:`build_reranker` loads it through :func:`helpers.rerank.reranker.l
 """
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,6 +80,42 @@ def last_epoch_model(path):
         return path
     log.info("reranker %s: a training folder, scoring with its last epoch %s", path, epochs[-1][1].name)
     return str(epochs[-1][1])
+
+
+def trained_on(reranker_path) -> Optional[str]:
+    """The ``train_data`` a train_reranker model was trained on (``model_epoch_n`` or its folder), read
+    from the folder's training state (the settings a run resumes with); None for a model not trained
+    here (a pretrained reranker, a folder without its state)."""
+    p = Path(str(reranker_path)) if reranker_path else None
+    if p is None or not p.is_dir():
+        return None
+    for folder in (p, p.parent):
+        state = folder / "training_state.pt"
+        if state.is_file():
+            import torch
+            keys = torch.load(state, map_location="cpu", weights_only=True, mmap=True).get("resume_keys")
+            return json.loads(keys).get("train_data") if keys else None
+    return None
+
+
+def check_not_trained_on(reranker_path, query_ids, queries_file) -> None:
+    """Refuse to measure a teacher on queries it was trained on (a teacher trained in another run folder, on
+    another split, would re-order its own training queries: a result that only looks good)."""
+    train = trained_on(reranker_path)
+    if train is None:
+        return
+    if not Path(train).is_file():
+        log.warning("reranker %s was trained on %s, which no longer exists: cannot check that it never saw "
+                    "the queries of %s", reranker_path, train, queries_file)
+        return
+    from helpers.common.io_utils import read_jsonl
+    seen = {r.get("query_id") for r in read_jsonl(train)}
+    both = sorted(set(query_ids) & seen)
+    if both:
+        raise ValueError(f"reranker {reranker_path} was trained on {train}, which holds {len(both)} of the "
+                         f"{len(set(query_ids))} queries of {queries_file} it is asked to re-order (e.g. "
+                         f"{', '.join(map(str, both[:3]))}): train the teacher on this run's train split (the same "
+                         "prepare settings: data, split, test_fraction, seed)")
 
 
 def check_model_args(a: RerankerArgs) -> None:

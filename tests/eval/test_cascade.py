@@ -147,6 +147,16 @@ def test_a_reranker_that_knows_the_gold_lifts_map_within_its_ceiling(tmp_path):
     assert len(table) == 1 and table[0]["verdict"] == "better" and table[0]["k"] == 25
 
 
+def test_the_cascade_refuses_a_reranker_trained_on_its_test_queries(tmp_path):
+    import torch
+    emb, stage = _files(tmp_path)
+    write_jsonl(tmp_path / "teacher_train.jsonl", [{"query_id": "q5"}, {"query_id": "t1"}])
+    torch.save({"resume_keys": json.dumps({"train_data": str(tmp_path / "teacher_train.jsonl")})},
+               tmp_path / "reranker" / "training_state.pt")      # the reranker was trained here, on q5 among others
+    with pytest.raises(ValueError, match=r"holds 1 of the 24 queries of .*q.jsonl.*\(e.g. q5\)"):
+        _run(tmp_path, emb, stage, GoldFirst())
+
+
 def test_the_cascade_is_reused_only_for_the_same_inputs(tmp_path):
     emb, stage = _files(tmp_path)
     first = _run(tmp_path, emb, stage, GoldFirst(), reuse_existing=True, sweep_top_k=(25,))

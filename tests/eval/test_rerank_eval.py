@@ -99,3 +99,38 @@ def test_a_fused_teacher_is_checked_with_the_bi_encoders_scores(tmp_path):
     assert better is True and "fused with its student (alpha 0)" in line
     with pytest.raises(ValueError, match="fusion_alpha must be a number in"):
         RerankEvalArgs(**{**a.__dict__, "fusion_alpha": 2})
+
+
+def trained_teacher(tmp_path, query_ids):
+    """A train_reranker folder whose training state names the train file of ``query_ids``."""
+    import torch
+    train = tmp_path / "teacher_train.jsonl"
+    train.write_text("".join(json.dumps({"query_id": q, "query": q, "pos": ["p"], "neg": ["n"]}) + "\n"
+                             for q in query_ids))
+    folder = tmp_path / "teacher"
+    (folder / "model_epoch_1").mkdir(parents=True)
+    (folder / "model_epoch_1" / "config.json").write_text("{}")
+    torch.save({"resume_keys": json.dumps({"train_data": str(train), "seed": 42})}, folder / "training_state.pt")
+    return folder, train
+
+
+def test_a_teacher_is_never_measured_on_queries_it_was_trained_on(tmp_path, caplog):
+    from helpers.rerank.args import check_not_trained_on, trained_on
+    folder, train = trained_teacher(tmp_path, ["q1", "q7", "q9"])
+    assert trained_on(folder) == trained_on(folder / "model_epoch_1") == str(train)
+    assert trained_on(tmp_path) is None and trained_on("demo:all-minilm-l6-v2") is None   # not trained here
+    check_not_trained_on(folder, ["q2", "q3"], "test.jsonl")                               # other queries: fine
+    with pytest.raises(ValueError, match=r"trained on .*teacher_train.jsonl, which holds 2 of the 3 queries of "
+                                         r"test.jsonl .*\(e.g. q1, q7\)"):
+        check_not_trained_on(folder / "model_epoch_1", ["q1", "q2", "q7"], "test.jsonl")
+    train.unlink()
+    check_not_trained_on(folder, ["q1"], "test.jsonl")                                      # cannot check: says so
+    assert "no longer exists: cannot check" in caplog.text
+
+
+def test_rerank_eval_refuses_a_teacher_trained_on_its_test_queries(tmp_path):
+    a = files(tmp_path)
+    folder, _ = trained_teacher(tmp_path, ["q0", "x"])
+    a.reranker_name_or_path = str(folder)
+    with pytest.raises(ValueError, match="holds 1 of the 6 queries"):
+        rerank_eval(a, reranker=GoldFirst())

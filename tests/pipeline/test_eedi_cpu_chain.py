@@ -1,6 +1,7 @@
-"""configs/eedi_cpu.yaml end to end on the real Eedi sample (../shared/eedi_sample), at small sizes
-from the command line: every step runs, the KD ablation's two round-2 trainings differ only in
-KD, the teacher is compared with its student, and the comparison carries paired intervals."""
+"""configs/eedi_cpu_teacher.yaml then configs/eedi_cpu.yaml end to end on the real Eedi sample
+(../shared/eedi_sample), at small sizes from the command line: every step runs, the KD ablation's two
+round-2 trainings differ only in KD, the teacher (trained once, in its own run folder) is compared with
+its student, and the comparison carries paired intervals."""
 import csv
 import json
 
@@ -9,26 +10,33 @@ import pytest
 import run_all
 from helpers.common.io_utils import read_jsonl
 
-STEPS = ["prepare", "zero_shot", "mine_r0", "st_mnrl_inbatch", "st_mnrl_hn", "train_r1", "eval_r1", "train_teacher", "mine_r2",
-         "score", "train_hn_r2", "train_kd", "compare"]
+TEACHER_STEPS = ["prepare", "mine_r0", "train_teacher"]
+STEPS = ["prepare", "zero_shot", "mine_r0", "st_mnrl_inbatch", "st_mnrl_hn", "train_r1", "eval_r1", "check_teacher",
+         "mine_r2", "score", "train_hn_r2", "train_kd", "compare"]
+SMALL = ["train_max_queries=32",                        # mining: a sample of the train queries
+         "num_train_epochs=1", "per_device_train_batch_size=8", "train_group_size=4", "negative_number=3",
+         "mine_r0.query_max_len=128"]
 
 
 @pytest.mark.integration
 @pytest.mark.slow
-@pytest.mark.timeout(1800)                      # the whole eedi_cpu profile through papermill
+@pytest.mark.timeout(1800)                      # both profiles through papermill
 def test_eedi_cpu_chain_on_the_sample(shared_dir, tmp_path, capsys):
-    sets = ["train_max_queries=32",                     # mining: a sample of the train queries
-            "max_train_queries=16",                     # the teacher
-            "num_train_epochs=1", "per_device_train_batch_size=8", "train_group_size=4",
-            "zero_shot.query_max_len=128", "mine_r0.query_max_len=128", "mine_r2.query_max_len=128",
-            "compare.query_max_len=128", "eval_r1.query_max_len=128", "max_len=128", "reranker_max_length=128",
-            "train_r1.query_max_len=128", "train_hn_r2.query_max_len=128", "train_kd.query_max_len=128",
-            "negative_number=3", "top_k=10"]
-    argv = ["--profile", "configs/eedi_cpu.yaml", "--output_root", str(tmp_path), "--run_name", "s",
-            "--var", f"data_dir={shared_dir / 'eedi_sample'}", "--var", "train_file=train_sample.csv"]
+    data = ["--var", f"data_dir={shared_dir / 'eedi_sample'}", "--var", "train_file=train_sample.csv"]
+    teacher = ["--profile", "configs/eedi_cpu_teacher.yaml", "--output_root", str(tmp_path), *data]
+    for s in SMALL + ["max_train_queries=16", "max_len=128"]:
+        teacher += ["--set", s]
+    assert run_all.main(teacher) == 0, capsys.readouterr().err
+    t_manifest = json.loads((tmp_path / "eedi_cpu_teacher" / "manifest.json").read_text())
+    assert list(t_manifest["steps"]) == TEACHER_STEPS
+
+    sets = SMALL + ["zero_shot.query_max_len=128", "mine_r2.query_max_len=128", "compare.query_max_len=128",
+                    "eval_r1.query_max_len=128", "reranker_max_length=128", "train_r1.query_max_len=128",
+                    "train_hn_r2.query_max_len=128", "train_kd.query_max_len=128", "top_k=10"]
+    argv = ["--profile", "configs/eedi_cpu.yaml", "--output_root", str(tmp_path), "--run_name", "s", *data]
     for s in sets:
         argv += ["--set", s]
-    assert run_all.main(argv) == 0, capsys.readouterr().err
+    assert run_all.main(argv) == 0, capsys.readouterr().err     # the teacher: {output_root}/eedi_cpu_teacher/teacher
     run = tmp_path / "s"
     manifest = json.loads((run / "manifest.json").read_text())
     assert list(manifest["steps"]) == STEPS and all(s["status"] == "done" for s in manifest["steps"].values())
@@ -36,9 +44,9 @@ def test_eedi_cpu_chain_on_the_sample(shared_dir, tmp_path, capsys):
     assert {k for k in set(p_hn) | set(p_kd) if p_hn.get(k) != p_kd.get(k)} == {"knowledge_distillation", "output_dir"}
 
     # the teacher: trained on the train split only, compared with its student on the test split
-    teacher = read_jsonl(run / "teacher" / "metrics.jsonl")
+    teacher = read_jsonl(tmp_path / "eedi_cpu_teacher" / "teacher" / "metrics.jsonl")
     assert teacher[0]["epoch"] == 1 and "group_map" in teacher[0]
-    rer = json.loads((run / "teacher" / "rerank_eval.json").read_text())
+    rer = json.loads((run / "teacher_check" / "rerank_eval.json").read_text())
     assert rer["n_queries"] == len(read_jsonl(run / "data" / "test_queries.jsonl"))
     assert {"lo", "hi", "verdict"} <= set(rer["reranked - bi-encoder"]["MAP@25"])
     assert rer["fusion_alpha"] == 0.5              # the fused teacher stage 02 writes, checked against round 1

@@ -251,3 +251,27 @@ def test_a_stopped_run_all_ends_every_process_it_started(tmp_path):
         time.sleep(0.1)
     else:
         raise AssertionError("a process of the tree is still running")
+
+
+def test_vars_may_name_the_run_folder_and_the_output_root(tmp_path, capsys):
+    """configs/eedi_cpu.yaml's teacher lives in another run folder under the same output root."""
+    path = tmp_path / "v.yaml"
+    path.write_text(yaml.safe_dump({"run_name": "r", "output_root": str(tmp_path / "out"),
+                                    "vars": {"teacher": "{output_root}/t/teacher", "mine": "{run_dir}/mine"},
+                                    "steps": [dict(PREP, parameters={"output_dir": "{teacher}|{mine}"})]}))
+    assert run_all.main(["--profile", str(path), "--list"]) == 0
+    assert f'{tmp_path / "out" / "t" / "teacher"}|{tmp_path / "out" / "r" / "mine"}' in capsys.readouterr().out
+    assert run_all.main(["--profile", str(path), "--list", "--var", "teacher={run_dir}/x"]) == 0
+    assert f'{tmp_path / "out" / "r" / "x"}|' in capsys.readouterr().out
+
+
+def test_a_script_step_of_the_package_runs_as_a_module_and_is_checked(tmp_path, capsys):
+    """check_teacher in configs/eedi_cpu.yaml: helpers/eval/rerank_eval.py, its flags checked before anything runs."""
+    assert run_all.script_module("helpers/eval/rerank_eval.py") == "helpers.eval.rerank_eval"
+    assert run_all.script_module("bench/st_mnrl.py") is None
+    step = {"name": "check", "script": "helpers/eval/rerank_eval.py", "parameters": {"top_kk": 3}}
+    assert run_all.main(["--profile", profile(tmp_path, [step]), "--list"]) == 1
+    assert "unknown parameter(s) top_kk" in capsys.readouterr().err
+    step["parameters"] = {"rankings_file": "nope.jsonl"}
+    assert run_all.main(["--profile", profile(tmp_path, [step])]) == 1     # runs, and its error stops the chain
+    assert "step 'check' failed: helpers/eval/rerank_eval.py exited with" in capsys.readouterr().err
