@@ -121,7 +121,7 @@ def teacher_check(report_path) -> tuple[bool, str]:
     path = Path(report_path)
     if not path.is_file():
         raise InputError(path, None, "teacher_report", "file does not exist (02a_train_reranker writes it "
-                         "with rankings_file given)")
+                         "with rankings_file given; python -m helpers.eval.rerank_eval with --output_file)")
     rep = json.loads(path.read_text(encoding="utf-8"))
     diff = rep.get("reranked - bi-encoder", {})
     key = next((k for k in diff if k.startswith("MAP@")), None)
