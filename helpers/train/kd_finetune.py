@@ -119,9 +119,10 @@ class KDArgs(EmbedderArgs, TrainArgs):
                                           "0 with m3_kd_loss)", before=None)
     drop_suspect_negatives: bool = arg(True, "drop negatives marked neg_suspect by 02's teacher_filter mark (at least "
                                        "one kept per query, the lowest-scored); False: train on them", before=True)
-    teacher_report: Optional[str] = arg(None, "rerank_eval.json (02a's, or helpers.eval.rerank_eval's: the teacher re-ordering its student's top k), "
-                                        "read before a KD run: a teacher not better than its student is named in "
-                                        "a warning, or stops the run (require_better_teacher)", resume=False)
+    teacher_report: Optional[str] = arg(None, "rerank_eval.json (02a's, or helpers.eval.rerank_eval's: the teacher "
+                                        "re-ordering its student's top k), read before a KD run: a teacher not "
+                                        "better than its student is named in a warning, or stops the run "
+                                        "(require_better_teacher)", resume=False)
     require_better_teacher: bool = arg(False, "with teacher_report: stop a KD run whose teacher does not re-order "
                                        "better than its student (interval above zero) instead of warning",
                                        resume=False)
