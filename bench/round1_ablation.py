@@ -274,8 +274,16 @@ def main(argv=None) -> int:
     p.add_argument("--list", action="store_true")
     p.add_argument("--teacher", help="the reranker that scores the KD variants' file (e.g. "
                    "model_output/eedi_dev/teacher_search/t_all/model)")
+    p.add_argument("--bi_scores", metavar="VARIANT", help="only write the round-2 control's mined file scored by "
+                   "VARIANT's cosines (ablation/scored/bi_VARIANT/, for bench/kd_groups.py) and stop")
     a = p.parse_args(argv)
     TEACHER["path"] = a.teacher
+    if a.bi_scores:
+        run_dir, ctrl = Path(a.run_dir), "r2_full_t05_lr5e-5"
+        dst = scored_file(run_dir, run_dir / "ablation", bi=a.bi_scores)
+        bi_teacher_scores(run_dir, run_dir / "ablation" / ctrl / "mined" / "train_mined.jsonl", a.bi_scores, dst)
+        print(dst)
+        return 0
     if a.list:
         for n, (what, spec) in VARIANTS.items():
             print(f"{n:22s} {what}")
