@@ -60,11 +60,11 @@ def test_eedi_cpu_chain_on_the_sample(shared_dir, tmp_path, capsys):
     assert [r["label"] for r in rows] == ["zero-shot", "round 1 (hard negatives)", "round 2 (hard negatives only)",
                                           "round 2 (KD)", "sentence-transformers MNRL",
                                           "sentence-transformers MNRL + 1 mined negative",
-                                          "round 2 (KD) + reranker top 25"]
+                                          "round 2 (KD) + reranker top 25 a0.5"]
     kd = rows[3]
     # the cascade: the teacher re-orders KD's top 25, paired against KD alone and against the reference
-    casc = json.loads((run / "eval" / "comparison.json").read_text())["round 2 (KD) + reranker top 25"]["cascade"]
-    assert casc["embedder"] == "round 2 (KD)" and casc["pairs"] == 25 * len(read_jsonl(run / "data" / "test_queries.jsonl"))
+    casc = json.loads((run / "eval" / "comparison.json").read_text())["round 2 (KD) + reranker top 25 a0.5"]["cascade"]
+    assert casc["embedder"] == "round 2 (KD)" and casc["alpha"] == 0.5 and casc["pairs"] == 25 * len(read_jsonl(run / "data" / "test_queries.jsonl"))
     assert rows[-1]["reference"] == "round 2 (hard negatives only)" and rows[-1]["dMAP@25_lo"] != ""
     # the side by side: sentence-transformers trained on the same mined file, paired against our round 2
     st = json.loads((run / "st_mnrl_hn" / "st_run.json").read_text())
