@@ -225,6 +225,20 @@ def load_profile(name: str) -> tuple[Path, dict]:
     return path, prof
 
 
+def check_requires(requires, ctx: dict) -> None:
+    """A profile's ``requires``: ``{path: what makes it}``, inputs made outside the chain (another profile's
+    teacher), checked before the first step so that a missing one is said now, not after an hour."""
+    if not requires:
+        return
+    if not isinstance(requires, dict):
+        raise ChainError(f"requires: expected a mapping of path -> what makes it, got {requires!r}")
+    missing = [(substitute(str(k), ctx), substitute(str(v), ctx)) for k, v in requires.items()
+               if not Path(substitute(str(k), ctx)).exists()]
+    if missing:
+        raise ChainError("the profile needs what it does not make:\n" +
+                         "\n".join(f"  {path}: missing; make it with: {how}" for path, how in missing))
+
+
 def notebook_path(nb: str) -> Path:
     p = ROOT / "notebooks" / (nb if nb.endswith(".ipynb") else nb + ".ipynb")
     if not p.exists():
@@ -534,6 +548,7 @@ def main(argv=None) -> int:
         if a.resume_dir and (run_dir / "manifest.json").exists():
             raise ChainError(f"--resume_dir: {run_dir} already holds a run (manifest.json); continue it with "
                              f"--from alone, or choose another --run_name")
+        check_requires(prof.get("requires"), ctx)
         names = [s["name"] for s in steps]
         if a.start and names.index(a.start) > 0:      # the run continued (or copied) must be done up to here
             check_earlier_done(Path(a.resume_dir) if a.resume_dir else run_dir, names, a.start)

@@ -275,3 +275,20 @@ def test_a_script_step_of_the_package_runs_as_a_module_and_is_checked(tmp_path, 
     step["parameters"] = {"rankings_file": "nope.jsonl"}
     assert run_all.main(["--profile", profile(tmp_path, [step])]) == 1     # runs, and its error stops the chain
     assert "step 'check' failed: helpers/eval/rerank_eval.py exited with" in capsys.readouterr().err
+
+
+def test_requires_names_what_is_missing_and_how_to_make_it_before_anything_runs(tmp_path, capsys):
+    """configs/eedi_cpu.yaml needs the teacher profile's folder: said before the first step, not after round 1."""
+    path = tmp_path / "q.yaml"
+    path.write_text(yaml.safe_dump({"run_name": "r", "output_root": str(tmp_path / "out"),
+                                    "vars": {"teacher": "{output_root}/t/teacher", "data_dir": "D"},
+                                    "requires": {"{teacher}": "python run_all.py --profile t.yaml --var data_dir={data_dir}"},
+                                    "steps": [PREP]}))
+    assert run_all.main(["--profile", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'out' / 't' / 'teacher'}: missing; make it with: python run_all.py --profile t.yaml --var data_dir=D" in err
+    assert not (tmp_path / "out" / "r").exists()                          # nothing ran, nothing made
+    (tmp_path / "out" / "t" / "teacher").mkdir(parents=True)
+    run_all.check_requires({"{teacher}": "x"}, {"teacher": str(tmp_path / "out" / "t" / "teacher")})   # there: fine
+    with pytest.raises(run_all.ChainError, match="expected a mapping"):
+        run_all.check_requires(["{teacher}"], {})
