@@ -9,10 +9,12 @@
     python run_all.py --time_budget 11h        # stop at the last unit of work that fits, say how to continue
 
 A profile names a run and lists steps; a step is a notebook plus parameters, so a notebook may
-appear several times under different step names. ``{run_dir}`` in a string parameter (or in a var) is
-replaced by ``<output_root>/<run_name>``, ``{output_root}`` by the output root, ``{<var>}`` by the var. Every parameter is checked against the notebook's ``parameters``
-cell before anything runs. Executed notebooks go to ``<run_dir>/notebooks/``; ``manifest.json``
-records parameters, versions, the git commit and per-step wall time.
+appear several times under different step names. ``{run_dir}`` in a string parameter (or in a var)
+is replaced by ``<output_root>/<run_name>``, ``{output_root}`` by the output root, ``{<var>}`` by the
+var. Every parameter is checked against the notebook's ``parameters`` cell before anything runs, and
+the profile's ``requires`` (paths made outside the chain) before the first step. Executed notebooks
+go to ``<run_dir>/notebooks/``; ``manifest.json`` records parameters, versions, the git commit and
+per-step wall time.
 
 ``--time_budget`` (``11h``, ``90m``, ``1h30m``, seconds) sets a deadline: a step does not start when
 the time is up or when its last recorded wall time would overrun; training (03) gets the deadline
@@ -233,7 +235,7 @@ def check_requires(requires, ctx: dict) -> None:
     if not isinstance(requires, dict):
         raise ChainError(f"requires: expected a mapping of path -> what makes it, got {requires!r}")
     missing = [(substitute(str(k), ctx), substitute(str(v), ctx)) for k, v in requires.items()
-               if not Path(substitute(str(k), ctx)).exists()]
+               if not (ROOT / substitute(str(k), ctx)).exists()]     # relative: to the root, as the steps see it
     if missing:
         raise ChainError("the profile needs what it does not make:\n" +
                          "\n".join(f"  {path}: missing; make it with: {how}" for path, how in missing))
