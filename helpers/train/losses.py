@@ -156,7 +156,7 @@ def in_batch_targets(teacher_group: torch.Tensor, n_cols: int, offset: int, fill
         keys = keys.reshape(-1).to(t.device)
         own_keys = keys.view(-1, G)[offset:offset + B]                       # [B, G]
         same = own_keys.unsqueeze(2) == keys.view(1, 1, n_cols)              # [B, G, n_cols]
-        known = torch.where(same, t.unsqueeze(2), torch.full_like(t.unsqueeze(2), float("-inf"))).amax(dim=1)
+        known = torch.where(same, t.unsqueeze(2), float("-inf")).amax(dim=1)      # [B, n_cols]
         row = torch.where(same.any(dim=1), known, row)
     cols = (torch.arange(B, device=row.device).unsqueeze(1) + offset) * G + torch.arange(G, device=row.device)
     row = row.scatter(1, cols, t)
